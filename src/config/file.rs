@@ -1,0 +1,166 @@
+//! The file layer: the YAML document exactly as written, deserialised with serde.
+//!
+//! Every struct denies unknown keys so that a typo is an error, not a silently ignored setting.
+//! Values stay close to the text (strings for addresses, [`Dur`] and [`Size`] for units); the
+//! checks that need the whole document (names, weights, addresses) happen in `build`.
+
+use super::units::{Dur, Size};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    #[serde(default)]
+    pub server: ServerFile,
+    #[serde(default)]
+    pub listeners: Vec<ListenerFile>,
+    #[serde(default)]
+    pub admin: Option<AdminFile>,
+    #[serde(default)]
+    pub clusters: BTreeMap<String, ClusterFile>,
+    #[serde(default)]
+    pub routes: Vec<RouteFile>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerFile {
+    pub threads: Option<usize>,
+    pub grace_period: Option<Dur>,
+    pub graceful_shutdown_timeout: Option<Dur>,
+    pub pid_file: Option<String>,
+    pub upgrade_sock: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerFile {
+    pub addr: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminFile {
+    pub addr: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterFile {
+    #[serde(default)]
+    pub balance: Option<String>,
+    pub peers: Vec<PeerFile>,
+    #[serde(default)]
+    pub health_check: Option<HealthCheckFile>,
+    #[serde(default)]
+    pub breaker: Option<BreakerFile>,
+    #[serde(default)]
+    pub slow_start: Option<Dur>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerFile {
+    pub addr: String,
+    pub weight: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheckFile {
+    pub kind: Option<String>,
+    pub method: Option<String>,
+    pub path: Option<String>,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    pub body: Option<String>,
+    pub expect_status: Option<Vec<u16>>,
+    pub expect_body: Option<String>,
+    pub interval: Option<Dur>,
+    pub timeout: Option<Dur>,
+    pub healthy_threshold: Option<u32>,
+    pub unhealthy_threshold: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BreakerFile {
+    pub enabled: Option<bool>,
+    pub consecutive_failures: Option<u32>,
+    pub failure_rate: Option<f64>,
+    pub min_requests: Option<u32>,
+    pub window: Option<Dur>,
+    pub open_for: Option<Dur>,
+    pub max_open_for: Option<Dur>,
+    pub half_open_requests: Option<u32>,
+    pub success_threshold: Option<u32>,
+    pub max_ejected_percent: Option<u32>,
+    pub failure_on: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteFile {
+    pub name: String,
+    #[serde(rename = "match", default)]
+    pub matcher: MatchFile,
+    pub split: Vec<SplitFile>,
+    pub sticky: Option<String>,
+    #[serde(default)]
+    pub timeouts: TimeoutsFile,
+    #[serde(default)]
+    pub retry: Option<RetryFile>,
+    pub max_request_body: Option<Size>,
+    #[serde(default)]
+    pub fallback: Option<FallbackFile>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MatchFile {
+    pub path_prefix: Option<String>,
+    pub host: Option<String>,
+    pub methods: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SplitFile {
+    pub cluster: String,
+    pub weight: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimeoutsFile {
+    pub connect: Option<Dur>,
+    pub first_byte: Option<Dur>,
+    pub idle: Option<Dur>,
+    pub total: Option<Dur>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryFile {
+    pub attempts: Option<u32>,
+    pub retry_on: Option<Vec<serde_yaml::Value>>,
+    pub backoff: Option<BackoffFile>,
+    pub budget: Option<f64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackoffFile {
+    pub base: Option<Dur>,
+    pub max: Option<Dur>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FallbackFile {
+    pub status: Option<u16>,
+    pub content_type: Option<String>,
+    pub body: String,
+    pub stream_body: Option<String>,
+}

@@ -1,0 +1,128 @@
+use super::*;
+use std::time::Duration;
+
+const GOOD: &str = r#"
+server:
+  threads: 2
+listeners:
+  - addr: "127.0.0.1:8080"
+admin:
+  addr: "127.0.0.1:9901"
+clusters:
+  primary:
+    balance: least_inflight
+    peers:
+      - { addr: "10.0.0.11:8000", weight: 2 }
+      - { addr: "10.0.0.12:8000" }
+    health_check:
+      path: /health
+      expect_body: "ok"
+  secondary:
+    peers:
+      - { addr: "10.0.1.11:8000" }
+routes:
+  - name: chat
+    match: { path_prefix: "/v1/", methods: [post] }
+    split:
+      - { cluster: primary, weight: 90 }
+      - { cluster: secondary, weight: 10 }
+    sticky: "header:x-user-id"
+    timeouts: { connect: 500ms, first_byte: 30s, idle: 60s, total: 5m }
+    retry: { attempts: 2, retry_on: [connect_failure, 503, "429"] }
+    max_request_body: 8MiB
+    fallback:
+      body: '{"busy":true}'
+"#;
+
+#[test]
+fn good_config_builds_with_types_and_defaults() {
+    let c = parse(GOOD, "good.yaml").unwrap();
+    assert_eq!(c.server.threads, 2);
+    assert_eq!(c.server.grace_period, Duration::from_secs(30));
+    assert_eq!(c.listeners[0].addr, "127.0.0.1:8080".parse().unwrap());
+    // Clusters are sorted by name; the split refers to them by index.
+    assert_eq!(c.clusters[0].name, "primary");
+    assert_eq!(c.clusters[0].balance, Balance::LeastInflight);
+    assert_eq!(c.clusters[0].peers[0].weight, 2);
+    assert_eq!(c.clusters[0].peers[1].weight, 1);
+    assert_eq!(c.clusters[1].balance, Balance::RoundRobin);
+    let hc = c.clusters[0].health_check.as_ref().unwrap();
+    assert_eq!(hc.healthy_threshold, 2);
+    assert_eq!(hc.unhealthy_threshold, 3);
+    assert!(c.clusters[1].health_check.is_none());
+    assert!(c.clusters[1].breaker.enabled);
+    let r = &c.routes[0];
+    assert_eq!(r.split.len(), 2);
+    assert_eq!((r.split[0].cluster, r.split[0].weight), (0, 90));
+    assert_eq!((r.split[1].cluster, r.split[1].weight), (1, 10));
+    assert_eq!(r.matcher.methods.as_deref(), Some(&[http::Method::POST][..]));
+    assert_eq!(
+        r.sticky,
+        Some(StickyKey::Header(http::HeaderName::from_static("x-user-id")))
+    );
+    assert_eq!(r.timeouts.connect, Duration::from_millis(500));
+    assert_eq!(r.timeouts.total, Duration::from_secs(300));
+    assert_eq!(r.retry.attempts, 2);
+    assert!(r.retry.on.connect_failure && !r.retry.on.reset);
+    assert_eq!(r.retry.on.statuses, vec![429, 503]);
+    assert_eq!(r.max_request_body, 8 * 1024 * 1024);
+    let fb = r.fallback.as_ref().unwrap();
+    assert_eq!(fb.status, 200);
+    assert_eq!(&fb.stream_body[..], b"data: {\"busy\":true}\n\ndata: [DONE]\n\n");
+}
+
+/// Each bad config must fail with the given key path, and a line where the key is in the file.
+#[test]
+fn bad_configs_name_the_key_path_and_line() {
+    let cases: &[(&str, &str, &str, Option<usize>)] = &[
+        // (what to replace in GOOD, with what, expected path, expected line)
+        ("cluster: secondary", "cluster: secndary", "routes[0].split[1].cluster", Some(25)),
+        ("10.0.0.12:8000", "10.0.0.12", "clusters.primary.peers[1].addr", Some(13)),
+        ("connect: 500ms", "connect: 5 parsecs", "routes[0].timeouts.connect", Some(27)),
+        ("connect: 500ms", "connect: 500", "routes[0].timeouts.connect", Some(27)),
+        ("threads: 2", "thraeds: 2", "server.thraeds", Some(3)),
+        ("balance: least_inflight", "balance: fastest", "clusters.primary.balance", Some(10)),
+        ("attempts: 2", "attempts: 0", "routes[0].retry.attempts", Some(28)),
+        ("8MiB", "8 parsecs", "routes[0].max_request_body", Some(29)),
+        ("expect_body: \"ok\"", "expect_body: \"(\"", "clusters.primary.health_check.expect_body", Some(16)),
+        ("\"header:x-user-id\"", "\"query:user\"", "routes[0].sticky", Some(26)),
+        ("10.0.0.12:8000", "10.0.0.11:8000", "clusters.primary.peers[1].addr", Some(13)),
+    ];
+    for (from, to, path, line) in cases {
+        assert!(GOOD.contains(from), "test case text {from:?} not in GOOD");
+        let text = GOOD.replacen(from, to, 1);
+        let e = parse(&text, "bad.yaml").expect_err(&format!("{to:?} must be rejected"));
+        let ConfigError::Invalid(inv) = &e else {
+            panic!("unexpected error {e}")
+        };
+        assert_eq!(inv.path, *path, "for {to:?}: {e}");
+        assert_eq!(inv.line, *line, "for {to:?}: {e}");
+        assert!(e.to_string().starts_with("bad.yaml:"), "{e}");
+    }
+}
+
+#[test]
+fn zero_total_weight_and_duplicates_are_errors() {
+    let text = GOOD
+        .replace("weight: 90 }", "weight: 0 }")
+        .replace("weight: 10 }", "weight: 0 }");
+    let e = parse(&text, "x").unwrap_err();
+    assert_eq!(e.path(), Some("routes[0].split"));
+    assert!(e.to_string().contains("total split weight is zero"), "{e}");
+
+    let dup_route = format!(
+        "{GOOD}  - name: chat\n    split:\n      - {{ cluster: primary }}\n"
+    );
+    let e = parse(&dup_route, "x").unwrap_err();
+    assert_eq!(e.path(), Some("routes[1].name"));
+    assert!(e.to_string().contains(":32:"), "{e}");
+}
+
+#[test]
+fn syntax_errors_and_missing_files_are_reported() {
+    let e = parse("listeners: [", "x.yaml").unwrap_err();
+    assert!(e.to_string().starts_with("x.yaml:"), "{e}");
+    let e = load(std::path::Path::new("/nonexistent/switchyard.yaml")).unwrap_err();
+    assert!(matches!(e, ConfigError::Read { .. }));
+    assert!(parse("", "empty").is_err());
+}

@@ -1,0 +1,235 @@
+//! The typed runtime config: what the rest of switchyard reads. Built only by `config::build`,
+//! so every value here has been validated.
+
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue, Method};
+use regex::Regex;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// A whole, validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: ServerSettings,
+    pub listeners: Vec<Listener>,
+    pub admin: AdminSettings,
+    /// Clusters sorted by name; routes refer to them by index.
+    pub clusters: Vec<ClusterConfig>,
+    /// Routes in file order: the first match wins.
+    pub routes: Vec<RouteConfig>,
+}
+
+impl Config {
+    /// The cluster called `name`.
+    pub fn cluster(&self, name: &str) -> Option<&ClusterConfig> {
+        self.clusters.iter().find(|c| c.name == name)
+    }
+}
+
+/// Process settings, passed to Pingora's `ServerConf`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerSettings {
+    /// Worker threads of the proxy service. Default: one per core.
+    pub threads: usize,
+    /// How long a terminating or upgrading process keeps serving in-flight requests. Default 30s
+    /// (Pingora's own default of 300s is too long for most edges).
+    pub grace_period: Duration,
+    /// After the grace period, how long to wait for tasks to end. Default 5s.
+    pub graceful_shutdown_timeout: Duration,
+    /// Default `/tmp/switchyard.pid`.
+    pub pid_file: String,
+    /// Socket the old and new process use to hand over listeners. Default `/tmp/switchyard_upgrade.sock`.
+    pub upgrade_sock: String,
+}
+
+/// A client-facing listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listener {
+    pub addr: SocketAddr,
+}
+
+/// The admin listener. Default `127.0.0.1:9901`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminSettings {
+    pub addr: SocketAddr,
+}
+
+/// How a cluster picks a peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Balance {
+    /// Weighted round robin (the default).
+    RoundRobin,
+    /// Power of two choices on in-flight requests per unit of weight.
+    LeastInflight,
+}
+
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    pub name: String,
+    pub balance: Balance,
+    pub peers: Vec<PeerConfig>,
+    pub health_check: Option<HealthCheckConfig>,
+    pub breaker: BreakerConfig,
+    /// A peer coming back ramps from a tenth of its weight to all of it over this time.
+    pub slow_start: Option<Duration>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerConfig {
+    pub addr: SocketAddr,
+    /// Relative share within the cluster; default 1; 0 takes the peer out of rotation (drain).
+    pub weight: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HealthCheckKind {
+    Http,
+    Tcp,
+}
+
+/// Active health check of every peer of a cluster.
+#[derive(Debug, Clone)]
+pub struct HealthCheckConfig {
+    pub kind: HealthCheckKind,
+    /// Default GET.
+    pub method: Method,
+    /// Default `/health`.
+    pub path: String,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub body: Option<Bytes>,
+    /// Default `[200]`.
+    pub expect_status: Vec<u16>,
+    pub expect_body: Option<Regex>,
+    /// Default 5s.
+    pub interval: Duration,
+    /// Default 2s.
+    pub timeout: Duration,
+    /// Consecutive passes to become healthy. Default 2.
+    pub healthy_threshold: u32,
+    /// Consecutive failures to become unhealthy. Default 3.
+    pub unhealthy_threshold: u32,
+}
+
+/// Which outcomes count against a peer's breaker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FailureOn {
+    pub connect: bool,
+    pub timeout: bool,
+    pub reset: bool,
+    pub status_5xx: bool,
+}
+
+/// Passive per-peer circuit breaker settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BreakerConfig {
+    /// Default true.
+    pub enabled: bool,
+    /// Trip after this many failures in a row. Default 5.
+    pub consecutive_failures: u32,
+    /// Or when this share of the requests in `window` failed. Default 0.5.
+    pub failure_rate: f64,
+    /// ...and at least this many were seen. Default 20.
+    pub min_requests: u32,
+    /// Default 60s.
+    pub window: Duration,
+    /// First ejection. Default 10s; each further trip doubles it.
+    pub open_for: Duration,
+    /// Cap on the ejection time. Default 300s.
+    pub max_open_for: Duration,
+    /// Trial requests at once when half-open. Default 1.
+    pub half_open_requests: u32,
+    /// Trial successes in a row to close. Default 3.
+    pub success_threshold: u32,
+    /// Never eject more than this share of a cluster at once (at least one). Default 50.
+    pub max_ejected_percent: u32,
+    /// Default: connect, timeout, reset, 5xx.
+    pub failure_on: FailureOn,
+}
+
+/// Which part of a request keeps it on one side of the split.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StickyKey {
+    Header(HeaderName),
+    Cookie(String),
+    ClientIp,
+}
+
+/// Where a route sends its traffic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SplitTarget {
+    /// Index into [`Config::clusters`].
+    pub cluster: usize,
+    pub weight: u32,
+}
+
+/// Which requests a route takes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteMatch {
+    /// Default `/`.
+    pub path_prefix: String,
+    /// Lower-case host without port; `None` matches any.
+    pub host: Option<String>,
+    /// `None` matches any method.
+    pub methods: Option<Vec<Method>>,
+}
+
+/// The four timeouts of a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// Per attempt, TCP connect. Default 1s.
+    pub connect: Duration,
+    /// Per attempt, from request sent to response header (for streams: to the first body chunk).
+    /// Default 30s.
+    pub first_byte: Duration,
+    /// Longest gap between body chunks. Default 60s.
+    pub idle: Duration,
+    /// The whole request, all attempts included. Default 300s.
+    pub total: Duration,
+}
+
+/// The failures a route retries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetryOn {
+    pub connect_failure: bool,
+    pub refused: bool,
+    pub reset: bool,
+    pub timeout: bool,
+    /// Response statuses that are retried (before anything reached the client).
+    pub statuses: Vec<u16>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetryPolicy {
+    /// Total tries, the first included. Default 3.
+    pub attempts: u32,
+    pub on: RetryOn,
+    /// Default 25ms.
+    pub backoff_base: Duration,
+    /// Default 250ms.
+    pub backoff_max: Duration,
+    /// Retries may add at most this share of the route's in-flight requests. Default 0.2.
+    pub budget: f64,
+}
+
+/// What a route answers when nothing upstream can.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fallback {
+    pub status: u16,
+    pub content_type: String,
+    pub body: Bytes,
+    /// Sent (as `text/event-stream`) to requests with `"stream": true`.
+    pub stream_body: Bytes,
+}
+
+#[derive(Debug, Clone)]
+pub struct RouteConfig {
+    pub name: String,
+    pub matcher: RouteMatch,
+    pub split: Vec<SplitTarget>,
+    pub sticky: Option<StickyKey>,
+    pub timeouts: Timeouts,
+    pub retry: RetryPolicy,
+    /// Largest request body accepted (and replayed on retries). Default 4MiB.
+    pub max_request_body: usize,
+    pub fallback: Option<Fallback>,
+}

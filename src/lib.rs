@@ -6,3 +6,6 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod balance;
+pub mod peer;
+pub mod split;

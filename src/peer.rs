@@ -1,0 +1,233 @@
+//! Runtime state of each peer that must outlive a config snapshot: in-flight requests, active
+//! health, and the time it last became usable (for slow start). Breakers join it in `breaker`.
+//!
+//! State is keyed by (cluster name, peer address), not by weight, so a reload that changes a
+//! peer's weight keeps everything the balancer has learned about it. (Pingora's own
+//! `HealthRegistry` keys by address *and* weight, which is why we keep our own.)
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::time::Instant;
+
+/// Active health of a peer, as last decided by its health check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Health {
+    /// Not probed yet: no traffic until the first probe passes (only when a check is configured).
+    Unknown,
+    Healthy,
+    Unhealthy,
+}
+
+impl Health {
+    fn from_u8(v: u8) -> Self {
+        match v {
+            1 => Health::Healthy,
+            2 => Health::Unhealthy,
+            _ => Health::Unknown,
+        }
+    }
+    fn as_u8(self) -> u8 {
+        match self {
+            Health::Unknown => 0,
+            Health::Healthy => 1,
+            Health::Unhealthy => 2,
+        }
+    }
+    /// Name used in the admin API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Health::Unknown => "unknown",
+            Health::Healthy => "healthy",
+            Health::Unhealthy => "unhealthy",
+        }
+    }
+}
+
+/// What switchyard knows about one peer of one cluster.
+#[derive(Debug)]
+pub struct PeerState {
+    /// Cluster name.
+    pub cluster: String,
+    pub addr: SocketAddr,
+    /// `cluster/addr`, for logs.
+    pub label: String,
+    inflight: AtomicU64,
+    health: AtomicU8,
+    /// When the peer last became usable, in ms since `epoch` (slow start); 0 = from the start.
+    usable_since_ms: AtomicU64,
+    epoch: Instant,
+    /// Consecutive probe results, written only by the peer's health-check task.
+    pub(crate) probe_streak: Mutex<ProbeStreak>,
+}
+
+/// Consecutive passes and failures of active probes.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ProbeStreak {
+    pub passes: u32,
+    pub failures: u32,
+}
+
+impl PeerState {
+    fn new(cluster: &str, addr: SocketAddr, checked: bool) -> Self {
+        let health = if checked {
+            Health::Unknown
+        } else {
+            Health::Healthy
+        };
+        PeerState {
+            cluster: cluster.to_string(),
+            addr,
+            label: format!("{cluster}/{addr}"),
+            inflight: AtomicU64::new(0),
+            health: AtomicU8::new(health.as_u8()),
+            usable_since_ms: AtomicU64::new(0),
+            epoch: Instant::now(),
+            probe_streak: Mutex::new(ProbeStreak::default()),
+        }
+    }
+
+    /// Requests to this peer now in flight.
+    pub fn inflight(&self) -> u64 {
+        self.inflight.load(Ordering::Relaxed)
+    }
+
+    /// Count a request in flight until the guard drops.
+    pub fn start_request(self: &Arc<Self>) -> InflightGuard {
+        self.inflight.fetch_add(1, Ordering::Relaxed);
+        InflightGuard(self.clone())
+    }
+
+    pub fn health(&self) -> Health {
+        Health::from_u8(self.health.load(Ordering::Relaxed))
+    }
+
+    /// Set the active health; returns the previous value.
+    pub fn set_health(&self, h: Health) -> Health {
+        let prev = Health::from_u8(self.health.swap(h.as_u8(), Ordering::Relaxed));
+        if prev != Health::Healthy && h == Health::Healthy {
+            self.mark_usable_now();
+        }
+        prev
+    }
+
+    /// Called when the peer comes back (health or breaker): slow start counts from now.
+    pub fn mark_usable_now(&self) {
+        let ms = self.epoch.elapsed().as_millis() as u64;
+        self.usable_since_ms.store(ms.max(1), Ordering::Relaxed);
+    }
+
+    /// Share of its weight the peer should get under slow start, in (0, 1].
+    pub fn slow_start_factor(&self, slow_start: Option<std::time::Duration>, now: Instant) -> f64 {
+        let Some(ramp) = slow_start else { return 1.0 };
+        let since = self.usable_since_ms.load(Ordering::Relaxed);
+        if since == 0 {
+            return 1.0;
+        }
+        let up_ms = now
+            .saturating_duration_since(self.epoch)
+            .as_millis()
+            .saturating_sub(since as u128) as f64;
+        let frac = up_ms / ramp.as_millis().max(1) as f64;
+        if frac >= 1.0 {
+            1.0
+        } else {
+            0.1 + 0.9 * frac
+        }
+    }
+}
+
+/// Decrements the peer's in-flight count when dropped.
+#[derive(Debug)]
+pub struct InflightGuard(Arc<PeerState>);
+
+impl Drop for InflightGuard {
+    fn drop(&mut self) {
+        self.0.inflight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// All peer states, by (cluster, address). Consulted only when a snapshot is built.
+#[derive(Debug, Default)]
+pub struct PeerRegistry {
+    peers: Mutex<HashMap<(String, SocketAddr), Arc<PeerState>>>,
+}
+
+impl PeerRegistry {
+    /// The state of `cluster`'s peer `addr`, created on first sight. `checked` says whether the
+    /// cluster has an active health check (then a new peer waits for its first probe).
+    pub fn get_or_insert(&self, cluster: &str, addr: SocketAddr, checked: bool) -> Arc<PeerState> {
+        let mut map = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+        map.entry((cluster.to_string(), addr))
+            .or_insert_with(|| Arc::new(PeerState::new(cluster, addr, checked)))
+            .clone()
+    }
+
+    /// Forget peers that are no longer configured. Requests still in flight to them keep their
+    /// own `Arc` and drain normally.
+    pub fn retain(&self, keep: &HashSet<(String, SocketAddr)>) {
+        let mut map = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+        map.retain(|k, _| keep.contains(k));
+    }
+
+    pub fn len(&self) -> usize {
+        self.peers.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn registry_keeps_state_by_cluster_and_addr() {
+        let reg = PeerRegistry::default();
+        let a: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let s1 = reg.get_or_insert("primary", a, true);
+        assert_eq!(s1.health(), Health::Unknown);
+        s1.set_health(Health::Unhealthy);
+        let s2 = reg.get_or_insert("primary", a, true);
+        assert!(Arc::ptr_eq(&s1, &s2));
+        assert_eq!(s2.health(), Health::Unhealthy);
+        let other = reg.get_or_insert("secondary", a, false);
+        assert!(!Arc::ptr_eq(&s1, &other));
+        assert_eq!(other.health(), Health::Healthy);
+        reg.retain(&HashSet::from([("secondary".to_string(), a)]));
+        assert_eq!(reg.len(), 1);
+    }
+
+    #[test]
+    fn inflight_guard_counts() {
+        let reg = PeerRegistry::default();
+        let s = reg.get_or_insert("c", "127.0.0.1:1".parse().unwrap(), false);
+        let g1 = s.start_request();
+        let g2 = s.start_request();
+        assert_eq!(s.inflight(), 2);
+        drop(g1);
+        drop(g2);
+        assert_eq!(s.inflight(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn slow_start_ramps_from_a_tenth() {
+        let reg = PeerRegistry::default();
+        let s = reg.get_or_insert("c", "127.0.0.1:1".parse().unwrap(), true);
+        let ramp = Some(Duration::from_secs(10));
+        tokio::time::advance(Duration::from_secs(1)).await;
+        s.set_health(Health::Healthy);
+        let f0 = s.slow_start_factor(ramp, Instant::now());
+        assert!((f0 - 0.1).abs() < 0.02, "{f0}");
+        tokio::time::advance(Duration::from_secs(5)).await;
+        let f5 = s.slow_start_factor(ramp, Instant::now());
+        assert!((f5 - 0.55).abs() < 0.02, "{f5}");
+        tokio::time::advance(Duration::from_secs(6)).await;
+        assert_eq!(s.slow_start_factor(ramp, Instant::now()), 1.0);
+        assert_eq!(s.slow_start_factor(None, Instant::now()), 1.0);
+    }
+}

@@ -66,7 +66,7 @@ impl Balancer {
                 (0..self.len * 2).find_map(|_| index(it.next()?).filter(|i| accept(*i)))
             }),
             Balance::LeastInflight => self.random.as_ref().and_then(|r| {
-                let mut draw = || {
+                let draw = || {
                     let mut it = r.iter(&[]);
                     (0..self.len * 2).find_map(|_| index(it.next()?).filter(|i| accept(*i)))
                 };

@@ -1,1 +1,92 @@
-fn main() {}
+//! The `switchyard` command: run, check a config, run the demo, or run the model simulator.
+
+#![forbid(unsafe_code)]
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use switchyard::{config, server};
+
+#[derive(Parser)]
+#[command(
+    name = "switchyard",
+    version,
+    about = "An edge load balancer for AI model clusters",
+    args_conflicts_with_subcommands = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// Config file.
+    #[arg(short = 'c', long = "conf", default_value = "conf/switchyard.yaml")]
+    conf: PathBuf,
+    /// Run in the background.
+    #[arg(short, long)]
+    daemon: bool,
+    /// Take over the listeners of a running switchyard (graceful binary upgrade).
+    #[arg(short, long)]
+    upgrade: bool,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the balancer (the default).
+    Run {
+        #[arg(short = 'c', long = "conf", default_value = "conf/switchyard.yaml")]
+        conf: PathBuf,
+        #[arg(short, long)]
+        daemon: bool,
+        #[arg(short, long)]
+        upgrade: bool,
+    },
+    /// Validate a config file and exit (like `nginx -t`).
+    Check {
+        #[arg(short = 'c', long = "conf", default_value = "conf/switchyard.yaml")]
+        conf: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let cli = Cli::parse();
+    let (conf, daemon, upgrade) = match cli.command {
+        Some(Command::Check { conf }) => return check(&conf),
+        Some(Command::Run {
+            conf,
+            daemon,
+            upgrade,
+        }) => (conf, daemon, upgrade),
+        None => (cli.conf, cli.daemon, cli.upgrade),
+    };
+    let opts = server::RunOptions {
+        config_path: conf,
+        daemon,
+        upgrade,
+    };
+    match server::run(&opts) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("switchyard: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn check(path: &std::path::Path) -> ExitCode {
+    match config::load(path) {
+        Ok(c) => {
+            println!(
+                "{}: ok ({} listeners, {} clusters, {} routes)",
+                path.display(),
+                c.listeners.len(),
+                c.clusters.len(),
+                c.routes.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::from(1)
+        }
+    }
+}

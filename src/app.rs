@@ -1,0 +1,135 @@
+//! The state shared by the proxy, the admin listener and the background services: the current
+//! config snapshot (one `ArcSwap`), peer state that outlives snapshots, metrics, and the
+//! upstream connection pool.
+
+use crate::config::{self, Config, ConfigError};
+use crate::metrics::Metrics;
+use crate::peer::PeerRegistry;
+use crate::snapshot::Snapshot;
+use arc_swap::ArcSwap;
+use pingora::connectors::http::Connector;
+use pingora::connectors::ConnectorOptions;
+use sha2::{Digest, Sha256};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+pub struct App {
+    snapshot: ArcSwap<Snapshot>,
+    pub registry: PeerRegistry,
+    pub metrics: Metrics,
+    /// Pingora's HTTP connector: keeps pooled keep-alive connections to every peer.
+    pub connector: Connector,
+    /// The file the config came from (reloads read it again).
+    pub config_path: Option<PathBuf>,
+    /// Set once the first round of active health checks has finished.
+    first_probe_round_done: AtomicBool,
+    last_reload_error: Mutex<Option<String>>,
+    /// Serialises reloads: builds happen one at a time, away from the request path.
+    reload_lock: tokio::sync::Mutex<()>,
+}
+
+/// Hex SHA-256 of the config text, shown in `/status` so operators can tell what is loaded.
+pub fn digest(text: &str) -> String {
+    let d = Sha256::digest(text.as_bytes());
+    d.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl App {
+    /// An app serving `config` (generation 1).
+    pub fn new(config: Config, text_digest: String, config_path: Option<PathBuf>) -> Arc<App> {
+        let registry = PeerRegistry::default();
+        let metrics = Metrics::new();
+        let snap = Snapshot::build(config, 1, text_digest, &registry, &metrics);
+        metrics.config_generation.set(1);
+        let any_checks = snap.clusters.iter().any(|c| c.checked());
+        Arc::new(App {
+            snapshot: ArcSwap::from_pointee(snap),
+            registry,
+            metrics,
+            connector: Connector::new(Some(ConnectorOptions::new(1024))),
+            config_path,
+            first_probe_round_done: AtomicBool::new(!any_checks),
+            last_reload_error: Mutex::new(None),
+            reload_lock: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// The snapshot in force. Load once per request and keep the `Arc` to the end.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.load_full()
+    }
+
+    pub fn first_probe_round_done(&self) -> bool {
+        self.first_probe_round_done.load(Ordering::Acquire)
+    }
+
+    pub fn set_first_probe_round_done(&self) {
+        self.first_probe_round_done.store(true, Ordering::Release);
+    }
+
+    pub fn last_reload_error(&self) -> Option<String> {
+        self.last_reload_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Read the config file again and, if it is valid, swap it in with one store. On error the
+    /// old snapshot keeps serving and the error is kept for `/status`.
+    pub async fn reload(&self) -> Result<u64, ConfigError> {
+        let _one_at_a_time = self.reload_lock.lock().await;
+        let result = match &self.config_path {
+            Some(path) => {
+                let path = path.clone();
+                // File I/O and parsing stay off the request path's threads.
+                tokio::task::spawn_blocking(move || {
+                    let text = std::fs::read_to_string(&path).map_err(|source| {
+                        ConfigError::Read {
+                            file: path.display().to_string(),
+                            source,
+                        }
+                    })?;
+                    let cfg = config::parse(&text, &path.display().to_string())?;
+                    Ok((cfg, digest(&text)))
+                })
+                .await
+                .unwrap_or_else(|e| {
+                    Err(ConfigError::Read {
+                        file: "config".into(),
+                        source: std::io::Error::other(e),
+                    })
+                })
+            }
+            None => Err(ConfigError::Read {
+                file: "config".into(),
+                source: std::io::Error::other("no config file to reload"),
+            }),
+        };
+        match result {
+            Ok((cfg, d)) => Ok(self.install(cfg, d)),
+            Err(e) => {
+                log::error!("config reload failed, keeping the config in force: {e}");
+                self.metrics
+                    .config_reloads
+                    .with_label_values(&["error"])
+                    .inc();
+                *self.last_reload_error.lock().unwrap_or_else(|p| p.into_inner()) =
+                    Some(e.to_string());
+                Err(e)
+            }
+        }
+    }
+
+    /// Build a snapshot of `cfg` and make it the one in force; returns its generation.
+    pub fn install(&self, cfg: Config, text_digest: String) -> u64 {
+        let generation = self.snapshot.load().generation + 1;
+        let snap = Snapshot::build(cfg, generation, text_digest, &self.registry, &self.metrics);
+        self.snapshot.store(Arc::new(snap));
+        self.metrics.config_generation.set(generation as i64);
+        self.metrics.config_reloads.with_label_values(&["ok"]).inc();
+        *self.last_reload_error.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        log::info!("config generation {generation} in force");
+        generation
+    }
+}

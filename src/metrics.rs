@@ -1,0 +1,135 @@
+//! Prometheus metrics, in a registry of switchyard's own (served by the admin listener).
+//!
+//! Label values come only from the config (route, cluster and peer names) and from small fixed
+//! sets (status codes, reasons), never from request data, so cardinality stays bounded. Hot-path
+//! handles are resolved once per config snapshot (see `snapshot`), not per request.
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+
+/// Buckets for request and upstream latency: LLM requests take from milliseconds (cache hits)
+/// to minutes (long generations).
+const LATENCY_BUCKETS: &[f64] = &[
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
+];
+
+pub struct Metrics {
+    pub registry: Registry,
+    /// `switchyard_requests_total{route,cluster,code}`
+    pub requests: IntCounterVec,
+    /// `switchyard_request_duration_seconds{route}`
+    pub request_duration: HistogramVec,
+    /// `switchyard_upstream_latency_seconds{cluster}`: time to first byte of each try.
+    pub upstream_latency: HistogramVec,
+    /// `switchyard_inflight_requests{route}`
+    pub inflight: IntGaugeVec,
+    /// `switchyard_peer_inflight_requests{cluster,peer}`
+    pub peer_inflight: IntGaugeVec,
+    /// `switchyard_upstream_retry_total{route,cluster,reason}`
+    pub retries: IntCounterVec,
+    /// `switchyard_upstream_attempts{route}`: tries per request.
+    pub attempts: HistogramVec,
+    /// `switchyard_fallback_response_total{route,reason}`
+    pub fallbacks: IntCounterVec,
+    /// `switchyard_circuit_breaker_open_total{cluster,peer}`
+    pub breaker_opens: IntCounterVec,
+    /// `switchyard_circuit_breaker_state{cluster,peer}`: 0 closed, 1 half-open, 2 open.
+    pub breaker_state: IntGaugeVec,
+    /// `switchyard_peer_healthy{cluster,peer}`: 1 healthy, 0 not (or not yet probed).
+    pub peer_healthy: IntGaugeVec,
+    /// `switchyard_config_generation`
+    pub config_generation: IntGauge,
+    /// `switchyard_config_reloads_total{result}`
+    pub config_reloads: IntCounterVec,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        macro_rules! reg {
+            ($m:expr) => {{
+                let m = $m.expect("metric definitions are static and valid");
+                registry
+                    .register(Box::new(m.clone()))
+                    .expect("metric names are unique");
+                m
+            }};
+        }
+        let hist = |name: &str, help: &str| {
+            HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec())
+        };
+        Metrics {
+            requests: reg!(IntCounterVec::new(
+                Opts::new("switchyard_requests_total", "Requests answered, by route, cluster and status code."),
+                &["route", "cluster", "code"]
+            )),
+            request_duration: reg!(HistogramVec::new(
+                hist("switchyard_request_duration_seconds", "Whole request duration, by route."),
+                &["route"]
+            )),
+            upstream_latency: reg!(HistogramVec::new(
+                hist("switchyard_upstream_latency_seconds", "Time from sending a try to its first response byte, by cluster."),
+                &["cluster"]
+            )),
+            inflight: reg!(IntGaugeVec::new(
+                Opts::new("switchyard_inflight_requests", "Requests in flight, by route."),
+                &["route"]
+            )),
+            peer_inflight: reg!(IntGaugeVec::new(
+                Opts::new("switchyard_peer_inflight_requests", "Tries in flight to each peer."),
+                &["cluster", "peer"]
+            )),
+            retries: reg!(IntCounterVec::new(
+                Opts::new("switchyard_upstream_retry_total", "Retries, by route, cluster of the failed try and reason."),
+                &["route", "cluster", "reason"]
+            )),
+            attempts: reg!(HistogramVec::new(
+                HistogramOpts::new("switchyard_upstream_attempts", "Tries per request that reached the upstream stage.")
+                    .buckets(vec![1.0, 2.0, 3.0, 4.0, 5.0, 10.0]),
+                &["route"]
+            )),
+            fallbacks: reg!(IntCounterVec::new(
+                Opts::new("switchyard_fallback_response_total", "Fallback answers, by route and reason."),
+                &["route", "reason"]
+            )),
+            breaker_opens: reg!(IntCounterVec::new(
+                Opts::new("switchyard_circuit_breaker_open_total", "Times a peer's breaker opened."),
+                &["cluster", "peer"]
+            )),
+            breaker_state: reg!(IntGaugeVec::new(
+                Opts::new("switchyard_circuit_breaker_state", "Breaker state: 0 closed, 1 half-open, 2 open."),
+                &["cluster", "peer"]
+            )),
+            peer_healthy: reg!(IntGaugeVec::new(
+                Opts::new("switchyard_peer_healthy", "Active health: 1 healthy, 0 unhealthy or not yet probed."),
+                &["cluster", "peer"]
+            )),
+            config_generation: reg!(IntGauge::new(
+                "switchyard_config_generation",
+                "Generation of the config in force (1 at start, +1 per successful reload)."
+            )),
+            config_reloads: reg!(IntCounterVec::new(
+                Opts::new("switchyard_config_reloads_total", "Config reloads, by result."),
+                &["result"]
+            )),
+            registry,
+        }
+    }
+
+    /// The registry in Prometheus text format.
+    pub fn render(&self) -> Vec<u8> {
+        let mut buf = Vec::with_capacity(16 * 1024);
+        let families = self.registry.gather();
+        // Encoding into a Vec cannot fail on I/O; a malformed family would be a bug in this file.
+        let _ = TextEncoder::new().encode(&families, &mut buf);
+        buf
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,390 @@
+//! The request path. Read [`Switchyard::request_filter`] top to bottom: match a route, read the
+//! body, pick a cluster by the split, then try peers (retrying on another peer, under per-try
+//! timeouts, inside the total deadline) until one try commits, and relay it; when none can, the
+//! route's fallback or a JSON error answers.
+//!
+//! Why the tries are driven here and not by Pingora's own upstream phase: Pingora writes the
+//! response header to the client before the first body chunk and replays at most 64 KiB of
+//! request body, so it can neither hold the commit point until a stream's first token nor fail
+//! over a 4 MiB prompt. Pingora still does the listening, HTTP/1.1 and h2c parsing, keep-alive,
+//! connection pooling (its `Connector`) and graceful upgrades.
+
+mod relay;
+mod request;
+pub mod respond;
+mod upstream;
+
+use crate::app::App;
+use crate::snapshot::{Route, Snapshot};
+use async_trait::async_trait;
+use pingora::prelude::*;
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use relay::RelayEnd;
+use request::BodyError;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+use upstream::TryError;
+
+/// The Pingora proxy application.
+pub struct Switchyard {
+    pub app: Arc<App>,
+}
+
+/// Per-request state, kept for the `logging` hook.
+pub struct Ctx {
+    start: Instant,
+    snapshot: Option<Arc<Snapshot>>,
+    route: Option<usize>,
+    cluster: Option<usize>,
+    tries: u32,
+    status: u16,
+}
+
+#[async_trait]
+impl ProxyHttp for Switchyard {
+    type CTX = Ctx;
+
+    fn new_ctx(&self) -> Ctx {
+        Ctx {
+            start: Instant::now(),
+            snapshot: None,
+            route: None,
+            cluster: None,
+            tries: 0,
+            status: 0,
+        }
+    }
+
+    /// Never reached: `request_filter` answers every request.
+    async fn upstream_peer(&self, _s: &mut Session, _c: &mut Ctx) -> Result<Box<HttpPeer>> {
+        Error::e_explain(ErrorType::InternalError, "switchyard drives upstream tries itself")
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        let snap = self.app.snapshot();
+        ctx.snapshot = Some(snap.clone());
+        let request_id = request::request_id(session);
+
+        // 1. Route.
+        let req = session.req_header();
+        let host = req
+            .headers
+            .get(http::header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .or_else(|| req.uri.host())
+            .map(|h| h.rsplit_once(':').map_or(h, |(name, _)| name));
+        let Some(ri) = snap.match_route(host, req.uri.path(), &req.method) else {
+            ctx.status = 404;
+            session.set_keepalive(None);
+            let msg = "no route matches this request";
+            respond::json_error(session, 404, "no_route", msg, &request_id, None).await?;
+            return Ok(true);
+        };
+        ctx.route = Some(ri);
+        let route = &snap.routes[ri];
+        route.inflight.inc();
+        let _inflight = scopeguard(|| route.inflight.dec());
+
+        // 2. Body: read whole (bounded), so that every try can replay it.
+        let body = match request::read_body(session, route.cfg.max_request_body).await {
+            Ok(b) => b,
+            Err(BodyError::TooLarge) => {
+                ctx.status = 413;
+                session.set_keepalive(None);
+                let msg = format!(
+                    "request body is larger than this route's limit of {} bytes",
+                    route.cfg.max_request_body
+                );
+                respond::json_error(session, 413, "body_too_large", &msg, &request_id, None)
+                    .await?;
+                return Ok(true);
+            }
+            Err(BodyError::Downstream(e)) => return Err(e),
+        };
+        let stream = request::wants_stream(&body);
+        let up_req = request::upstream_request(session, body.len(), &request_id, false)?;
+
+        // 3. Cluster by the split; sticky keys always land on the same side.
+        let sticky = route
+            .cfg
+            .sticky
+            .as_ref()
+            .and_then(|k| request::sticky_hash(session, k));
+        let first = route.cfg.split[match sticky {
+            Some(h) => route.split.pick_sticky(h),
+            None => route.split.pick(),
+        }]
+        .cluster;
+
+        // 4. Tries until one commits.
+        let deadline = ctx.start + route.cfg.timeouts.total;
+        route.active.fetch_add(1, Ordering::Relaxed);
+        let _active = scopeguard(|| {
+            route.active.fetch_sub(1, Ordering::Relaxed);
+        });
+        let mut tried: Vec<(usize, usize)> = Vec::with_capacity(route.cfg.retry.attempts as usize);
+        let mut last: Option<(usize, TryError)> = None;
+        let mut retry_slot = None;
+        while ctx.tries < route.cfg.retry.attempts {
+            if let Some((failed_cluster, err)) = last {
+                if !retryable(route, err) || Instant::now() >= deadline {
+                    break;
+                }
+                let Some(slot) = RetrySlot::take(route) else {
+                    break;
+                };
+                retry_slot = Some(slot);
+                self.app
+                    .metrics
+                    .retries
+                    .with_label_values(&[
+                        route.cfg.name.as_str(),
+                        snap.clusters[failed_cluster].cfg.name.as_str(),
+                        err.reason(),
+                    ])
+                    .inc();
+                let pause = backoff(route, ctx.tries).min(deadline - Instant::now());
+                tokio::time::sleep(pause).await;
+            }
+            let now = Instant::now();
+            let Some((ci, pi)) = choose_peer(&snap, route, first, &tried, now) else {
+                break;
+            };
+            tried.push((ci, pi));
+            ctx.tries += 1;
+            ctx.cluster = Some(ci);
+            let cluster = &snap.clusters[ci];
+            let peer = &cluster.peers[pi];
+            let _peer_inflight = peer.state.start_request();
+            peer.inflight_gauge.inc();
+            let _gauge = scopeguard(|| peer.inflight_gauge.dec());
+            let result = upstream::try_once(
+                &self.app.connector,
+                &peer.http_peer,
+                &up_req,
+                &body,
+                stream,
+                &route.cfg.timeouts,
+                deadline,
+                &route.cfg.retry.on.statuses,
+            )
+            .await;
+            match result {
+                Ok(ready) => {
+                    cluster.latency.observe(ready.ttfb.as_secs_f64());
+                    ctx.status = ready.header.status.as_u16();
+                    drop(retry_slot.take());
+                    route.attempts.observe(f64::from(ctx.tries));
+                    let end = relay::relay(
+                        session,
+                        ready,
+                        &self.app.connector,
+                        route.cfg.timeouts.idle,
+                        deadline,
+                        &request_id,
+                    )
+                    .await;
+                    return match end {
+                        RelayEnd::Complete | RelayEnd::UpstreamFailedSse => Ok(true),
+                        RelayEnd::ClientGone => {
+                            session.set_keepalive(None);
+                            Ok(true)
+                        }
+                        RelayEnd::UpstreamFailed => Error::e_explain(
+                            ErrorType::ReadError,
+                            "upstream failed after the response was committed",
+                        ),
+                    };
+                }
+                Err(e) => {
+                    log::debug!("try {} to {} failed: {e:?}", ctx.tries, peer.state.label);
+                    if matches!(e, TryError::Status(_)) {
+                        cluster.latency.observe(now.elapsed().as_secs_f64());
+                    }
+                    last = Some((ci, e));
+                }
+            }
+        }
+        drop(retry_slot);
+        if ctx.tries > 0 {
+            route.attempts.observe(f64::from(ctx.tries));
+        }
+
+        // 5. Nothing could serve: fallback, else a JSON error.
+        let (status, code, reason, retry_after) = match last {
+            None => (503, "no_healthy_upstream", "no_peer", Some(1)),
+            Some((_, TryError::FirstByteTimeout | TryError::ConnectTimeout)) => {
+                (504, "upstream_timeout", "timeout", None)
+            }
+            Some((_, TryError::Status(s))) => (s, "upstream_error", "upstream_status", Some(1)),
+            Some(_) => (502, "upstream_unavailable", "all_tries_failed", Some(1)),
+        };
+        if let Some(fb) = &route.cfg.fallback {
+            ctx.status = fb.status;
+            self.app
+                .metrics
+                .fallbacks
+                .with_label_values(&[route.cfg.name.as_str(), reason])
+                .inc();
+            respond::fallback(session, fb, stream, reason, &request_id).await?;
+        } else {
+            ctx.status = status;
+            let msg = match last {
+                None => "no upstream peer is available for this route".to_string(),
+                Some((_, e)) => format!(
+                    "no upstream could serve the request after {} tries (last: {})",
+                    ctx.tries,
+                    e.reason()
+                ),
+            };
+            let retry_after = if status == 503 || status == 429 { retry_after } else { None };
+            respond::json_error(session, status, code, &msg, &request_id, retry_after).await?;
+        }
+        Ok(true)
+    }
+
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+        // A response already started can only be cut short; otherwise answer in JSON.
+        if session.response_written().is_none() {
+            let code = match e.etype() {
+                ErrorType::HTTPStatus(c) => *c,
+                _ if e.esource() == &ErrorSource::Downstream => 400,
+                _ => 502,
+            };
+            ctx.status = code;
+            let body = respond::error_body("proxy_error", &e.to_string(), "");
+            let _ = respond::write_full(session, code, "application/json", body, &[]).await;
+            return FailToProxy {
+                error_code: code,
+                can_reuse_downstream: false,
+            };
+        }
+        FailToProxy {
+            error_code: 0,
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, _session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
+        let Some(snap) = ctx.snapshot.as_ref() else {
+            return;
+        };
+        let route = ctx.route.map(|r| &snap.routes[r]);
+        let route_name = route.map_or("none", |r| r.cfg.name.as_str());
+        let cluster_name = ctx.cluster.map_or("none", |c| snap.clusters[c].cfg.name.as_str());
+        let mut code_buf = [0u8; 3];
+        self.app
+            .metrics
+            .requests
+            .with_label_values(&[route_name, cluster_name, code_str(&mut code_buf, ctx.status)])
+            .inc();
+        if let Some(r) = route {
+            r.duration.observe(ctx.start.elapsed().as_secs_f64());
+        }
+    }
+}
+
+/// The status code as text, without allocating (0 is "000").
+fn code_str(buf: &mut [u8; 3], status: u16) -> &str {
+    let s = status.min(999);
+    buf[0] = b'0' + (s / 100) as u8;
+    buf[1] = b'0' + (s / 10 % 10) as u8;
+    buf[2] = b'0' + (s % 10) as u8;
+    std::str::from_utf8(buf).unwrap_or("000")
+}
+
+/// Does the route retry this failure?
+fn retryable(route: &Route, e: TryError) -> bool {
+    let on = &route.cfg.retry.on;
+    match e {
+        TryError::Refused => on.refused || on.connect_failure,
+        TryError::ConnectFailure => on.connect_failure,
+        TryError::ConnectTimeout => on.connect_failure || on.timeout,
+        TryError::FirstByteTimeout => on.timeout,
+        TryError::Reset | TryError::Protocol => on.reset,
+        TryError::Status(s) => on.statuses.contains(&s),
+    }
+}
+
+/// Jittered exponential backoff before retry number `n` (1-based): uniform in
+/// `[0, min(max, base * 2^(n-1))]`, as Envoy does.
+fn backoff(route: &Route, n: u32) -> Duration {
+    let r = &route.cfg.retry;
+    let cap = r
+        .backoff_base
+        .saturating_mul(1u32 << n.saturating_sub(1).min(16))
+        .min(r.backoff_max);
+    cap.mul_f64(rand::random::<f64>())
+}
+
+/// A retry in flight, counted against the route's retry budget until dropped.
+struct RetrySlot<'a>(&'a Route);
+
+impl<'a> RetrySlot<'a> {
+    /// Retries may add at most `budget` of the route's active requests, but at least 3 may
+    /// always run at once (Envoy's `min_retry_concurrency`).
+    fn take(route: &'a Route) -> Option<Self> {
+        let active = route.active.load(Ordering::Relaxed) as f64;
+        let allowed = (active * route.cfg.retry.budget).max(3.0) as u64;
+        let prev = route.active_retries.fetch_add(1, Ordering::Relaxed);
+        if prev >= allowed {
+            route.active_retries.fetch_sub(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(RetrySlot(route))
+    }
+}
+
+impl Drop for RetrySlot<'_> {
+    fn drop(&mut self) {
+        self.0.active_retries.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The next peer to try: a usable, untried peer of the first cluster, else of the other clusters
+/// of the split (heaviest first).
+fn choose_peer(
+    snap: &Snapshot,
+    route: &Route,
+    first: usize,
+    tried: &[(usize, usize)],
+    now: Instant,
+) -> Option<(usize, usize)> {
+    std::iter::once(first)
+        .chain(route.by_weight.iter().copied().filter(|c| *c != first))
+        .find_map(|ci| {
+            let cluster = &snap.clusters[ci];
+            let checked = cluster.checked();
+            let slow_start = cluster.cfg.slow_start;
+            cluster
+                .balancer
+                .pick(
+                    |pi| {
+                        let p = &cluster.peers[pi];
+                        !tried.contains(&(ci, pi)) && p.usable(checked, now)
+                    },
+                    |pi| {
+                        let p = &cluster.peers[pi];
+                        let w = f64::from(p.weight)
+                            * p.state.slow_start_factor(slow_start, now);
+                        (p.state.inflight() as f64 + 1.0) / w.max(0.001)
+                    },
+                )
+                .map(|pi| (ci, pi))
+        })
+}
+
+/// Run `f` when the guard drops.
+fn scopeguard<F: FnOnce()>(f: F) -> impl Drop {
+    struct Guard<F: FnOnce()>(Option<F>);
+    impl<F: FnOnce()> Drop for Guard<F> {
+        fn drop(&mut self) {
+            if let Some(f) = self.0.take() {
+                f()
+            }
+        }
+    }
+    Guard(Some(f))
+}

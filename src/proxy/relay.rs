@@ -1,0 +1,97 @@
+//! After the commit point: stream the committed try's response to the client, chunk by chunk,
+//! with no buffering (each upstream chunk is written and flushed as it arrives).
+//!
+//! A failure past this point can no longer be hidden. For an SSE stream it ends the stream
+//! cleanly with an `event: error` and a JSON `data:` line; for any other body the downstream
+//! message is cut short (no final chunk), so the client can tell it is incomplete.
+
+use super::respond::sse_error_event;
+use super::upstream::Ready;
+use pingora::connectors::http::Connector;
+use pingora::proxy::Session;
+use std::time::Duration;
+use tokio::time::{timeout_at, Instant};
+
+/// How a committed response ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RelayEnd {
+    /// The whole body reached the client.
+    Complete,
+    /// The upstream failed mid-body; an SSE error event closed the stream.
+    UpstreamFailedSse,
+    /// The upstream failed mid-body on a non-SSE response; the downstream must be aborted.
+    UpstreamFailed,
+    /// The client went away.
+    ClientGone,
+}
+
+/// Relay `ready` to the client. `idle` bounds the gap between chunks, `deadline` the request.
+pub async fn relay(
+    session: &mut Session,
+    mut ready: Ready,
+    connector: &Connector,
+    idle: Duration,
+    deadline: Instant,
+    request_id: &str,
+) -> RelayEnd {
+    let mut header = std::mem::replace(
+        &mut ready.header,
+        Box::new(pingora::http::ResponseHeader::build(200, None).expect("static status")),
+    );
+    for h in ["connection", "keep-alive", "proxy-connection"] {
+        header.remove_header(h);
+    }
+    // The downstream speaks its own protocol version (Pingora's h2 writer ignores this field).
+    header.set_version(http::Version::HTTP_11);
+    let _ = header.insert_header("x-request-id", request_id);
+    let is_sse = header
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"));
+    let header_only = ready.done && ready.first.is_none();
+    if session.write_response_header(header, header_only).await.is_err() {
+        ready.session.shutdown().await;
+        return RelayEnd::ClientGone;
+    }
+    if header_only {
+        ready.release(connector).await;
+        return RelayEnd::Complete;
+    }
+    if let Some(first) = ready.first.take() {
+        if session.write_response_body(Some(first), ready.done).await.is_err() {
+            ready.session.shutdown().await;
+            return RelayEnd::ClientGone;
+        }
+        if ready.done {
+            ready.release(connector).await;
+            return RelayEnd::Complete;
+        }
+    }
+    loop {
+        let by = (Instant::now() + idle).min(deadline);
+        let (failure, chunk) = match timeout_at(by, ready.session.read_response_body()).await {
+            Err(_) => (Some("upstream stalled past the idle or total timeout"), None),
+            Ok(Err(_)) => (Some("upstream connection failed mid-response"), None),
+            Ok(Ok(chunk)) => (None, chunk),
+        };
+        if let Some(msg) = failure {
+            ready.session.shutdown().await;
+            if is_sse {
+                let ev = sse_error_event(msg, request_id);
+                let _ = session.write_response_body(Some(ev), true).await;
+                return RelayEnd::UpstreamFailedSse;
+            }
+            return RelayEnd::UpstreamFailed;
+        }
+        let end = chunk.is_none() || ready.session.response_done();
+        if session.write_response_body(chunk, end).await.is_err() {
+            ready.session.shutdown().await;
+            return RelayEnd::ClientGone;
+        }
+        if end {
+            ready.release(connector).await;
+            return RelayEnd::Complete;
+        }
+    }
+}

@@ -1,0 +1,96 @@
+//! Process bootstrap: turn a config into a Pingora server with the proxy service on every
+//! listener, the admin service, and the background services, then run it.
+
+use crate::admin::Admin;
+use crate::app::{self, App};
+use crate::config::{self, Config};
+use crate::proxy::Switchyard;
+use pingora::apps::http_app::HttpServer;
+use pingora::apps::HttpServerOptions;
+use pingora::proxy::ProxyServiceBuilder;
+use pingora::server::configuration::{Opt, ServerConf};
+use pingora::server::Server;
+use pingora::services::listening::Service;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// How to run the process (from the command line).
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    pub config_path: PathBuf,
+    /// Detach into the background (Pingora's `--daemon`).
+    pub daemon: bool,
+    /// Take over the listening sockets of a running instance (Pingora's `--upgrade`).
+    pub upgrade: bool,
+}
+
+/// Pingora's process settings from ours.
+fn server_conf(cfg: &Config, daemon: bool) -> ServerConf {
+    let s = &cfg.server;
+    ServerConf {
+        threads: s.threads,
+        daemon,
+        pid_file: s.pid_file.clone(),
+        upgrade_sock: s.upgrade_sock.clone(),
+        grace_period_seconds: Some(s.grace_period.as_secs_f64().ceil() as u64),
+        graceful_shutdown_timeout_seconds: Some(
+            s.graceful_shutdown_timeout.as_secs_f64().ceil() as u64,
+        ),
+        ..ServerConf::default()
+    }
+}
+
+/// Load the config at `opts.config_path` and build the server (not yet running).
+pub fn build(opts: &RunOptions) -> Result<(Server, Arc<App>), config::ConfigError> {
+    let file = opts.config_path.display().to_string();
+    let text = std::fs::read_to_string(&opts.config_path)
+        .map_err(|source| config::ConfigError::Read { file: file.clone(), source })?;
+    let cfg = config::parse(&text, &file)?;
+    let conf = server_conf(&cfg, opts.daemon);
+    let pingora_opt = Opt {
+        upgrade: opts.upgrade,
+        daemon: opts.daemon,
+        ..Opt::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(pingora_opt, conf);
+    server.bootstrap();
+
+    let listeners = cfg.listeners.clone();
+    let admin_addr = cfg.admin.addr;
+    let app = App::new(cfg, app::digest(&text), Some(opts.config_path.clone()));
+
+    let mut server_options = HttpServerOptions::default();
+    server_options.h2c = true;
+    let mut proxy = ProxyServiceBuilder::new(&server.configuration, Switchyard { app: app.clone() })
+        .name("switchyard")
+        .server_options(server_options)
+        .build();
+    for l in &listeners {
+        proxy.add_tcp(&l.addr.to_string());
+    }
+    let mut admin = Service::new(
+        "switchyard admin".to_string(),
+        HttpServer::new_app(Admin { app: app.clone() }),
+    );
+    admin.threads = Some(1);
+    admin.add_tcp(&admin_addr.to_string());
+
+    server.add_service(proxy);
+    server.add_service(admin);
+    Ok((server, app))
+}
+
+/// Build and run until the process is told to stop. Returns only on a config error.
+pub fn run(opts: &RunOptions) -> Result<(), config::ConfigError> {
+    let (server, app) = build(opts)?;
+    let snap = app.snapshot();
+    log::info!(
+        "switchyard starting: {} routes, {} clusters, listeners {:?}, admin {}",
+        snap.routes.len(),
+        snap.clusters.len(),
+        snap.config.listeners.iter().map(|l| l.addr).collect::<Vec<_>>(),
+        snap.config.admin.addr
+    );
+    drop(snap);
+    server.run_forever()
+}

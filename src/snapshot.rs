@@ -1,0 +1,186 @@
+//! One immutable snapshot of everything a request reads that config can change.
+//!
+//! The app keeps the current snapshot behind one `ArcSwap`; a request loads it once and uses it
+//! to its end, so a reload is a single store and no request ever sees a mix of two configs. Peer
+//! state is not copied in: each peer holds the `Arc<PeerState>` from the [`PeerRegistry`], shared
+//! with every snapshot that names the same (cluster, address).
+
+use crate::balance::Balancer;
+use crate::config::{ClusterConfig, Config, RouteConfig};
+use crate::metrics::Metrics;
+use crate::peer::{Health, PeerRegistry, PeerState};
+use crate::split::Split;
+use http::Method;
+use pingora::upstreams::peer::HttpPeer;
+use prometheus::{Histogram, IntGauge};
+use std::collections::HashSet;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::SystemTime;
+use tokio::time::Instant;
+
+/// A config turned into what the request path needs, with metric handles resolved.
+pub struct Snapshot {
+    /// 1 for the config loaded at start, +1 per successful reload.
+    pub generation: u64,
+    pub loaded_at: SystemTime,
+    /// SHA-256 of the config text, hex.
+    pub digest: String,
+    pub config: Config,
+    pub routes: Vec<Route>,
+    pub clusters: Vec<Cluster>,
+}
+
+pub struct Route {
+    pub cfg: RouteConfig,
+    pub split: Split,
+    /// Split targets (cluster indices) for failover, by weight, heaviest first.
+    pub by_weight: Vec<usize>,
+    pub inflight: IntGauge,
+    pub duration: prometheus::Histogram,
+    pub attempts: Histogram,
+    /// Requests of this route in the upstream stage, and retries among them (retry budget).
+    pub active: AtomicU64,
+    pub active_retries: AtomicU64,
+}
+
+pub struct Cluster {
+    pub cfg: ClusterConfig,
+    pub peers: Vec<Peer>,
+    pub balancer: Balancer,
+    pub latency: Histogram,
+}
+
+pub struct Peer {
+    pub weight: u32,
+    pub state: Arc<PeerState>,
+    /// `addr` as text: the label in metrics and the admin API.
+    pub name: String,
+    pub inflight_gauge: IntGauge,
+    /// Pingora peer template; the request path sets per-try timeouts on a clone.
+    pub http_peer: HttpPeer,
+}
+
+impl Peer {
+    /// Can this peer take a request now (ignoring which peers the request already tried)?
+    pub fn usable(&self, checked: bool, now: Instant) -> bool {
+        let _ = now;
+        self.weight > 0
+            && match self.state.health() {
+                Health::Healthy => true,
+                Health::Unknown => !checked,
+                Health::Unhealthy => false,
+            }
+    }
+}
+
+impl Cluster {
+    /// Whether the cluster has an active health check.
+    pub fn checked(&self) -> bool {
+        self.cfg.health_check.is_some()
+    }
+
+    /// Any peer that can take traffic now?
+    pub fn has_usable_peer(&self, now: Instant) -> bool {
+        let checked = self.checked();
+        self.peers.iter().any(|p| p.usable(checked, now))
+    }
+}
+
+impl Snapshot {
+    /// Build a snapshot; peers found in `registry` keep their state, new ones are added, and
+    /// peers no longer configured are dropped from it.
+    pub fn build(
+        config: Config,
+        generation: u64,
+        digest: String,
+        registry: &PeerRegistry,
+        metrics: &Metrics,
+    ) -> Snapshot {
+        let mut keep = HashSet::new();
+        let clusters: Vec<Cluster> = config
+            .clusters
+            .iter()
+            .map(|c| {
+                let checked = c.health_check.is_some();
+                let peers = c
+                    .peers
+                    .iter()
+                    .map(|p| {
+                        keep.insert((c.name.clone(), p.addr));
+                        let state = registry.get_or_insert(&c.name, p.addr, checked);
+                        let name = p.addr.to_string();
+                        Peer {
+                            weight: p.weight,
+                            inflight_gauge: metrics
+                                .peer_inflight
+                                .with_label_values(&[c.name.as_str(), name.as_str()]),
+                            http_peer: HttpPeer::new(p.addr, false, String::new()),
+                            name,
+                            state,
+                        }
+                    })
+                    .collect();
+                let weights: Vec<_> = c.peers.iter().map(|p| (p.addr, p.weight)).collect();
+                Cluster {
+                    balancer: Balancer::new(c.balance, &weights),
+                    latency: metrics.upstream_latency.with_label_values(&[c.name.as_str()]),
+                    peers,
+                    cfg: c.clone(),
+                }
+            })
+            .collect();
+        registry.retain(&keep);
+        let routes = config
+            .routes
+            .iter()
+            .map(|r| {
+                let weights: Vec<u32> = r.split.iter().map(|t| t.weight).collect();
+                let mut by_weight: Vec<(u32, usize)> =
+                    r.split.iter().map(|t| (t.weight, t.cluster)).collect();
+                by_weight.sort_by(|a, b| b.0.cmp(&a.0));
+                let name = r.name.as_str();
+                Route {
+                    split: Split::new(&weights),
+                    by_weight: by_weight.into_iter().map(|(_, c)| c).collect(),
+                    inflight: metrics.inflight.with_label_values(&[name]),
+                    duration: metrics.request_duration.with_label_values(&[name]),
+                    attempts: metrics.attempts.with_label_values(&[name]),
+                    active: AtomicU64::new(0),
+                    active_retries: AtomicU64::new(0),
+                    cfg: r.clone(),
+                }
+            })
+            .collect();
+        Snapshot {
+            generation,
+            loaded_at: SystemTime::now(),
+            digest,
+            config,
+            routes,
+            clusters,
+        }
+    }
+
+    /// The first route that takes this request.
+    pub fn match_route(&self, host: Option<&str>, path: &str, method: &Method) -> Option<usize> {
+        self.routes.iter().position(|r| {
+            let m = &r.cfg.matcher;
+            path.starts_with(m.path_prefix.as_str())
+                && m.host
+                    .as_deref()
+                    .is_none_or(|h| host.is_some_and(|x| x.eq_ignore_ascii_case(h)))
+                && m.methods.as_ref().is_none_or(|ms| ms.contains(method))
+        })
+    }
+
+    /// Ready to serve: some route has a cluster with a usable peer.
+    pub fn has_usable_route(&self, now: Instant) -> bool {
+        self.routes.iter().any(|r| {
+            r.cfg
+                .split
+                .iter()
+                .any(|t| t.weight > 0 && self.clusters[t.cluster].has_usable_peer(now))
+        })
+    }
+}

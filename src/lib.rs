@@ -15,3 +15,4 @@ pub mod app;
 pub mod proxy;
 pub mod admin;
 pub mod server;
+pub mod health;

@@ -4,6 +4,8 @@
 use crate::admin::Admin;
 use crate::app::{self, App};
 use crate::config::{self, Config};
+use crate::health::HealthChecker;
+use pingora::services::background::background_service;
 use crate::proxy::Switchyard;
 use pingora::apps::http_app::HttpServer;
 use pingora::apps::HttpServerOptions;
@@ -77,6 +79,10 @@ pub fn build(opts: &RunOptions) -> Result<(Server, Arc<App>), config::ConfigErro
 
     server.add_service(proxy);
     server.add_service(admin);
+    server.add_service(background_service(
+        "health checks",
+        HealthChecker { app: app.clone() },
+    ));
     Ok((server, app))
 }
 

@@ -1,0 +1,229 @@
+//! Shared integration-test harness: real switchyard processes on loopback ports, simulated model
+//! backends, and an HTTP client. Everything binds 127.0.0.1 only.
+#![allow(dead_code)]
+
+use std::collections::HashSet;
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+pub use switchyard::sim::{Failure, SimConfig, SimHandle};
+
+static HANDED_OUT: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+
+/// A free loopback port: bound, released, and never handed out twice by this process.
+pub fn free_port() -> u16 {
+    loop {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+        let port = l.local_addr().expect("local addr").port();
+        let mut seen = HANDED_OUT.lock().unwrap();
+        if seen.get_or_insert_with(HashSet::new).insert(port) {
+            return port;
+        }
+    }
+}
+
+/// An HTTP client that never uses a proxy from the environment.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(256)
+        .build()
+        .expect("client")
+}
+
+/// Start a simulator on a loopback port with `name`, fast by default.
+pub async fn sim(name: &str) -> SimHandle {
+    sim_with(SimConfig {
+        name: name.to_string(),
+        ttft: Duration::from_millis(5),
+        token_delay: Duration::from_millis(1),
+        tokens: 4,
+        ..SimConfig::default()
+    })
+    .await
+}
+
+pub async fn sim_with(cfg: SimConfig) -> SimHandle {
+    SimHandle::start("127.0.0.1:0".parse().unwrap(), cfg)
+        .await
+        .expect("start simulator")
+}
+
+/// A running switchyard process; killed on drop.
+pub struct Balancer {
+    child: Child,
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    pub dir: tempfile::TempDir,
+    pub config_path: PathBuf,
+    log_path: PathBuf,
+}
+
+impl Balancer {
+    /// Start switchyard with `body` (clusters and routes) plus a generated `server`, `listeners`
+    /// and `admin` section on free ports. Waits until the admin listener answers.
+    pub async fn start(body: &str) -> Balancer {
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let head = format!(
+            "server:\n  threads: 2\n  grace_period: 1s\n  graceful_shutdown_timeout: 1s\n  pid_file: {d}/sy.pid\n  upgrade_sock: {d}/upgrade.sock\nlisteners:\n  - addr: \"{addr}\"\nadmin:\n  addr: \"{admin}\"\n",
+            d = dir.path().display()
+        );
+        let config_path = dir.path().join("switchyard.yaml");
+        std::fs::write(&config_path, format!("{head}{body}")).expect("write config");
+        let log_path = dir.path().join("switchyard.log");
+        let log = std::fs::File::create(&log_path).expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+            .arg("-c")
+            .arg(&config_path)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn switchyard");
+        let b = Balancer {
+            child,
+            addr,
+            admin,
+            dir,
+            config_path,
+            log_path,
+        };
+        b.wait_admin("/healthz", Duration::from_secs(20)).await;
+        b.wait_listening(Duration::from_secs(10)).await;
+        b
+    }
+
+    /// Wait until an admin endpoint answers 200.
+    pub async fn wait_admin(&self, path: &str, limit: Duration) {
+        let c = client();
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if let Ok(r) = c.get(self.admin_url(path)).send().await {
+                if r.status() == 200 {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!(
+            "switchyard admin {path} not 200 within {limit:?}; log:\n{}",
+            self.log()
+        );
+    }
+
+    async fn wait_listening(&self, limit: Duration) {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if tokio::net::TcpStream::connect(self.addr).await.is_ok() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("switchyard not listening; log:\n{}", self.log());
+    }
+
+    pub async fn wait_ready(&self) {
+        self.wait_admin("/readyz", Duration::from_secs(20)).await;
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{}", self.admin, path)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    pub async fn metrics(&self) -> String {
+        client()
+            .get(self.admin_url("/metrics"))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics body")
+    }
+
+    pub async fn status(&self) -> serde_json::Value {
+        client()
+            .get(self.admin_url("/status"))
+            .send()
+            .await
+            .expect("status")
+            .json()
+            .await
+            .expect("status json")
+    }
+
+    /// Replace the config body (same head) on disk, without reloading.
+    pub fn write_config(&self, body: &str) {
+        let text = std::fs::read_to_string(&self.config_path).unwrap();
+        let head_end = text.find("clusters:").unwrap_or(text.len());
+        let tmp = self.dir.path().join("next.yaml");
+        let mut f = std::fs::File::create(&tmp).unwrap();
+        write!(f, "{}{}", &text[..head_end], body).unwrap();
+        drop(f);
+        std::fs::rename(&tmp, &self.config_path).unwrap();
+    }
+}
+
+impl Drop for Balancer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The value of a Prometheus sample with exactly these labels (in any order), or 0.
+pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    for line in text.lines() {
+        if line.starts_with('#') {
+            continue;
+        }
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let (n, rest) = series.split_once('{').unwrap_or((series, "}"));
+        if n != name {
+            continue;
+        }
+        let rest = rest.trim_end_matches('}');
+        let got: Vec<(&str, &str)> = if rest.is_empty() {
+            vec![]
+        } else {
+            rest.split(',')
+                .filter_map(|kv| kv.split_once('='))
+                .map(|(k, v)| (k, v.trim_matches('"')))
+                .collect()
+        };
+        if got.len() == labels.len() && labels.iter().all(|l| got.contains(l)) {
+            return value.parse().unwrap_or(0.0);
+        }
+    }
+    0.0
+}
+
+/// A chat request body.
+pub fn chat(content: &str, stream: bool) -> String {
+    serde_json::json!({
+        "model": "m",
+        "messages": [{"role": "user", "content": content}],
+        "stream": stream,
+    })
+    .to_string()
+}

@@ -46,6 +46,8 @@ use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
 
 mod settings;
+#[cfg(test)]
+mod tests;
 mod window;
 mod word;
 

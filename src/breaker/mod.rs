@@ -32,8 +32,8 @@
 //! - Disabling the breaker by reload resets it to a fresh CLOSED; other reloads keep state,
 //!   counters and the end of an ejection in progress.
 //!
-//! Concurrency: picking a peer ([`Breaker::is_available`]) and admitting into CLOSED are one
-//! atomic load. State, epoch and open deadline share one `AtomicU64`, so readers never see a torn
+//! Concurrency: picking a peer ([`Breaker::is_available`]) and admitting into CLOSED are a couple
+//! of atomic loads, no lock. State, epoch and open deadline share one `AtomicU64`, so readers never see a torn
 //! combination. Outcomes and transitions take a small mutex for bookkeeping only; nothing in this
 //! module awaits.
 

@@ -5,6 +5,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod breaker;
 pub mod config;
 pub mod balance;
 pub mod peer;

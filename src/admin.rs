@@ -46,18 +46,25 @@ impl ServeHttp for Admin {
         let _ = session.drain_request_body().await;
         let get = method == http::Method::GET || method == http::Method::HEAD;
         match (get, method == http::Method::POST, path.as_str()) {
-            (true, _, "/metrics") => respond(
-                StatusCode::OK,
-                "text/plain; version=0.0.4",
-                self.app.metrics.render(),
-            ),
+            (true, _, "/metrics") => {
+                self.refresh_gauges();
+                respond(
+                    StatusCode::OK,
+                    "text/plain; version=0.0.4",
+                    self.app.metrics.render(),
+                )
+            }
+            (true, _, p) if p.starts_with("/health/circuit-breaker/") => {
+                self.circuit_breaker(&p["/health/circuit-breaker/".len()..])
+            }
             (true, _, "/healthz") => json_response(StatusCode::OK, json!({"status": "ok"})),
             (true, _, "/readyz") => self.readyz(),
             (true, _, "/status") => json_response(StatusCode::OK, self.status()),
             (_, true, "/reload") => match self.app.reload().await {
-                Ok(generation) => {
-                    json_response(StatusCode::OK, json!({"result": "ok", "generation": generation}))
-                }
+                Ok(generation) => json_response(
+                    StatusCode::OK,
+                    json!({"result": "ok", "generation": generation}),
+                ),
                 Err(e) => json_response(
                     StatusCode::BAD_REQUEST,
                     json!({"result": "error", "error": e.to_string(),
@@ -70,6 +77,53 @@ impl ServeHttp for Admin {
 }
 
 impl Admin {
+    /// Gauges that change with time alone (an OPEN breaker turning HALF_OPEN) are set at scrape.
+    fn refresh_gauges(&self) {
+        let snap = self.app.snapshot();
+        let now = Instant::now();
+        let m = &self.app.metrics;
+        for c in &snap.clusters {
+            for p in &c.peers {
+                let labels = [c.cfg.name.as_str(), p.name.as_str()];
+                m.breaker_state
+                    .with_label_values(&labels)
+                    .set(p.state.breaker.state(now).gauge());
+                m.peer_healthy
+                    .with_label_values(&labels)
+                    .set(i64::from(p.state.health() == crate::peer::Health::Healthy));
+            }
+        }
+    }
+
+    /// `GET /health/circuit-breaker/{cluster}` and `.../{cluster}/{addr}`.
+    fn circuit_breaker(&self, rest: &str) -> Response<Vec<u8>> {
+        let snap = self.app.snapshot();
+        let now = Instant::now();
+        let (cluster_name, addr) = match rest.split_once('/') {
+            Some((c, a)) => (c, Some(a)),
+            None => (rest, None),
+        };
+        let Some(cluster) = snap.clusters.iter().find(|c| c.cfg.name == cluster_name) else {
+            return not_found();
+        };
+        let peers: Vec<Value> = cluster
+            .peers
+            .iter()
+            .filter(|p| addr.is_none_or(|a| a == p.name))
+            .map(|p| breaker_json(&cluster.cfg.name, p, now))
+            .collect();
+        match (addr, peers.len()) {
+            (Some(_), 1) => {
+                json_response(StatusCode::OK, peers.into_iter().next().unwrap_or_default())
+            }
+            (Some(_), _) => not_found(),
+            (None, _) => json_response(
+                StatusCode::OK,
+                json!({"cluster": cluster.cfg.name, "peers": peers}),
+            ),
+        }
+    }
+
     fn readyz(&self) -> Response<Vec<u8>> {
         let snap = self.app.snapshot();
         let probed = self.app.first_probe_round_done();
@@ -90,6 +144,23 @@ impl Admin {
         let snap = self.app.snapshot();
         status_json(&snap, self.app.last_reload_error())
     }
+}
+
+/// One peer's breaker, as `/health/circuit-breaker` and `/status` show it.
+fn breaker_json(cluster: &str, p: &crate::snapshot::Peer, now: Instant) -> Value {
+    let b = p.state.breaker.snapshot(now);
+    json!({
+        "cluster": cluster,
+        "peer": p.name,
+        "state": b.state,
+        "failure_count": b.failure_count,
+        "success_count": b.success_count,
+        "consecutive_failures": b.consecutive_failures,
+        "last_failure_time": b.last_failure_time,
+        "opened_until": b.opened_until,
+        "open_for_ms": b.open_for_ms,
+        "trips": b.trips,
+    })
 }
 
 fn rfc3339(t: std::time::SystemTime) -> String {
@@ -134,6 +205,7 @@ pub fn status_json(snap: &Snapshot, last_reload_error: Option<String>) -> Value 
                     "inflight": p.state.inflight(),
                     "health": p.state.health().as_str(),
                     "usable": p.usable(checked, now),
+                    "breaker": breaker_json(&c.cfg.name, p, now),
                 })).collect::<Vec<_>>(),
             })
         })

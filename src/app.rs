@@ -84,12 +84,11 @@ impl App {
                 let path = path.clone();
                 // File I/O and parsing stay off the request path's threads.
                 tokio::task::spawn_blocking(move || {
-                    let text = std::fs::read_to_string(&path).map_err(|source| {
-                        ConfigError::Read {
+                    let text =
+                        std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
                             file: path.display().to_string(),
                             source,
-                        }
-                    })?;
+                        })?;
                     let cfg = config::parse(&text, &path.display().to_string())?;
                     Ok((cfg, digest(&text)))
                 })
@@ -114,8 +113,10 @@ impl App {
                     .config_reloads
                     .with_label_values(&["error"])
                     .inc();
-                *self.last_reload_error.lock().unwrap_or_else(|p| p.into_inner()) =
-                    Some(e.to_string());
+                *self
+                    .last_reload_error
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
                 Err(e)
             }
         }
@@ -128,7 +129,10 @@ impl App {
         self.snapshot.store(Arc::new(snap));
         self.metrics.config_generation.set(generation as i64);
         self.metrics.config_reloads.with_label_values(&["ok"]).inc();
-        *self.last_reload_error.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        *self
+            .last_reload_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = None;
         log::info!("config generation {generation} in force");
         generation
     }

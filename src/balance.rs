@@ -59,7 +59,11 @@ impl Balancer {
 
     /// Pick a peer index that `accept` takes. `load(i)` is in-flight requests per unit of weight
     /// (used by `least_inflight`). Returns `None` only when `accept` refuses every peer.
-    pub fn pick(&self, accept: impl Fn(usize) -> bool, load: impl Fn(usize) -> f64) -> Option<usize> {
+    pub fn pick(
+        &self,
+        accept: impl Fn(usize) -> bool,
+        load: impl Fn(usize) -> f64,
+    ) -> Option<usize> {
         let first = match self.kind {
             Balance::RoundRobin => self.rr.as_ref().and_then(|rr| {
                 let mut it = rr.iter(&[]);

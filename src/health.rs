@@ -114,6 +114,11 @@ fn record(app: &App, hc: &HealthCheckConfig, state: &PeerState, pass: Result<(),
         }
     };
     drop(streak);
+    if pass.is_ok() {
+        // A passing probe lets an ejected peer try trial requests early; only live traffic
+        // closes its breaker.
+        state.breaker.on_health_pass(Instant::now());
+    }
     if next != prev {
         state.set_health(next);
         match &pass {

@@ -5,15 +5,15 @@
 
 #![forbid(unsafe_code)]
 
+pub mod admin;
+pub mod app;
+pub mod balance;
 pub mod breaker;
 pub mod config;
-pub mod balance;
-pub mod peer;
-pub mod split;
-pub mod metrics;
-pub mod snapshot;
-pub mod app;
-pub mod proxy;
-pub mod admin;
-pub mod server;
 pub mod health;
+pub mod metrics;
+pub mod peer;
+pub mod proxy;
+pub mod server;
+pub mod snapshot;
+pub mod split;

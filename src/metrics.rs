@@ -62,48 +62,81 @@ impl Metrics {
         };
         Metrics {
             requests: reg!(IntCounterVec::new(
-                Opts::new("switchyard_requests_total", "Requests answered, by route, cluster and status code."),
+                Opts::new(
+                    "switchyard_requests_total",
+                    "Requests answered, by route, cluster and status code."
+                ),
                 &["route", "cluster", "code"]
             )),
             request_duration: reg!(HistogramVec::new(
-                hist("switchyard_request_duration_seconds", "Whole request duration, by route."),
+                hist(
+                    "switchyard_request_duration_seconds",
+                    "Whole request duration, by route."
+                ),
                 &["route"]
             )),
             upstream_latency: reg!(HistogramVec::new(
-                hist("switchyard_upstream_latency_seconds", "Time from sending a try to its first response byte, by cluster."),
+                hist(
+                    "switchyard_upstream_latency_seconds",
+                    "Time from sending a try to its first response byte, by cluster."
+                ),
                 &["cluster"]
             )),
             inflight: reg!(IntGaugeVec::new(
-                Opts::new("switchyard_inflight_requests", "Requests in flight, by route."),
+                Opts::new(
+                    "switchyard_inflight_requests",
+                    "Requests in flight, by route."
+                ),
                 &["route"]
             )),
             peer_inflight: reg!(IntGaugeVec::new(
-                Opts::new("switchyard_peer_inflight_requests", "Tries in flight to each peer."),
+                Opts::new(
+                    "switchyard_peer_inflight_requests",
+                    "Tries in flight to each peer."
+                ),
                 &["cluster", "peer"]
             )),
             retries: reg!(IntCounterVec::new(
-                Opts::new("switchyard_upstream_retry_total", "Retries, by route, cluster of the failed try and reason."),
+                Opts::new(
+                    "switchyard_upstream_retry_total",
+                    "Retries, by route, cluster of the failed try and reason."
+                ),
                 &["route", "cluster", "reason"]
             )),
             attempts: reg!(HistogramVec::new(
-                HistogramOpts::new("switchyard_upstream_attempts", "Tries per request that reached the upstream stage.")
-                    .buckets(vec![1.0, 2.0, 3.0, 4.0, 5.0, 10.0]),
+                HistogramOpts::new(
+                    "switchyard_upstream_attempts",
+                    "Tries per request that reached the upstream stage."
+                )
+                .buckets(vec![1.0, 2.0, 3.0, 4.0, 5.0, 10.0]),
                 &["route"]
             )),
             fallbacks: reg!(IntCounterVec::new(
-                Opts::new("switchyard_fallback_response_total", "Fallback answers, by route and reason."),
+                Opts::new(
+                    "switchyard_fallback_response_total",
+                    "Fallback answers, by route and reason."
+                ),
                 &["route", "reason"]
             )),
             breaker_opens: reg!(IntCounterVec::new(
-                Opts::new("switchyard_circuit_breaker_open_total", "Times a peer's breaker opened."),
+                Opts::new(
+                    "switchyard_circuit_breaker_open_total",
+                    "Times a peer's breaker opened."
+                ),
                 &["cluster", "peer"]
             )),
             breaker_state: reg!(IntGaugeVec::new(
-                Opts::new("switchyard_circuit_breaker_state", "Breaker state: 0 closed, 1 half-open, 2 open."),
+                Opts::new(
+                    "switchyard_circuit_breaker_state",
+                    "Breaker state: 0 closed, 1 half-open, 2 open."
+                ),
                 &["cluster", "peer"]
             )),
             peer_healthy: reg!(IntGaugeVec::new(
-                Opts::new("switchyard_peer_healthy", "Active health: 1 healthy, 0 unhealthy or not yet probed."),
+                Opts::new(
+                    "switchyard_peer_healthy",
+                    "Active health: 1 healthy, 0 unhealthy or not yet probed."
+                ),
                 &["cluster", "peer"]
             )),
             config_generation: reg!(IntGauge::new(
@@ -111,7 +144,10 @@ impl Metrics {
                 "Generation of the config in force (1 at start, +1 per successful reload)."
             )),
             config_reloads: reg!(IntCounterVec::new(
-                Opts::new("switchyard_config_reloads_total", "Config reloads, by result."),
+                Opts::new(
+                    "switchyard_config_reloads_total",
+                    "Config reloads, by result."
+                ),
                 &["result"]
             )),
             registry,

@@ -1,10 +1,12 @@
 //! Runtime state of each peer that must outlive a config snapshot: in-flight requests, active
-//! health, and the time it last became usable (for slow start). Breakers join it in `breaker`.
+//! health, its circuit breaker, and the time it last became usable (for slow start).
 //!
 //! State is keyed by (cluster name, peer address), not by weight, so a reload that changes a
 //! peer's weight keeps everything the balancer has learned about it. (Pingora's own
 //! `HealthRegistry` keys by address *and* weight, which is why we keep our own.)
 
+use crate::breaker::Breaker;
+use crate::config::BreakerConfig;
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
@@ -60,6 +62,8 @@ pub struct PeerState {
     epoch: Instant,
     /// Consecutive probe results, written only by the peer's health-check task.
     pub(crate) probe_streak: Mutex<ProbeStreak>,
+    /// Passive circuit breaker fed by live traffic.
+    pub breaker: Breaker,
 }
 
 /// Consecutive passes and failures of active probes.
@@ -70,16 +74,18 @@ pub struct ProbeStreak {
 }
 
 impl PeerState {
-    fn new(cluster: &str, addr: SocketAddr, checked: bool) -> Self {
+    fn new(cluster: &str, addr: SocketAddr, checked: bool, breaker: &BreakerConfig) -> Self {
         let health = if checked {
             Health::Unknown
         } else {
             Health::Healthy
         };
+        let label = format!("{cluster}/{addr}");
         PeerState {
             cluster: cluster.to_string(),
             addr,
-            label: format!("{cluster}/{addr}"),
+            breaker: Breaker::new(label.clone(), breaker),
+            label,
             inflight: AtomicU64::new(0),
             health: AtomicU8::new(health.as_u8()),
             usable_since_ms: AtomicU64::new(0),
@@ -156,12 +162,27 @@ pub struct PeerRegistry {
 
 impl PeerRegistry {
     /// The state of `cluster`'s peer `addr`, created on first sight. `checked` says whether the
-    /// cluster has an active health check (then a new peer waits for its first probe).
-    pub fn get_or_insert(&self, cluster: &str, addr: SocketAddr, checked: bool) -> Arc<PeerState> {
+    /// cluster has an active health check (then a new peer waits for its first probe). An
+    /// existing peer keeps its state and takes the (possibly reloaded) breaker settings.
+    pub fn get_or_insert(
+        &self,
+        cluster: &str,
+        addr: SocketAddr,
+        checked: bool,
+        breaker: &BreakerConfig,
+    ) -> Arc<PeerState> {
         let mut map = self.peers.lock().unwrap_or_else(|e| e.into_inner());
-        map.entry((cluster.to_string(), addr))
-            .or_insert_with(|| Arc::new(PeerState::new(cluster, addr, checked)))
-            .clone()
+        match map.get(&(cluster.to_string(), addr)) {
+            Some(state) => {
+                state.breaker.update_config(breaker);
+                state.clone()
+            }
+            None => {
+                let state = Arc::new(PeerState::new(cluster, addr, checked, breaker));
+                map.insert((cluster.to_string(), addr), state.clone());
+                state
+            }
+        }
     }
 
     /// Forget peers that are no longer configured. Requests still in flight to them keep their
@@ -185,17 +206,28 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
+    fn bc() -> BreakerConfig {
+        crate::config::parse(
+            "listeners: [{addr: \"127.0.0.1:1\"}]\nclusters: {c: {peers: [{addr: \"127.0.0.1:2\"}]}}\nroutes: [{name: r, split: [{cluster: c}]}]\n",
+            "t",
+        )
+        .unwrap()
+        .clusters[0]
+        .breaker
+        .clone()
+    }
+
     #[test]
     fn registry_keeps_state_by_cluster_and_addr() {
         let reg = PeerRegistry::default();
         let a: SocketAddr = "127.0.0.1:1".parse().unwrap();
-        let s1 = reg.get_or_insert("primary", a, true);
+        let s1 = reg.get_or_insert("primary", a, true, &bc());
         assert_eq!(s1.health(), Health::Unknown);
         s1.set_health(Health::Unhealthy);
-        let s2 = reg.get_or_insert("primary", a, true);
+        let s2 = reg.get_or_insert("primary", a, true, &bc());
         assert!(Arc::ptr_eq(&s1, &s2));
         assert_eq!(s2.health(), Health::Unhealthy);
-        let other = reg.get_or_insert("secondary", a, false);
+        let other = reg.get_or_insert("secondary", a, false, &bc());
         assert!(!Arc::ptr_eq(&s1, &other));
         assert_eq!(other.health(), Health::Healthy);
         reg.retain(&HashSet::from([("secondary".to_string(), a)]));
@@ -205,7 +237,7 @@ mod tests {
     #[test]
     fn inflight_guard_counts() {
         let reg = PeerRegistry::default();
-        let s = reg.get_or_insert("c", "127.0.0.1:1".parse().unwrap(), false);
+        let s = reg.get_or_insert("c", "127.0.0.1:1".parse().unwrap(), false, &bc());
         let g1 = s.start_request();
         let g2 = s.start_request();
         assert_eq!(s.inflight(), 2);
@@ -217,7 +249,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn slow_start_ramps_from_a_tenth() {
         let reg = PeerRegistry::default();
-        let s = reg.get_or_insert("c", "127.0.0.1:1".parse().unwrap(), true);
+        let s = reg.get_or_insert("c", "127.0.0.1:1".parse().unwrap(), true, &bc());
         let ramp = Some(Duration::from_secs(10));
         tokio::time::advance(Duration::from_secs(1)).await;
         s.set_health(Health::Healthy);

@@ -5,13 +5,13 @@ use crate::admin::Admin;
 use crate::app::{self, App};
 use crate::config::{self, Config};
 use crate::health::HealthChecker;
-use pingora::services::background::background_service;
 use crate::proxy::Switchyard;
 use pingora::apps::http_app::HttpServer;
 use pingora::apps::HttpServerOptions;
 use pingora::proxy::ProxyServiceBuilder;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::Server;
+use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -36,7 +36,7 @@ fn server_conf(cfg: &Config, daemon: bool) -> ServerConf {
         upgrade_sock: s.upgrade_sock.clone(),
         grace_period_seconds: Some(s.grace_period.as_secs_f64().ceil() as u64),
         graceful_shutdown_timeout_seconds: Some(
-            s.graceful_shutdown_timeout.as_secs_f64().ceil() as u64,
+            s.graceful_shutdown_timeout.as_secs_f64().ceil() as u64
         ),
         ..ServerConf::default()
     }
@@ -45,8 +45,11 @@ fn server_conf(cfg: &Config, daemon: bool) -> ServerConf {
 /// Load the config at `opts.config_path` and build the server (not yet running).
 pub fn build(opts: &RunOptions) -> Result<(Server, Arc<App>), config::ConfigError> {
     let file = opts.config_path.display().to_string();
-    let text = std::fs::read_to_string(&opts.config_path)
-        .map_err(|source| config::ConfigError::Read { file: file.clone(), source })?;
+    let text =
+        std::fs::read_to_string(&opts.config_path).map_err(|source| config::ConfigError::Read {
+            file: file.clone(),
+            source,
+        })?;
     let cfg = config::parse(&text, &file)?;
     let conf = server_conf(&cfg, opts.daemon);
     let pingora_opt = Opt {
@@ -63,10 +66,11 @@ pub fn build(opts: &RunOptions) -> Result<(Server, Arc<App>), config::ConfigErro
 
     let mut server_options = HttpServerOptions::default();
     server_options.h2c = true;
-    let mut proxy = ProxyServiceBuilder::new(&server.configuration, Switchyard { app: app.clone() })
-        .name("switchyard")
-        .server_options(server_options)
-        .build();
+    let mut proxy =
+        ProxyServiceBuilder::new(&server.configuration, Switchyard { app: app.clone() })
+            .name("switchyard")
+            .server_options(server_options)
+            .build();
     for l in &listeners {
         proxy.add_tcp(&l.addr.to_string());
     }
@@ -94,7 +98,11 @@ pub fn run(opts: &RunOptions) -> Result<(), config::ConfigError> {
         "switchyard starting: {} routes, {} clusters, listeners {:?}, admin {}",
         snap.routes.len(),
         snap.clusters.len(),
-        snap.config.listeners.iter().map(|l| l.addr).collect::<Vec<_>>(),
+        snap.config
+            .listeners
+            .iter()
+            .map(|l| l.addr)
+            .collect::<Vec<_>>(),
         snap.config.admin.addr
     );
     drop(snap);

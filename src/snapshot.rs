@@ -64,8 +64,8 @@ pub struct Peer {
 impl Peer {
     /// Can this peer take a request now (ignoring which peers the request already tried)?
     pub fn usable(&self, checked: bool, now: Instant) -> bool {
-        let _ = now;
         self.weight > 0
+            && self.state.breaker.is_available(now)
             && match self.state.health() {
                 Health::Healthy => true,
                 Health::Unknown => !checked,
@@ -78,6 +78,18 @@ impl Cluster {
     /// Whether the cluster has an active health check.
     pub fn checked(&self) -> bool {
         self.cfg.health_check.is_some()
+    }
+
+    /// May one more peer of this cluster be ejected now (`max_ejected_percent`, at least one)?
+    pub fn may_eject(&self, now: Instant) -> bool {
+        let n = self.peers.len();
+        let allowed = (n * self.cfg.breaker.max_ejected_percent as usize / 100).max(1);
+        let ejected = self
+            .peers
+            .iter()
+            .filter(|p| p.state.breaker.is_ejected(now))
+            .count();
+        ejected < allowed
     }
 
     /// Any peer that can take traffic now?
@@ -108,7 +120,7 @@ impl Snapshot {
                     .iter()
                     .map(|p| {
                         keep.insert((c.name.clone(), p.addr));
-                        let state = registry.get_or_insert(&c.name, p.addr, checked);
+                        let state = registry.get_or_insert(&c.name, p.addr, checked, &c.breaker);
                         let name = p.addr.to_string();
                         Peer {
                             weight: p.weight,
@@ -124,7 +136,9 @@ impl Snapshot {
                 let weights: Vec<_> = c.peers.iter().map(|p| (p.addr, p.weight)).collect();
                 Cluster {
                     balancer: Balancer::new(c.balance, &weights),
-                    latency: metrics.upstream_latency.with_label_values(&[c.name.as_str()]),
+                    latency: metrics
+                        .upstream_latency
+                        .with_label_values(&[c.name.as_str()]),
                     peers,
                     cfg: c.clone(),
                 }

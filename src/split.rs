@@ -87,10 +87,7 @@ impl Split {
     pub fn pick_sticky(&self, hash: u64) -> usize {
         let total = self.cumulative.last().copied().unwrap_or(0).max(1);
         let point = hash % total;
-        self.cumulative
-            .iter()
-            .position(|c| point < *c)
-            .unwrap_or(0)
+        self.cumulative.iter().position(|c| point < *c).unwrap_or(0)
     }
 }
 

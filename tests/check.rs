@@ -42,7 +42,11 @@ fn shipped_configs_pass() {
             .args(["check", "-c", f])
             .output()
             .unwrap();
-        assert!(out.status.success(), "{f}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{f}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     assert!(check(BASE).0);
 }
@@ -50,13 +54,41 @@ fn shipped_configs_pass() {
 #[test]
 fn bad_configs_fail_naming_key_path_and_line() {
     let cases = [
-        ("cluster: secondary", "cluster: secndary", ":15: routes[0].split[1].cluster: unknown cluster \"secndary\""),
-        ("weight: 90 }", "weight: 0 }\n      - { cluster: primary, weight: 1 }", "routes[0].split[2].cluster: cluster \"primary\" is listed twice"),
-        ("127.0.0.1:8002", "localhost", ":9: clusters.secondary.peers[0].addr: bad address"),
-        ("connect: 1s", "connect: 1 fortnight", ":16: routes[0].timeouts.connect: bad duration"),
-        ("first_byte: 30s", "first_bite: 30s", ":16: routes[0].timeouts.first_bite: unknown field"),
-        ("  - name: chat", "  - name: \"chat room\"", ":11: routes[0].name: bad name"),
-        ("listeners:\n  - addr: \"127.0.0.1:8080\"\n", "", "listeners: at least one listener"),
+        (
+            "cluster: secondary",
+            "cluster: secndary",
+            ":15: routes[0].split[1].cluster: unknown cluster \"secndary\"",
+        ),
+        (
+            "weight: 90 }",
+            "weight: 0 }\n      - { cluster: primary, weight: 1 }",
+            "routes[0].split[2].cluster: cluster \"primary\" is listed twice",
+        ),
+        (
+            "127.0.0.1:8002",
+            "localhost",
+            ":9: clusters.secondary.peers[0].addr: bad address",
+        ),
+        (
+            "connect: 1s",
+            "connect: 1 fortnight",
+            ":16: routes[0].timeouts.connect: bad duration",
+        ),
+        (
+            "first_byte: 30s",
+            "first_bite: 30s",
+            ":16: routes[0].timeouts.first_bite: unknown field",
+        ),
+        (
+            "  - name: chat",
+            "  - name: \"chat room\"",
+            ":11: routes[0].name: bad name",
+        ),
+        (
+            "listeners:\n  - addr: \"127.0.0.1:8080\"\n",
+            "",
+            "listeners: at least one listener",
+        ),
     ];
     for (from, to, want) in cases {
         assert!(BASE.contains(from), "case text {from:?}");
@@ -64,9 +96,14 @@ fn bad_configs_fail_naming_key_path_and_line() {
         assert!(!ok, "{to:?} must fail");
         assert!(msg.contains(want), "{to:?}: expected {want:?} in {msg:?}");
     }
-    let zero = BASE.replace("weight: 90", "weight: 0").replace("weight: 10", "weight: 0");
+    let zero = BASE
+        .replace("weight: 90", "weight: 0")
+        .replace("weight: 10", "weight: 0");
     let (ok, msg) = check(&zero);
-    assert!(!ok && msg.contains(":13: routes[0].split: total split weight is zero"), "{msg}");
+    assert!(
+        !ok && msg.contains(":13: routes[0].split: total split weight is zero"),
+        "{msg}"
+    );
     let (ok, msg) = check("routes: [");
     assert!(!ok && msg.contains("c.yaml:"), "{msg}");
 }

@@ -32,7 +32,10 @@ routes:
 }
 
 async fn served_by(c: &reqwest::Client, url: &str, body: String, user: Option<&str>) -> String {
-    let mut req = c.post(url).header("content-type", "application/json").body(body);
+    let mut req = c
+        .post(url)
+        .header("content-type", "application/json")
+        .body(body);
     if let Some(u) = user {
         req = req.header("x-user-id", u);
     }
@@ -68,21 +71,34 @@ async fn split_90_10_and_peer_weights_hold_over_2000_requests() {
     assert_eq!(total, 2000);
     let primary = counts["p1"] + counts["p2"];
     let share = primary as f64 / total as f64;
-    assert!((0.87..=0.93).contains(&share), "primary share {share}: {counts:?}");
+    assert!(
+        (0.87..=0.93).contains(&share),
+        "primary share {share}: {counts:?}"
+    );
     let p1_share = counts["p1"] as f64 / primary as f64;
     assert!(
         (0.6367..=0.6967).contains(&p1_share),
         "p1 share of primary {p1_share} (weight 2:1): {counts:?}"
     );
     let m = lb.metrics().await;
-    let counted = metric(&m, "switchyard_requests_total", &[("route", "chat"), ("cluster", "primary"), ("code", "200")]);
+    let counted = metric(
+        &m,
+        "switchyard_requests_total",
+        &[("route", "chat"), ("cluster", "primary"), ("code", "200")],
+    );
     assert_eq!(counted as usize, primary, "metrics count what was sent");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sticky_keys_keep_their_side_of_the_split() {
     let (p1, p2, s1) = (sim("p1").await, sim("p2").await, sim("s1").await);
-    let lb = Balancer::start(&two_clusters(&p1, &p2, &s1, "    sticky: \"header:x-user-id\"\n")).await;
+    let lb = Balancer::start(&two_clusters(
+        &p1,
+        &p2,
+        &s1,
+        "    sticky: \"header:x-user-id\"\n",
+    ))
+    .await;
     let c = client();
     let url = lb.url("/v1/chat/completions");
     let mut secondary_users = 0;
@@ -99,7 +115,10 @@ async fn sticky_keys_keep_their_side_of_the_split() {
         }
     }
     // 10% of 60 users, loosely: the hash must not send everyone to one side.
-    assert!((1..=20).contains(&secondary_users), "{secondary_users} users on secondary");
+    assert!(
+        (1..=20).contains(&secondary_users),
+        "{secondary_users} users on secondary"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -126,7 +145,10 @@ async fn sse_chunks_arrive_spread_out_not_at_the_end() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/event-stream"));
     let mut arrivals = Vec::new();
     let mut text = String::new();
     while let Some(chunk) = r.chunk().await.unwrap() {
@@ -134,10 +156,17 @@ async fn sse_chunks_arrive_spread_out_not_at_the_end() {
         text.push_str(&String::from_utf8_lossy(&chunk));
     }
     assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
-    assert!(arrivals.len() >= 4, "only {} chunks: {text}", arrivals.len());
+    assert!(
+        arrivals.len() >= 4,
+        "only {} chunks: {text}",
+        arrivals.len()
+    );
     let spread = *arrivals.last().unwrap() - arrivals[0];
     // 5 tokens 150 ms apart: the first arrives ~600 ms before the end. Buffering would make it ~0.
-    assert!(spread >= Duration::from_millis(400), "chunks arrived within {spread:?}");
+    assert!(
+        spread >= Duration::from_millis(400),
+        "chunks arrived within {spread:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -148,7 +177,9 @@ async fn one_mib_request_body_arrives_intact() {
         s.addr()
     ))
     .await;
-    let filler: String = (0..(1 << 20)).map(|i| (b'a' + (i % 26) as u8) as char).collect();
+    let filler: String = (0..(1 << 20))
+        .map(|i| (b'a' + (i % 26) as u8) as char)
+        .collect();
     let body = chat(&filler, false);
     assert!(body.len() > 1 << 20);
     let want = format!("{:x}", Sha256::digest(body.as_bytes()));
@@ -208,7 +239,12 @@ async fn metrics_parse_as_prometheus_text_and_count_requests() {
     .await;
     let c = client();
     for _ in 0..7 {
-        let r = c.post(lb.url("/v1/completions")).body(r#"{"prompt":"x"}"#).send().await.unwrap();
+        let r = c
+            .post(lb.url("/v1/completions"))
+            .body(r#"{"prompt":"x"}"#)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 200);
     }
     for _ in 0..3 {
@@ -224,16 +260,39 @@ async fn metrics_parse_as_prometheus_text_and_count_requests() {
             .filter(|s| s.metric == name)
             .filter(|s| labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
             .map(|s| match s.value {
-                prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Gauge(v) | prometheus_parse::Value::Untyped(v) => v,
+                prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Untyped(v) => v,
                 _ => 0.0,
             })
             .sum()
     };
-    assert_eq!(value("switchyard_requests_total", &[("route", "r"), ("code", "200")]), 7.0);
-    assert_eq!(value("switchyard_requests_total", &[("route", "none"), ("code", "404")]), 3.0);
-    assert!(scrape.samples.iter().any(|s| s.metric == "switchyard_request_duration_seconds_count"));
-    assert!(scrape.samples.iter().any(|s| s.metric == "switchyard_upstream_latency_seconds_count"));
-    assert!(scrape.samples.iter().any(|s| s.metric == "switchyard_inflight_requests"));
+    assert_eq!(
+        value(
+            "switchyard_requests_total",
+            &[("route", "r"), ("code", "200")]
+        ),
+        7.0
+    );
+    assert_eq!(
+        value(
+            "switchyard_requests_total",
+            &[("route", "none"), ("code", "404")]
+        ),
+        3.0
+    );
+    assert!(scrape
+        .samples
+        .iter()
+        .any(|s| s.metric == "switchyard_request_duration_seconds_count"));
+    assert!(scrape
+        .samples
+        .iter()
+        .any(|s| s.metric == "switchyard_upstream_latency_seconds_count"));
+    assert!(scrape
+        .samples
+        .iter()
+        .any(|s| s.metric == "switchyard_inflight_requests"));
     // No label carries a raw path.
     assert!(!text.contains("/other"));
 }

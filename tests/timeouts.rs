@@ -14,7 +14,11 @@ fn one_cluster(peer: SocketAddr, timeouts: &str) -> String {
     )
 }
 
-async fn post(lb: &Balancer, body: String, headers: &[(&str, &str)]) -> (reqwest::Response, Duration) {
+async fn post(
+    lb: &Balancer,
+    body: String,
+    headers: &[(&str, &str)],
+) -> (reqwest::Response, Duration) {
     let start = Instant::now();
     let mut req = client()
         .post(lb.url("/v1/chat/completions"))
@@ -37,11 +41,14 @@ async fn assert_504_json(r: reqwest::Response) {
 fn blackhole() -> (socket2::Socket, Vec<std::net::TcpStream>, SocketAddr) {
     use socket2::{Domain, Socket, Type};
     let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
-    s.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into()).unwrap();
+    s.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
+        .unwrap();
     s.listen(0).unwrap();
     let addr = s.local_addr().unwrap().as_socket().unwrap();
     let fillers = (0..4)
-        .filter_map(|_| std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok())
+        .filter_map(|_| {
+            std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok()
+        })
         .collect();
     (s, fillers, addr)
 }
@@ -49,10 +56,17 @@ fn blackhole() -> (socket2::Socket, Vec<std::net::TcpStream>, SocketAddr) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connect_timeout_answers_504() {
     let (_listener, _fillers, addr) = blackhole();
-    let lb = Balancer::start(&one_cluster(addr, "{ connect: 300ms, first_byte: 10s, total: 20s }")).await;
+    let lb = Balancer::start(&one_cluster(
+        addr,
+        "{ connect: 300ms, first_byte: 10s, total: 20s }",
+    ))
+    .await;
     let (r, took) = post(&lb, chat("x", false), &[]).await;
     assert_504_json(r).await;
-    assert!(took >= Duration::from_millis(250) && took < Duration::from_secs(5), "{took:?}");
+    assert!(
+        took >= Duration::from_millis(250) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -61,7 +75,10 @@ async fn first_byte_timeout_answers_504() {
     let lb = Balancer::start(&one_cluster(s.addr(), "{ first_byte: 400ms, total: 20s }")).await;
     let (r, took) = post(&lb, chat("x", false), &[("x-sim-fail", "hang")]).await;
     assert_504_json(r).await;
-    assert!(took >= Duration::from_millis(350) && took < Duration::from_secs(5), "{took:?}");
+    assert!(
+        took >= Duration::from_millis(350) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -77,7 +94,11 @@ async fn first_byte_covers_the_first_token_of_a_stream() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_timeout_ends_a_stalled_stream_with_an_sse_error_event() {
     let s = sim("stall").await;
-    let lb = Balancer::start(&one_cluster(s.addr(), "{ first_byte: 5s, idle: 400ms, total: 20s }")).await;
+    let lb = Balancer::start(&one_cluster(
+        s.addr(),
+        "{ first_byte: 5s, idle: 400ms, total: 20s }",
+    ))
+    .await;
     let (r, _) = post(&lb, chat("x", true), &[("x-sim-hang-after-tokens", "2")]).await;
     assert_eq!(r.status(), 200);
     let start = Instant::now();
@@ -97,5 +118,8 @@ async fn total_deadline_answers_504() {
     let lb = Balancer::start(&one_cluster(s.addr(), "{ first_byte: 10s, total: 500ms }")).await;
     let (r, took) = post(&lb, chat("x", false), &[("x-sim-ttft-ms", "3000")]).await;
     assert_504_json(r).await;
-    assert!(took >= Duration::from_millis(450) && took < Duration::from_millis(2500), "{took:?}");
+    assert!(
+        took >= Duration::from_millis(450) && took < Duration::from_millis(2500),
+        "{took:?}"
+    );
 }

@@ -109,7 +109,9 @@ fn socket_addr(path: &str, s: &str) -> Result<SocketAddr> {
     s.trim().parse().or_else(|_| {
         err(
             path,
-            format!("bad address {s:?}: expected IP:port, like \"127.0.0.1:8000\" or \"[::1]:8000\""),
+            format!(
+                "bad address {s:?}: expected IP:port, like \"127.0.0.1:8000\" or \"[::1]:8000\""
+            ),
         )
     })
 }
@@ -253,8 +255,16 @@ fn health_check(base: &str, h: &HealthCheckFile) -> Result<HealthCheckConfig> {
         body: h.body.clone().map(Bytes::from),
         expect_status,
         expect_body,
-        interval: positive(&format!("{base}.interval"), h.interval, Duration::from_secs(5))?,
-        timeout: positive(&format!("{base}.timeout"), h.timeout, Duration::from_secs(2))?,
+        interval: positive(
+            &format!("{base}.interval"),
+            h.interval,
+            Duration::from_secs(5),
+        )?,
+        timeout: positive(
+            &format!("{base}.timeout"),
+            h.timeout,
+            Duration::from_secs(2),
+        )?,
         healthy_threshold: threshold("healthy_threshold", h.healthy_threshold, 2)?,
         unhealthy_threshold: threshold("unhealthy_threshold", h.unhealthy_threshold, 3)?,
     })
@@ -300,17 +310,27 @@ fn breaker(base: &str, b: Option<&BreakerFile>) -> Result<BreakerConfig> {
     out.min_requests = at_least_one("min_requests", b.min_requests, out.min_requests)?;
     out.window = positive(&format!("{base}.window"), b.window, out.window)?;
     out.open_for = positive(&format!("{base}.open_for"), b.open_for, out.open_for)?;
-    out.max_open_for = positive(&format!("{base}.max_open_for"), b.max_open_for, out.max_open_for)?;
+    out.max_open_for = positive(
+        &format!("{base}.max_open_for"),
+        b.max_open_for,
+        out.max_open_for,
+    )?;
     if out.max_open_for < out.open_for {
         return err(
             format!("{base}.max_open_for"),
             "must not be shorter than open_for",
         );
     }
-    out.half_open_requests =
-        at_least_one("half_open_requests", b.half_open_requests, out.half_open_requests)?;
-    out.success_threshold =
-        at_least_one("success_threshold", b.success_threshold, out.success_threshold)?;
+    out.half_open_requests = at_least_one(
+        "half_open_requests",
+        b.half_open_requests,
+        out.half_open_requests,
+    )?;
+    out.success_threshold = at_least_one(
+        "success_threshold",
+        b.success_threshold,
+        out.success_threshold,
+    )?;
     if let Some(p) = b.max_ejected_percent {
         if p > 100 {
             return err(format!("{base}.max_ejected_percent"), "must be 0-100");
@@ -366,7 +386,10 @@ fn route(base: &str, r: &RouteFile, clusters: &[ClusterConfig]) -> Result<RouteC
         None => None,
     };
     if r.split.is_empty() {
-        return err(format!("{base}.split"), "a route needs at least one cluster");
+        return err(
+            format!("{base}.split"),
+            "a route needs at least one cluster",
+        );
     }
     let mut split = Vec::new();
     for (i, s) in r.split.iter().enumerate() {
@@ -413,7 +436,10 @@ fn route(base: &str, r: &RouteFile, clusters: &[ClusterConfig]) -> Result<RouteC
     let retry = retry(&format!("{base}.retry"), r.retry.as_ref())?;
     let max_request_body = match r.max_request_body {
         Some(s) if s.0 == 0 => {
-            return err(format!("{base}.max_request_body"), "must be greater than zero")
+            return err(
+                format!("{base}.max_request_body"),
+                "must be greater than zero",
+            )
         }
         Some(s) if s.0 > 1 << 30 => {
             return err(format!("{base}.max_request_body"), "must be at most 1GiB")

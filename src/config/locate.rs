@@ -42,8 +42,14 @@ impl LineIndex {
 
 enum Frame {
     /// In a mapping; `key` is the pending key once read, awaiting its value.
-    Map { path: String, key: Option<String> },
-    Seq { path: String, next: usize },
+    Map {
+        path: String,
+        key: Option<String>,
+    },
+    Seq {
+        path: String,
+        next: usize,
+    },
 }
 
 #[derive(Default)]

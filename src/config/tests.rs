@@ -55,10 +55,15 @@ fn good_config_builds_with_types_and_defaults() {
     assert_eq!(r.split.len(), 2);
     assert_eq!((r.split[0].cluster, r.split[0].weight), (0, 90));
     assert_eq!((r.split[1].cluster, r.split[1].weight), (1, 10));
-    assert_eq!(r.matcher.methods.as_deref(), Some(&[http::Method::POST][..]));
+    assert_eq!(
+        r.matcher.methods.as_deref(),
+        Some(&[http::Method::POST][..])
+    );
     assert_eq!(
         r.sticky,
-        Some(StickyKey::Header(http::HeaderName::from_static("x-user-id")))
+        Some(StickyKey::Header(http::HeaderName::from_static(
+            "x-user-id"
+        )))
     );
     assert_eq!(r.timeouts.connect, Duration::from_millis(500));
     assert_eq!(r.timeouts.total, Duration::from_secs(300));
@@ -68,7 +73,10 @@ fn good_config_builds_with_types_and_defaults() {
     assert_eq!(r.max_request_body, 8 * 1024 * 1024);
     let fb = r.fallback.as_ref().unwrap();
     assert_eq!(fb.status, 200);
-    assert_eq!(&fb.stream_body[..], b"data: {\"busy\":true}\n\ndata: [DONE]\n\n");
+    assert_eq!(
+        &fb.stream_body[..],
+        b"data: {\"busy\":true}\n\ndata: [DONE]\n\n"
+    );
 }
 
 /// Each bad config must fail with the given key path, and a line where the key is in the file.
@@ -76,17 +84,62 @@ fn good_config_builds_with_types_and_defaults() {
 fn bad_configs_name_the_key_path_and_line() {
     let cases: &[(&str, &str, &str, Option<usize>)] = &[
         // (what to replace in GOOD, with what, expected path, expected line)
-        ("cluster: secondary", "cluster: secndary", "routes[0].split[1].cluster", Some(25)),
-        ("10.0.0.12:8000", "10.0.0.12", "clusters.primary.peers[1].addr", Some(13)),
-        ("connect: 500ms", "connect: 5 parsecs", "routes[0].timeouts.connect", Some(27)),
-        ("connect: 500ms", "connect: 500", "routes[0].timeouts.connect", Some(27)),
+        (
+            "cluster: secondary",
+            "cluster: secndary",
+            "routes[0].split[1].cluster",
+            Some(25),
+        ),
+        (
+            "10.0.0.12:8000",
+            "10.0.0.12",
+            "clusters.primary.peers[1].addr",
+            Some(13),
+        ),
+        (
+            "connect: 500ms",
+            "connect: 5 parsecs",
+            "routes[0].timeouts.connect",
+            Some(27),
+        ),
+        (
+            "connect: 500ms",
+            "connect: 500",
+            "routes[0].timeouts.connect",
+            Some(27),
+        ),
         ("threads: 2", "thraeds: 2", "server.thraeds", Some(3)),
-        ("balance: least_inflight", "balance: fastest", "clusters.primary.balance", Some(10)),
-        ("attempts: 2", "attempts: 0", "routes[0].retry.attempts", Some(28)),
+        (
+            "balance: least_inflight",
+            "balance: fastest",
+            "clusters.primary.balance",
+            Some(10),
+        ),
+        (
+            "attempts: 2",
+            "attempts: 0",
+            "routes[0].retry.attempts",
+            Some(28),
+        ),
         ("8MiB", "8 parsecs", "routes[0].max_request_body", Some(29)),
-        ("expect_body: \"ok\"", "expect_body: \"(\"", "clusters.primary.health_check.expect_body", Some(16)),
-        ("\"header:x-user-id\"", "\"query:user\"", "routes[0].sticky", Some(26)),
-        ("10.0.0.12:8000", "10.0.0.11:8000", "clusters.primary.peers[1].addr", Some(13)),
+        (
+            "expect_body: \"ok\"",
+            "expect_body: \"(\"",
+            "clusters.primary.health_check.expect_body",
+            Some(16),
+        ),
+        (
+            "\"header:x-user-id\"",
+            "\"query:user\"",
+            "routes[0].sticky",
+            Some(26),
+        ),
+        (
+            "10.0.0.12:8000",
+            "10.0.0.11:8000",
+            "clusters.primary.peers[1].addr",
+            Some(13),
+        ),
     ];
     for (from, to, path, line) in cases {
         assert!(GOOD.contains(from), "test case text {from:?} not in GOOD");
@@ -110,9 +163,7 @@ fn zero_total_weight_and_duplicates_are_errors() {
     assert_eq!(e.path(), Some("routes[0].split"));
     assert!(e.to_string().contains("total split weight is zero"), "{e}");
 
-    let dup_route = format!(
-        "{GOOD}  - name: chat\n    split:\n      - {{ cluster: primary }}\n"
-    );
+    let dup_route = format!("{GOOD}  - name: chat\n    split:\n      - {{ cluster: primary }}\n");
     let e = parse(&dup_route, "x").unwrap_err();
     assert_eq!(e.path(), Some("routes[1].name"));
     assert!(e.to_string().contains(":32:"), "{e}");

@@ -34,10 +34,14 @@ impl<'de> Deserialize<'de> for Dur {
                 }
             }
             fn visit_i64<E: de::Error>(self, n: i64) -> Result<Dur, E> {
-                Err(E::custom(format_args!("bad duration {n}: give a unit, like \"{n}s\"")))
+                Err(E::custom(format_args!(
+                    "bad duration {n}: give a unit, like \"{n}s\""
+                )))
             }
             fn visit_f64<E: de::Error>(self, n: f64) -> Result<Dur, E> {
-                Err(E::custom(format_args!("bad duration {n}: give a unit, like \"{n}s\"")))
+                Err(E::custom(format_args!(
+                    "bad duration {n}: give a unit, like \"{n}s\""
+                )))
             }
         }
         d.deserialize_any(V)

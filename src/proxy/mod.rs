@@ -13,6 +13,7 @@ mod relay;
 mod request;
 pub mod respond;
 mod upstream;
+mod verdict;
 
 use crate::app::App;
 use crate::snapshot::{Route, Snapshot};
@@ -26,6 +27,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 use upstream::TryError;
+use verdict::Ticket;
 
 /// The Pingora proxy application.
 pub struct Switchyard {
@@ -59,7 +61,10 @@ impl ProxyHttp for Switchyard {
 
     /// Never reached: `request_filter` answers every request.
     async fn upstream_peer(&self, _s: &mut Session, _c: &mut Ctx) -> Result<Box<HttpPeer>> {
-        Error::e_explain(ErrorType::InternalError, "switchyard drives upstream tries itself")
+        Error::e_explain(
+            ErrorType::InternalError,
+            "switchyard drives upstream tries itself",
+        )
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
@@ -149,14 +154,23 @@ impl ProxyHttp for Switchyard {
                 tokio::time::sleep(pause).await;
             }
             let now = Instant::now();
-            let Some((ci, pi)) = choose_peer(&snap, route, first, &tried, now) else {
+            // A breaker may refuse between the pick and the admission (another request took
+            // the last half-open trial slot): mark that peer tried and pick again.
+            let mut picked = None;
+            while let Some((ci, pi)) = choose_peer(&snap, route, first, &tried, now) {
+                tried.push((ci, pi));
+                let cluster = &snap.clusters[ci];
+                let peer = &cluster.peers[pi];
+                if let Some(ticket) = Ticket::acquire(cluster, peer, &self.app.metrics) {
+                    picked = Some((ci, cluster, peer, ticket));
+                    break;
+                }
+            }
+            let Some((ci, cluster, peer, ticket)) = picked else {
                 break;
             };
-            tried.push((ci, pi));
             ctx.tries += 1;
             ctx.cluster = Some(ci);
-            let cluster = &snap.clusters[ci];
-            let peer = &cluster.peers[pi];
             let _peer_inflight = peer.state.start_request();
             peer.inflight_gauge.inc();
             let _gauge = scopeguard(|| peer.inflight_gauge.dec());
@@ -174,7 +188,8 @@ impl ProxyHttp for Switchyard {
             match result {
                 Ok(ready) => {
                     cluster.latency.observe(ready.ttfb.as_secs_f64());
-                    ctx.status = ready.header.status.as_u16();
+                    let status = ready.header.status.as_u16();
+                    ctx.status = status;
                     drop(retry_slot.take());
                     route.attempts.observe(f64::from(ctx.tries));
                     let end = relay::relay(
@@ -186,6 +201,7 @@ impl ProxyHttp for Switchyard {
                         &request_id,
                     )
                     .await;
+                    ticket.committed(status, end);
                     return match end {
                         RelayEnd::Complete | RelayEnd::UpstreamFailedSse => Ok(true),
                         RelayEnd::ClientGone => {
@@ -203,6 +219,7 @@ impl ProxyHttp for Switchyard {
                     if matches!(e, TryError::Status(_)) {
                         cluster.latency.observe(now.elapsed().as_secs_f64());
                     }
+                    ticket.try_failed(e);
                     last = Some((ci, e));
                 }
             }
@@ -239,7 +256,11 @@ impl ProxyHttp for Switchyard {
                     e.reason()
                 ),
             };
-            let retry_after = if status == 503 || status == 429 { retry_after } else { None };
+            let retry_after = if status == 503 || status == 429 {
+                retry_after
+            } else {
+                None
+            };
             respond::json_error(session, status, code, &msg, &request_id, retry_after).await?;
         }
         Ok(true)
@@ -273,12 +294,18 @@ impl ProxyHttp for Switchyard {
         };
         let route = ctx.route.map(|r| &snap.routes[r]);
         let route_name = route.map_or("none", |r| r.cfg.name.as_str());
-        let cluster_name = ctx.cluster.map_or("none", |c| snap.clusters[c].cfg.name.as_str());
+        let cluster_name = ctx
+            .cluster
+            .map_or("none", |c| snap.clusters[c].cfg.name.as_str());
         let mut code_buf = [0u8; 3];
         self.app
             .metrics
             .requests
-            .with_label_values(&[route_name, cluster_name, code_str(&mut code_buf, ctx.status)])
+            .with_label_values(&[
+                route_name,
+                cluster_name,
+                code_str(&mut code_buf, ctx.status),
+            ])
             .inc();
         if let Some(r) = route {
             r.duration.observe(ctx.start.elapsed().as_secs_f64());
@@ -367,8 +394,7 @@ fn choose_peer(
                     },
                     |pi| {
                         let p = &cluster.peers[pi];
-                        let w = f64::from(p.weight)
-                            * p.state.slow_start_factor(slow_start, now);
+                        let w = f64::from(p.weight) * p.state.slow_start_factor(slow_start, now);
                         (p.state.inflight() as f64 + 1.0) / w.max(0.001)
                     },
                 )

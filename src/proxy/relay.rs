@@ -50,7 +50,11 @@ pub async fn relay(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("text/event-stream"));
     let header_only = ready.done && ready.first.is_none();
-    if session.write_response_header(header, header_only).await.is_err() {
+    if session
+        .write_response_header(header, header_only)
+        .await
+        .is_err()
+    {
         ready.session.shutdown().await;
         return RelayEnd::ClientGone;
     }
@@ -59,7 +63,11 @@ pub async fn relay(
         return RelayEnd::Complete;
     }
     if let Some(first) = ready.first.take() {
-        if session.write_response_body(Some(first), ready.done).await.is_err() {
+        if session
+            .write_response_body(Some(first), ready.done)
+            .await
+            .is_err()
+        {
             ready.session.shutdown().await;
             return RelayEnd::ClientGone;
         }
@@ -71,7 +79,10 @@ pub async fn relay(
     loop {
         let by = (Instant::now() + idle).min(deadline);
         let (failure, chunk) = match timeout_at(by, ready.session.read_response_body()).await {
-            Err(_) => (Some("upstream stalled past the idle or total timeout"), None),
+            Err(_) => (
+                Some("upstream stalled past the idle or total timeout"),
+                None,
+            ),
             Ok(Err(_)) => (Some("upstream connection failed mid-response"), None),
             Ok(Ok(chunk)) => (None, chunk),
         };

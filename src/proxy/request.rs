@@ -17,7 +17,10 @@ pub enum BodyError {
 }
 
 /// Read the whole request body, up to `limit` bytes.
-pub async fn read_body(session: &mut Session, limit: usize) -> std::result::Result<Bytes, BodyError> {
+pub async fn read_body(
+    session: &mut Session,
+    limit: usize,
+) -> std::result::Result<Bytes, BodyError> {
     let declared = session
         .req_header()
         .headers
@@ -65,15 +68,23 @@ pub fn wants_stream(body: &[u8]) -> bool {
 pub fn sticky_hash(session: &Session, key: &StickyKey) -> Option<u64> {
     let mut h = std::hash::DefaultHasher::new();
     match key {
-        StickyKey::Header(name) => session.req_header().headers.get(name)?.as_bytes().hash(&mut h),
+        StickyKey::Header(name) => session
+            .req_header()
+            .headers
+            .get(name)?
+            .as_bytes()
+            .hash(&mut h),
         StickyKey::Cookie(name) => {
             let cookies = session.req_header().headers.get_all(http::header::COOKIE);
-            let value = cookies.iter().filter_map(|v| v.to_str().ok()).find_map(|line| {
-                line.split(';').find_map(|kv| {
-                    let (k, v) = kv.trim().split_once('=')?;
-                    (k == name).then_some(v)
-                })
-            })?;
+            let value = cookies
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .find_map(|line| {
+                    line.split(';').find_map(|kv| {
+                        let (k, v) = kv.trim().split_once('=')?;
+                        (k == name).then_some(v)
+                    })
+                })?;
             value.hash(&mut h);
         }
         StickyKey::ClientIp => client_ip(session)?.hash(&mut h),
@@ -115,7 +126,11 @@ pub fn upstream_request(
         .path_and_query()
         .map(|pq| pq.as_str())
         .unwrap_or("/");
-    let mut up = RequestHeader::build(req.method.clone(), path.as_bytes(), Some(req.headers.len() + 4))?;
+    let mut up = RequestHeader::build(
+        req.method.clone(),
+        path.as_bytes(),
+        Some(req.headers.len() + 4),
+    )?;
     for (name, value) in req.headers.iter() {
         if HOP_BY_HOP.contains(&name.as_str()) || name == http::header::CONTENT_LENGTH {
             continue;
@@ -132,7 +147,11 @@ pub fn upstream_request(
     }
     up.insert_header("x-request-id", request_id)?;
     if let Some(ip) = client_ip(session) {
-        let xff = match req.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        let xff = match req
+            .headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+        {
             Some(prev) => format!("{prev}, {ip}"),
             None => ip.to_string(),
         };
@@ -148,7 +167,8 @@ pub fn request_id(session: &Session) -> String {
         if let Ok(s) = v.to_str() {
             if !s.is_empty()
                 && s.len() <= 128
-                && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
             {
                 return s.to_string();
             }

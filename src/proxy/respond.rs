@@ -73,7 +73,14 @@ pub async fn fallback(
         )
         .await
     } else {
-        write_full(session, fb.status, &fb.content_type, fb.body.clone(), &extra).await
+        write_full(
+            session,
+            fb.status,
+            &fb.content_type,
+            fb.body.clone(),
+            &extra,
+        )
+        .await
     }
 }
 

@@ -129,7 +129,8 @@ pub async fn try_once(
         let mut peer = template.clone();
         peer.options.connection_timeout = Some(connect_by - now);
         peer.options.idle_timeout = Some(POOL_IDLE);
-        let (mut s, reused) = match timeout_at(connect_by, connector.get_http_session(&peer)).await {
+        let (mut s, reused) = match timeout_at(connect_by, connector.get_http_session(&peer)).await
+        {
             Err(_) => return Err(TryError::ConnectTimeout),
             Ok(Err(e)) => return Err(classify(&e)),
             Ok(Ok(pair)) => pair,

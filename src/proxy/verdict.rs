@@ -1,0 +1,97 @@
+//! Feeding each try's outcome to its peer's circuit breaker. A [`Ticket`] holds the breaker's
+//! admission for one try and always gives it back: as a success, a failure, or (when the try
+//! ended without saying anything about the peer, e.g. the client left) a plain release.
+
+use super::relay::RelayEnd;
+use super::upstream::TryError;
+use crate::breaker::{Admission, Outcome, Transition};
+use crate::config::FailureOn;
+use crate::metrics::Metrics;
+use crate::snapshot::{Cluster, Peer};
+use tokio::time::Instant;
+
+pub struct Ticket<'a> {
+    cluster: &'a Cluster,
+    peer: &'a Peer,
+    metrics: &'a Metrics,
+    adm: Option<Admission>,
+}
+
+impl<'a> Ticket<'a> {
+    /// Admission for one try, or `None` if the breaker refuses it now.
+    pub fn acquire(cluster: &'a Cluster, peer: &'a Peer, metrics: &'a Metrics) -> Option<Self> {
+        let adm = peer.state.breaker.try_acquire(Instant::now())?;
+        Some(Ticket {
+            cluster,
+            peer,
+            metrics,
+            adm: Some(adm),
+        })
+    }
+
+    /// A try that failed before its commit point.
+    pub fn try_failed(mut self, e: TryError) {
+        let f = self.cluster.cfg.breaker.failure_on;
+        let outcome = match e {
+            TryError::Refused | TryError::ConnectFailure => f.connect.then_some(Outcome::Failure),
+            TryError::ConnectTimeout => (f.connect || f.timeout).then_some(Outcome::Failure),
+            TryError::FirstByteTimeout => f.timeout.then_some(Outcome::Failure),
+            TryError::Reset | TryError::Protocol => f.reset.then_some(Outcome::Failure),
+            TryError::Status(s) => Some(status_outcome(f, s)),
+        };
+        self.finish(outcome);
+    }
+
+    /// A committed try, once its response ended.
+    pub fn committed(mut self, status: u16, end: RelayEnd) {
+        let f = self.cluster.cfg.breaker.failure_on;
+        let outcome = match end {
+            RelayEnd::Complete => Some(status_outcome(f, status)),
+            RelayEnd::UpstreamFailed | RelayEnd::UpstreamFailedSse => {
+                (f.reset || f.timeout).then_some(Outcome::Failure)
+            }
+            RelayEnd::ClientGone => None,
+        };
+        self.finish(outcome);
+    }
+
+    fn finish(&mut self, outcome: Option<Outcome>) {
+        let Some(adm) = self.adm.take() else { return };
+        let breaker = &self.peer.state.breaker;
+        let Some(outcome) = outcome else {
+            breaker.release(adm);
+            return;
+        };
+        let now = Instant::now();
+        let t = breaker.record(adm, outcome, now, || self.cluster.may_eject(now));
+        if matches!(t, Transition::Opened | Transition::Reopened) {
+            self.metrics
+                .breaker_opens
+                .with_label_values(&[self.cluster.cfg.name.as_str(), self.peer.name.as_str()])
+                .inc();
+        }
+        if t != Transition::None {
+            self.metrics
+                .breaker_state
+                .with_label_values(&[self.cluster.cfg.name.as_str(), self.peer.name.as_str()])
+                .set(breaker.state(now).gauge());
+        }
+    }
+}
+
+impl Drop for Ticket<'_> {
+    fn drop(&mut self) {
+        if let Some(adm) = self.adm.take() {
+            self.peer.state.breaker.release(adm);
+        }
+    }
+}
+
+/// 4xx answers are the client's business, not the peer's.
+fn status_outcome(f: FailureOn, status: u16) -> Outcome {
+    if status >= 500 && f.status_5xx {
+        Outcome::Failure
+    } else {
+        Outcome::Success
+    }
+}

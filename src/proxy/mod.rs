@@ -133,25 +133,10 @@ impl ProxyHttp for Switchyard {
         let mut last: Option<(usize, TryError)> = None;
         let mut retry_slot = None;
         while ctx.tries < route.cfg.retry.attempts {
-            if let Some((failed_cluster, err)) = last {
+            if let Some((_, err)) = last {
                 if !retryable(route, err) || Instant::now() >= deadline {
                     break;
                 }
-                let Some(slot) = RetrySlot::take(route) else {
-                    break;
-                };
-                retry_slot = Some(slot);
-                self.app
-                    .metrics
-                    .retries
-                    .with_label_values(&[
-                        route.cfg.name.as_str(),
-                        snap.clusters[failed_cluster].cfg.name.as_str(),
-                        err.reason(),
-                    ])
-                    .inc();
-                let pause = backoff(route, ctx.tries).min(deadline - Instant::now());
-                tokio::time::sleep(pause).await;
             }
             let now = Instant::now();
             // A breaker may refuse between the pick and the admission (another request took
@@ -169,11 +154,30 @@ impl ProxyHttp for Switchyard {
             let Some((ci, cluster, peer, ticket)) = picked else {
                 break;
             };
+            if let Some((failed_cluster, err)) = last {
+                // A retry: within the route's retry budget, counted, after a jittered pause.
+                let Some(slot) = RetrySlot::take(route) else {
+                    break;
+                };
+                retry_slot = Some(slot);
+                self.app
+                    .metrics
+                    .retries
+                    .with_label_values(&[
+                        route.cfg.name.as_str(),
+                        snap.clusters[failed_cluster].cfg.name.as_str(),
+                        err.reason(),
+                    ])
+                    .inc();
+                let pause = backoff(route, ctx.tries).min(deadline - Instant::now());
+                tokio::time::sleep(pause).await;
+            }
             ctx.tries += 1;
             ctx.cluster = Some(ci);
             let _peer_inflight = peer.state.start_request();
             peer.inflight_gauge.inc();
             let _gauge = scopeguard(|| peer.inflight_gauge.dec());
+            let started = Instant::now();
             let result = upstream::try_once(
                 &self.app.connector,
                 &peer.http_peer,
@@ -217,7 +221,7 @@ impl ProxyHttp for Switchyard {
                 Err(e) => {
                     log::debug!("try {} to {} failed: {e:?}", ctx.tries, peer.state.label);
                     if matches!(e, TryError::Status(_)) {
-                        cluster.latency.observe(now.elapsed().as_secs_f64());
+                        cluster.latency.observe(started.elapsed().as_secs_f64());
                     }
                     ticket.try_failed(e);
                     last = Some((ci, e));

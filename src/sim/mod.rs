@@ -11,9 +11,37 @@
 //! endpoints only; `/health` answers the status set by [`SimHandle::set_health_status`].
 
 mod config;
+mod handler;
 mod knobs;
+mod server;
 mod stats;
+mod stream;
+#[cfg(test)]
+mod tests;
 
 pub use config::{FailMode, Failure, SimArgs, SimArgsError, SimConfig};
 pub use knobs::header;
+pub use server::SimHandle;
 pub use stats::{SimStats, ARRIVALS_KEPT};
+
+/// Blocking entry point of `switchyard sim`: builds its own tokio runtime and serves until Ctrl-C.
+pub fn run(args: SimArgs) -> std::io::Result<()> {
+    let (addr, cfg) = args
+        .into_config()
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let handle = SimHandle::start(addr, cfg).await?;
+        log::info!(
+            "simulated model server {} listening on {}",
+            handle.name(),
+            handle.addr()
+        );
+        tokio::signal::ctrl_c().await?;
+        log::info!("simulated model server {} stopping", handle.name());
+        handle.shutdown().await;
+        Ok(())
+    })
+}

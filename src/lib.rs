@@ -1,7 +1,8 @@
-//! switchyard: an edge load balancer for AI model clusters, built on Pingora.
+//! switchyard: an edge load balancer for AI model clusters, built on Cloudflare's Pingora.
 //!
 //! The request path, in the order a request meets it, is in [`proxy`]; the side parts are config,
-//! peer state, health checks, breakers, admin and metrics.
+//! snapshots, peer state, health checks, breakers, admin and metrics. [`sim`] is the simulated
+//! model server used by the demo, the tests and the benchmarks.
 
 #![forbid(unsafe_code)]
 
@@ -10,10 +11,12 @@ pub mod app;
 pub mod balance;
 pub mod breaker;
 pub mod config;
+pub mod demo;
 pub mod health;
 pub mod metrics;
 pub mod peer;
 pub mod proxy;
 pub mod server;
+pub mod sim;
 pub mod snapshot;
 pub mod split;

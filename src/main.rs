@@ -5,7 +5,7 @@
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use switchyard::{config, server};
+use switchyard::{config, demo, server, sim};
 
 #[derive(Parser)]
 #[command(
@@ -44,6 +44,13 @@ enum Command {
         #[arg(short = 'c', long = "conf", default_value = "conf/switchyard.yaml")]
         conf: PathBuf,
     },
+    /// Run the demo: simulated model clusters and the balancer on conf/demo.yaml.
+    Demo {
+        #[arg(short = 'c', long = "conf", default_value = "conf/demo.yaml")]
+        conf: PathBuf,
+    },
+    /// Run one simulated OpenAI-compatible model server (for tests, demos and benchmarks).
+    Sim(sim::SimArgs),
 }
 
 fn main() -> ExitCode {
@@ -51,6 +58,24 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let (conf, daemon, upgrade) = match cli.command {
         Some(Command::Check { conf }) => return check(&conf),
+        Some(Command::Demo { conf }) => {
+            return match demo::run(&conf) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("switchyard demo: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        Some(Command::Sim(args)) => {
+            return match sim::run(args) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("switchyard sim: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
         Some(Command::Run {
             conf,
             daemon,

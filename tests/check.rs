@@ -62,7 +62,7 @@ fn bad_configs_fail_naming_key_path_and_line() {
         (
             "weight: 90 }",
             "weight: 0 }\n      - { cluster: primary, weight: 1 }",
-            "routes[0].split[2].cluster: cluster \"primary\" is listed twice",
+            ":15: routes[0].split[1].cluster: cluster \"primary\" is listed twice",
         ),
         (
             "127.0.0.1:8002",

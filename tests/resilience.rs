@@ -27,7 +27,12 @@ fn route_yaml(split: &[(&str, u32)], extra: &str) -> String {
     )
 }
 
-async fn post(c: &reqwest::Client, lb: &Balancer, body: String, headers: &[(&str, &str)]) -> reqwest::Response {
+async fn post(
+    c: &reqwest::Client,
+    lb: &Balancer,
+    body: String,
+    headers: &[(&str, &str)],
+) -> reqwest::Response {
     let mut req = c
         .post(lb.url("/v1/chat/completions"))
         .header("content-type", "application/json")
@@ -59,13 +64,23 @@ async fn killed_peer_under_load_loses_no_request_and_returns_via_half_open() {
     let stop_at = Instant::now() + Duration::from_secs(3);
     let mut load = tokio::task::JoinSet::new();
     for w in 0..64 {
-        let (c, url, failures, sent) = (c.clone(), lb.url("/v1/chat/completions"), failures.clone(), sent.clone());
+        let (c, url, failures, sent) = (
+            c.clone(),
+            lb.url("/v1/chat/completions"),
+            failures.clone(),
+            sent.clone(),
+        );
         load.spawn(async move {
             let mut i = 0;
             while Instant::now() < stop_at && i < 400 {
                 i += 1;
                 sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let r = c.post(&url).header("x-sim-ttft-ms", "20").body(chat(&format!("{w}-{i}"), false)).send().await;
+                let r = c
+                    .post(&url)
+                    .header("x-sim-ttft-ms", "20")
+                    .body(chat(&format!("{w}-{i}"), false))
+                    .send()
+                    .await;
                 if !matches!(r.as_ref().map(|r| r.status().as_u16()), Ok(200)) {
                     failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
@@ -77,7 +92,11 @@ async fn killed_peer_under_load_loses_no_request_and_returns_via_half_open() {
     while load.join_next().await.is_some() {}
     let sent = sent.load(std::sync::atomic::Ordering::Relaxed);
     assert!(sent > 500, "load too light: {sent}");
-    assert_eq!(failures.load(std::sync::atomic::Ordering::Relaxed), 0, "client-visible failures out of {sent}");
+    assert_eq!(
+        failures.load(std::sync::atomic::Ordering::Relaxed),
+        0,
+        "client-visible failures out of {sent}"
+    );
 
     let cb: serde_json::Value = c
         .get(lb.admin_url(&format!("/health/circuit-breaker/c/{b_addr}")))
@@ -87,16 +106,36 @@ async fn killed_peer_under_load_loses_no_request_and_returns_via_half_open() {
         .json()
         .await
         .unwrap();
-    assert!(cb["trips"].as_u64().unwrap() >= 1, "breaker never opened: {cb}");
+    assert!(
+        cb["trips"].as_u64().unwrap() >= 1,
+        "breaker never opened: {cb}"
+    );
     let m = lb.metrics().await;
-    assert!(metric(&m, "switchyard_circuit_breaker_open_total", &[("cluster", "c"), ("peer", &b_addr.to_string())]) >= 1.0);
+    assert!(
+        metric(
+            &m,
+            "switchyard_circuit_breaker_open_total",
+            &[("cluster", "c"), ("peer", &b_addr.to_string())]
+        ) >= 1.0
+    );
 
     // Restart the peer on the same port: it comes back through HALF_OPEN trials and takes traffic.
-    b = sim_with(SimConfig { name: "b".into(), ..SimConfig::default() }).await;
+    b = sim_with(SimConfig {
+        name: "b".into(),
+        ..SimConfig::default()
+    })
+    .await;
     drop(b);
-    let b = SimHandle::start(b_addr, SimConfig { name: "b".into(), ttft: Duration::from_millis(2), ..SimConfig::default() })
-        .await
-        .expect("restart on the same port");
+    let b = SimHandle::start(
+        b_addr,
+        SimConfig {
+            name: "b".into(),
+            ttft: Duration::from_millis(2),
+            ..SimConfig::default()
+        },
+    )
+    .await
+    .expect("restart on the same port");
     let deadline = Instant::now() + Duration::from_secs(15);
     let mut served_by_b = 0;
     while Instant::now() < deadline && served_by_b < 5 {
@@ -107,7 +146,10 @@ async fn killed_peer_under_load_loses_no_request_and_returns_via_half_open() {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(served_by_b >= 5, "restarted peer did not take traffic again");
+    assert!(
+        served_by_b >= 5,
+        "restarted peer did not take traffic again"
+    );
     let cb: serde_json::Value = c
         .get(lb.admin_url(&format!("/health/circuit-breaker/c/{b_addr}")))
         .send()
@@ -129,7 +171,10 @@ async fn peer_hanging_before_first_token_fails_over_within_first_byte() {
         "clusters:\n{}{}{}",
         cluster_yaml("primary", &[&hang], ""),
         cluster_yaml("secondary", &[&ok], ""),
-        route_yaml(&[("primary", 100), ("secondary", 1)], "    timeouts: { first_byte: 500ms }\n")
+        route_yaml(
+            &[("primary", 100), ("secondary", 1)],
+            "    timeouts: { first_byte: 500ms }\n"
+        )
     );
     let lb = Balancer::start(&body).await;
     let c = client();
@@ -140,7 +185,10 @@ async fn peer_hanging_before_first_token_fails_over_within_first_byte() {
         assert_eq!(r.headers()["x-sim-instance"], "ok");
         let text = r.text().await.unwrap();
         let took = start.elapsed();
-        assert!(took < Duration::from_millis(2500), "stream={stream}: {took:?}");
+        assert!(
+            took < Duration::from_millis(2500),
+            "stream={stream}: {took:?}"
+        );
         if stream {
             assert!(text.contains("[DONE]"));
         }
@@ -165,8 +213,15 @@ async fn peer_answering_503_is_invisible_and_counted_as_retries() {
         assert_eq!(r.headers()["x-sim-instance"], "good");
     }
     let m = lb.metrics().await;
-    let retries = metric(&m, "switchyard_upstream_retry_total", &[("route", "chat"), ("cluster", "c"), ("reason", "503")]);
-    assert!(retries >= 10.0, "round robin sends about half the first tries to the 503 peer: {retries}");
+    let retries = metric(
+        &m,
+        "switchyard_upstream_retry_total",
+        &[("route", "chat"), ("cluster", "c"), ("reason", "503")],
+    );
+    assert!(
+        retries >= 10.0,
+        "round robin sends about half the first tries to the 503 peer: {retries}"
+    );
     assert_eq!(retries as u64, bad.stats().requests());
 }
 
@@ -182,7 +237,9 @@ async fn one_mib_prompt_fails_over_intact() {
         route_yaml(&[("primary", 100), ("secondary", 1)], "")
     );
     let lb = Balancer::start(&body).await;
-    let filler: String = (0..(1 << 20)).map(|i| (b'a' + (i % 26) as u8) as char).collect();
+    let filler: String = (0..(1 << 20))
+        .map(|i| (b'a' + (i % 26) as u8) as char)
+        .collect();
     let prompt = chat(&filler, false);
     let want = format!("{:x}", Sha256::digest(prompt.as_bytes()));
     let r = post(&client(), &lb, prompt.clone(), &[]).await;
@@ -191,14 +248,21 @@ async fn one_mib_prompt_fails_over_intact() {
     assert_eq!(v["served_by"], "good");
     assert_eq!(v["request_bytes"].as_u64(), Some(prompt.len() as u64));
     assert_eq!(v["request_sha256"].as_str(), Some(want.as_str()));
-    assert!(bad.stats().requests() >= 1, "the first try must have hit the failing peer");
+    assert!(
+        bad.stats().requests() >= 1,
+        "the first try must have hit the failing peer"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_400_and_429_pass_through_without_retry() {
     let a = sim("a").await;
     let b = sim("b").await;
-    let body = format!("clusters:\n{}{}", cluster_yaml("c", &[&a, &b], ""), route_yaml(&[("c", 1)], ""));
+    let body = format!(
+        "clusters:\n{}{}",
+        cluster_yaml("c", &[&a, &b], ""),
+        route_yaml(&[("c", 1)], "")
+    );
     let lb = Balancer::start(&body).await;
     let c = client();
     for code in ["400", "429"] {
@@ -209,15 +273,32 @@ async fn status_400_and_429_pass_through_without_retry() {
         assert_eq!(after - before, 1, "{code} must not be retried");
     }
     let m = lb.metrics().await;
-    assert_eq!(metric(&m, "switchyard_upstream_retry_total", &[("route", "chat"), ("cluster", "c"), ("reason", "429")]), 0.0);
+    assert_eq!(
+        metric(
+            &m,
+            "switchyard_upstream_retry_total",
+            &[("route", "chat"), ("cluster", "c"), ("reason", "429")]
+        ),
+        0.0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stream_failing_after_first_token_ends_with_sse_error_event() {
     let s = sim("s").await;
-    let body = format!("clusters:\n{}{}", cluster_yaml("c", &[&s], ""), route_yaml(&[("c", 1)], ""));
+    let body = format!(
+        "clusters:\n{}{}",
+        cluster_yaml("c", &[&s], ""),
+        route_yaml(&[("c", 1)], "")
+    );
     let lb = Balancer::start(&body).await;
-    let r = post(&client(), &lb, chat("x", true), &[("x-sim-fail-after-tokens", "2")]).await;
+    let r = post(
+        &client(),
+        &lb,
+        chat("x", true),
+        &[("x-sim-fail-after-tokens", "2")],
+    )
+    .await;
     assert_eq!(r.status(), 200);
     let text = tokio::time::timeout(Duration::from_secs(10), r.text())
         .await
@@ -225,7 +306,13 @@ async fn stream_failing_after_first_token_ends_with_sse_error_event() {
         .expect("clean end, not a reset");
     assert!(text.contains("tok"), "{text}");
     assert!(text.contains("event: error\ndata: {"), "{text}");
-    let data = text.split("event: error\ndata: ").nth(1).unwrap().lines().next().unwrap();
+    let data = text
+        .split("event: error\ndata: ")
+        .nth(1)
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap();
     let v: serde_json::Value = serde_json::from_str(data).expect("error data is JSON");
     assert_eq!(v["error"]["code"], "stream_interrupted");
 }
@@ -255,7 +342,10 @@ async fn every_peer_down_answers_fallback_or_json_error() {
                 let text = r.text().await.unwrap();
                 assert!(text.contains("is_fallback"), "{text}");
                 if stream {
-                    assert!(text.starts_with("data: ") && text.contains("data: [DONE]"), "{text}");
+                    assert!(
+                        text.starts_with("data: ") && text.contains("data: [DONE]"),
+                        "{text}"
+                    );
                 }
             } else {
                 assert_eq!(r.status(), 502);
@@ -265,7 +355,14 @@ async fn every_peer_down_answers_fallback_or_json_error() {
         }
         if with_fallback {
             let m = lb.metrics().await;
-            assert_eq!(metric(&m, "switchyard_fallback_response_total", &[("route", "chat"), ("reason", "all_tries_failed")]), 2.0);
+            assert_eq!(
+                metric(
+                    &m,
+                    "switchyard_fallback_response_total",
+                    &[("route", "chat"), ("reason", "all_tries_failed")]
+                ),
+                2.0
+            );
         }
     }
 }
@@ -285,40 +382,48 @@ async fn health_check_thresholds_are_honoured() {
     );
     let lb = Balancer::start(&body).await;
     lb.wait_ready().await;
-    let health = |lb: &Balancer| {
-        let lb_status = lb.status();
-        async move {
-            let s = lb_status.await;
-            s["clusters"][0]["peers"][0]["health"].as_str().unwrap().to_string()
-        }
-    };
-    assert_eq!(health(&lb).await, "healthy");
+    assert_eq!(peer0_health(&lb).await, "healthy");
     let before = a.stats().health_hits();
     a.set_health_status(503);
     // Wait until it is marked unhealthy, then check it took at least 4 failed probes.
     let start = Instant::now();
-    while health(&lb).await != "unhealthy" {
-        assert!(start.elapsed() < Duration::from_secs(10), "never marked unhealthy");
+    while peer0_health(&lb).await != "unhealthy" {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "never marked unhealthy"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let probes = a.stats().health_hits() - before;
-    assert!(probes >= 4, "unhealthy after {probes} failed probes, threshold is 4");
+    assert!(
+        probes >= 4,
+        "unhealthy after {probes} failed probes, threshold is 4"
+    );
     // Unhealthy peers get no traffic.
     let c = client();
     let hits = a.stats().requests();
     for _ in 0..20 {
-        assert_eq!(post(&c, &lb, chat("x", false), &[]).await.headers()["x-sim-instance"], "b");
+        assert_eq!(
+            post(&c, &lb, chat("x", false), &[]).await.headers()["x-sim-instance"],
+            "b"
+        );
     }
     assert_eq!(a.stats().requests(), hits);
     let before = a.stats().health_hits();
     a.set_health_status(200);
     let start = Instant::now();
-    while health(&lb).await != "healthy" {
-        assert!(start.elapsed() < Duration::from_secs(10), "never healthy again");
+    while peer0_health(&lb).await != "healthy" {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "never healthy again"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let probes = a.stats().health_hits() - before;
-    assert!(probes >= 3, "healthy after {probes} passing probes, threshold is 3");
+    assert!(
+        probes >= 3,
+        "healthy after {probes} passing probes, threshold is 3"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -339,9 +444,26 @@ async fn max_ejected_percent_keeps_part_of_the_cluster_in() {
         let r = post(&c, &lb, chat(&format!("{i}"), false), &[]).await;
         assert_eq!(r.status(), 500);
     }
-    let cb: serde_json::Value = c.get(lb.admin_url("/health/circuit-breaker/c")).send().await.unwrap().json().await.unwrap();
-    let open = cb["peers"].as_array().unwrap().iter().filter(|p| p["state"] != "CLOSED").count();
+    let cb: serde_json::Value = c
+        .get(lb.admin_url("/health/circuit-breaker/c"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let open = cb["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["state"] != "CLOSED")
+        .count();
     assert_eq!(open, 2, "50% of 4 peers may be ejected, no more: {cb}");
+}
+
+async fn peer0_health(lb: &Balancer) -> String {
+    let s = lb.status().await;
+    s["clusters"][0]["peers"][0]["health"].as_str().unwrap().to_string()
 }
 
 async fn sim_owned(i: usize) -> SimHandle {
@@ -367,20 +489,33 @@ async fn retries_with_budget(budget: &str) -> f64 {
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..40 {
         let (c, url) = (c.clone(), lb.url("/v1/chat/completions"));
-        tasks.spawn(async move { c.post(url).body(chat(&format!("{i}"), false)).send().await.map(|r| r.status().as_u16()) });
+        tasks.spawn(async move {
+            c.post(url)
+                .body(chat(&format!("{i}"), false))
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+        });
     }
     while let Some(r) = tasks.join_next().await {
         assert_eq!(r.unwrap().unwrap(), 504);
     }
     let m = lb.metrics().await;
-    metric(&m, "switchyard_upstream_retry_total", &[("route", "chat"), ("cluster", "c"), ("reason", "timeout")])
+    metric(
+        &m,
+        "switchyard_upstream_retry_total",
+        &[("route", "chat"), ("cluster", "c"), ("reason", "timeout")],
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn retry_budget_limits_concurrent_retries() {
     // 20% of 40 requests in flight: about 8 retries may run at once (at least 3).
     let limited = retries_with_budget("0.2").await;
-    assert!((3.0..=14.0).contains(&limited), "budget 0.2 let {limited} retries run");
+    assert!(
+        (3.0..=14.0).contains(&limited),
+        "budget 0.2 let {limited} retries run"
+    );
     // Without a meaningful budget every request retries once: the limit above is the budget's doing.
     let unlimited = retries_with_budget("1.0").await;
     assert_eq!(unlimited, 40.0);

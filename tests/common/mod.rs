@@ -1,6 +1,6 @@
 //! Shared integration-test harness: real switchyard processes on loopback ports, simulated model
 //! backends, and an HTTP client. Everything binds 127.0.0.1 only.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 use std::collections::HashSet;
 use std::io::Write;

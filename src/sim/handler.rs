@@ -1,0 +1,328 @@
+//! Request routing and the non-streaming answers of the simulated model server.
+//!
+//! The answers mimic the OpenAI wire format closely enough for a load balancer to treat them as real, and add
+//! what a test needs to check the balancer's work: which instance answered (`served_by`, `x-sim-instance`) and
+//! exactly which request bytes arrived (`request_bytes`, `request_sha256`).
+
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicU16, AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::header::{CONTENT_TYPE, RETRY_AFTER};
+use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Full};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+use super::config::{Failure, SimConfig};
+use super::knobs::{header, Knobs};
+use super::stats::SimStats;
+use super::stream;
+
+/// Body of every simulator response; an error aborts the connection mid-body.
+pub(crate) type SimBody = UnsyncBoxBody<Bytes, BodyAbort>;
+
+/// The error a body yields to make hyper abort the connection (`x-sim-fail-after-tokens`).
+#[derive(Debug, thiserror::Error)]
+#[error("simulated mid-body abort")]
+pub(crate) struct BodyAbort;
+
+/// Why a request gets no response at all; hyper closes (HTTP/1.1) or resets (HTTP/2) the connection or stream.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum NoResponse {
+    /// The configured or requested `reset` failure.
+    #[error("simulated connection reset")]
+    SimulatedReset,
+    /// The request body could not be read; the client is gone or broke the protocol.
+    #[error("reading request body")]
+    ReadBody(#[source] hyper::Error),
+}
+
+/// State shared by every connection of one simulated server.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub cfg: SimConfig,
+    pub instance: HeaderValue,
+    pub failure: AtomicU32,
+    pub health_status: AtomicU16,
+    pub stats: Arc<SimStats>,
+}
+
+impl Shared {
+    /// `cfg.name` must already be resolved and `instance` must be its header form.
+    pub(crate) fn new(cfg: SimConfig, instance: HeaderValue) -> Shared {
+        Shared {
+            failure: AtomicU32::new(Failure::encode(cfg.fail)),
+            health_status: AtomicU16::new(cfg.health_status),
+            stats: Arc::new(SimStats::default()),
+            instance,
+            cfg,
+        }
+    }
+}
+
+/// Which completion API a request used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Chat,
+    Text,
+}
+
+/// What every chunk or body of one answer repeats.
+#[derive(Debug)]
+pub(crate) struct Answer {
+    pub kind: Kind,
+    pub id: String,
+    pub model: String,
+    pub created: u64,
+    pub served_by: String,
+    pub prompt_tokens: usize,
+    pub request_bytes: usize,
+    pub request_sha256: String,
+}
+
+impl Answer {
+    pub(crate) fn usage(&self, completion_tokens: usize) -> Value {
+        json!({
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": self.prompt_tokens + completion_tokens,
+        })
+    }
+}
+
+/// The text of token `k`; an answer is the concatenation of its tokens.
+pub(crate) fn token(k: usize) -> String {
+    format!("tok{k} ")
+}
+
+/// Entry point of the hyper service.
+pub(crate) async fn handle(
+    shared: Arc<Shared>,
+    req: Request<hyper::body::Incoming>,
+) -> Result<Response<SimBody>, NoResponse> {
+    let mut resp = match (req.method(), req.uri().path()) {
+        (&Method::POST, "/v1/chat/completions") => model_request(&shared, req, Kind::Chat).await?,
+        (&Method::POST, "/v1/completions") => model_request(&shared, req, Kind::Text).await?,
+        (&Method::GET, "/health") => health(&shared),
+        (&Method::GET, "/v1/models") => json_response(StatusCode::OK, &models()),
+        (method, path) => error_response(
+            StatusCode::NOT_FOUND,
+            &format!("no route for {method} {path}"),
+        ),
+    };
+    resp.headers_mut()
+        .insert(header::INSTANCE, shared.instance.clone());
+    Ok(resp)
+}
+
+async fn model_request(
+    shared: &Shared,
+    req: Request<hyper::body::Incoming>,
+    kind: Kind,
+) -> Result<Response<SimBody>, NoResponse> {
+    let (seq, guard) = shared.stats.model_request();
+    let configured = Failure::decode(shared.failure.load(Ordering::Relaxed));
+    let knobs = match Knobs::from_headers(req.headers(), &shared.cfg, configured) {
+        Ok(k) => k,
+        Err(e) => return Ok(error_response(StatusCode::BAD_REQUEST, &e.to_string())),
+    };
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map_err(NoResponse::ReadBody)?
+        .to_bytes();
+
+    let failure = match knobs.header_failure {
+        Some(f) => f,
+        None => configured.filter(|_| seq % shared.cfg.fail_every.max(1) == 0),
+    };
+    match failure {
+        None => {}
+        Some(Failure::Reset) => return Err(NoResponse::SimulatedReset),
+        Some(Failure::Status(s)) => return Ok(failure_response(s)),
+        Some(Failure::Hang) => {
+            // The future is dropped when the client goes away (hyper notices EOF) or the server shuts down.
+            let never: Infallible = std::future::pending().await;
+            match never {}
+        }
+    }
+
+    let json: Value = match serde_json::from_slice(&body) {
+        Ok(v @ Value::Object(_)) => v,
+        Ok(_) => {
+            return Ok(error_response(
+                StatusCode::BAD_REQUEST,
+                "request body must be a JSON object",
+            ))
+        }
+        Err(e) => {
+            return Ok(error_response(
+                StatusCode::BAD_REQUEST,
+                &format!("invalid JSON body: {e}"),
+            ))
+        }
+    };
+    let prefix = match kind {
+        Kind::Chat => "chatcmpl",
+        Kind::Text => "cmpl",
+    };
+    let answer = Answer {
+        kind,
+        id: format!("{prefix}-{}-{seq}", shared.cfg.name),
+        model: json
+            .get("model")
+            .and_then(Value::as_str)
+            .unwrap_or("sim")
+            .to_owned(),
+        created: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+        served_by: shared.cfg.name.clone(),
+        prompt_tokens: prompt_tokens(&json),
+        request_bytes: body.len(),
+        request_sha256: hex(&Sha256::digest(&body)),
+    };
+
+    if json.get("stream").and_then(Value::as_bool).unwrap_or(false) {
+        let mut resp = Response::new(stream::sse_body(answer, &knobs, guard));
+        let headers = resp.headers_mut();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+        headers.insert(
+            http::header::CACHE_CONTROL,
+            HeaderValue::from_static("no-cache"),
+        );
+        return Ok(resp);
+    }
+
+    let steps = u32::try_from(knobs.tokens).unwrap_or(u32::MAX);
+    tokio::time::sleep(
+        knobs
+            .ttft
+            .saturating_add(knobs.token_delay.saturating_mul(steps)),
+    )
+    .await;
+    drop(guard);
+    Ok(json_response(
+        StatusCode::OK,
+        &complete_body(&answer, knobs.tokens),
+    ))
+}
+
+fn complete_body(a: &Answer, tokens: usize) -> Value {
+    let text: String = (0..tokens).map(token).collect();
+    let (object, choice) = match a.kind {
+        Kind::Chat => (
+            "chat.completion",
+            json!({"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}),
+        ),
+        Kind::Text => (
+            "text_completion",
+            json!({"index": 0, "text": text, "finish_reason": "stop"}),
+        ),
+    };
+    json!({
+        "id": a.id,
+        "object": object,
+        "created": a.created,
+        "model": a.model,
+        "choices": [choice],
+        "usage": a.usage(tokens),
+        "served_by": a.served_by,
+        "request_bytes": a.request_bytes,
+        "request_sha256": a.request_sha256,
+    })
+}
+
+/// A rough prompt size: whitespace-separated words of every message and prompt string.
+fn prompt_tokens(json: &Value) -> usize {
+    fn words(v: &Value) -> usize {
+        match v {
+            Value::String(s) => s.split_whitespace().count(),
+            Value::Array(parts) => parts
+                .iter()
+                .map(|p| words(p.get("text").unwrap_or(p)))
+                .sum(),
+            _ => 0,
+        }
+    }
+    let messages = json
+        .get("messages")
+        .and_then(Value::as_array)
+        .map_or(0, |ms| {
+            ms.iter().map(|m| m.get("content").map_or(0, words)).sum()
+        });
+    messages + json.get("prompt").map_or(0, words)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn health(shared: &Shared) -> Response<SimBody> {
+    shared.stats.health_hit();
+    let status = status_code(shared.health_status.load(Ordering::Relaxed));
+    let word = if status.is_success() {
+        "ok"
+    } else {
+        "unhealthy"
+    };
+    json_response(
+        status,
+        &json!({"status": word, "instance": shared.cfg.name}),
+    )
+}
+
+fn models() -> Value {
+    let model =
+        |id: &str| json!({"id": id, "object": "model", "created": 0, "owned_by": "switchyard-sim"});
+    json!({"object": "list", "data": [model("sim"), model("sim-large")]})
+}
+
+fn status_code(s: u16) -> StatusCode {
+    StatusCode::from_u16(s).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+}
+
+fn failure_response(s: u16) -> Response<SimBody> {
+    let status = status_code(s);
+    let mut resp = error_response(
+        status,
+        &format!("simulated failure: status {}", status.as_u16()),
+    );
+    if matches!(
+        status,
+        StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
+    ) {
+        resp.headers_mut()
+            .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    resp
+}
+
+/// An OpenAI-style error: `{"error":{"message":..,"type":..,"code":null}}`.
+pub(crate) fn error_response(status: StatusCode, message: &str) -> Response<SimBody> {
+    let kind = match status {
+        StatusCode::TOO_MANY_REQUESTS => "rate_limit_error",
+        s if s.is_server_error() => "server_error",
+        _ => "invalid_request_error",
+    };
+    json_response(
+        status,
+        &json!({"error": {"message": message, "type": kind, "code": null}}),
+    )
+}
+
+fn json_response(status: StatusCode, value: &Value) -> Response<SimBody> {
+    let body = Full::new(Bytes::from(value.to_string()))
+        .map_err(|never| match never {})
+        .boxed_unsync();
+    let mut resp = Response::new(body);
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp
+}

@@ -1,0 +1,172 @@
+//! The server-sent-events body of a streaming answer.
+//!
+//! Each event is its own body frame, released on a fixed schedule (`ttft`, then one token per `token_delay`),
+//! so a client or proxy sees tokens spread in time exactly as from a real model. The schedule is computed from
+//! the start instant rather than from the previous frame, so slow polling does not stretch the stream.
+//! The body can also stop early: abort the connection (an `Err` frame) or stall forever.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::Frame;
+use serde_json::{json, Value};
+use tokio::time::Instant;
+
+use super::handler::{token, Answer, BodyAbort, Kind, SimBody};
+use super::knobs::Knobs;
+use super::stats::ActiveGuard;
+
+/// Cap for a schedule that would overflow an `Instant`: a year is "never" for a simulator.
+const FAR_FUTURE: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// Where a stream stops early.
+#[derive(Debug, Clone, Copy)]
+enum Cut {
+    Abort(usize),
+    Hang(usize),
+}
+
+/// The next thing the stream emits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Next {
+    Token(usize),
+    Done,
+    End,
+}
+
+struct SseState {
+    answer: Answer,
+    start: Instant,
+    ttft: Duration,
+    token_delay: Duration,
+    tokens: usize,
+    cut: Option<Cut>,
+    next: Next,
+    /// Keeps the request counted as in progress until the body ends or is dropped.
+    _guard: ActiveGuard,
+}
+
+/// Builds the streaming body of `answer`; headers can be sent before the first frame is due.
+pub(crate) fn sse_body(answer: Answer, knobs: &Knobs, guard: ActiveGuard) -> SimBody {
+    // Of two cuts, the earlier one wins; on a tie aborting is the more useful behaviour to observe.
+    let cut = match (knobs.fail_after_tokens, knobs.hang_after_tokens) {
+        (Some(a), Some(h)) if h < a => Some(Cut::Hang(h)),
+        (Some(a), _) => Some(Cut::Abort(a)),
+        (None, Some(h)) => Some(Cut::Hang(h)),
+        (None, None) => None,
+    };
+    let state = SseState {
+        answer,
+        start: Instant::now(),
+        ttft: knobs.ttft,
+        token_delay: knobs.token_delay,
+        tokens: knobs.tokens,
+        cut,
+        next: Next::Token(0),
+        _guard: guard,
+    };
+    let frames = futures_util::stream::unfold(state, |mut st| async move {
+        let item = st.step().await?;
+        Some((item.map(Frame::data), st))
+    });
+    StreamBody::new(frames).boxed_unsync()
+}
+
+impl SseState {
+    /// When token `k` is due (the final chunk shares the last token's time).
+    fn due(&self, k: usize) -> Instant {
+        let steps = u32::try_from(k.min(self.tokens.saturating_sub(1))).unwrap_or(u32::MAX);
+        let offset = self
+            .ttft
+            .saturating_add(self.token_delay.saturating_mul(steps));
+        self.start
+            .checked_add(offset)
+            .unwrap_or_else(|| Instant::now() + FAR_FUTURE)
+    }
+
+    async fn step(&mut self) -> Option<Result<Bytes, BodyAbort>> {
+        match self.next {
+            Next::End => None,
+            Next::Done => {
+                self.next = Next::End;
+                Some(Ok(Bytes::from_static(b"data: [DONE]\n\n")))
+            }
+            Next::Token(k) => {
+                tokio::time::sleep_until(self.due(k)).await;
+                match self.cut {
+                    Some(Cut::Abort(n)) if k >= n.min(self.tokens) => {
+                        // hyper buffers frames that are ready back to back and drops that buffer when the body
+                        // fails; returning `Pending` once makes it flush the tokens already produced first.
+                        tokio::task::yield_now().await;
+                        self.next = Next::End;
+                        return Some(Err(BodyAbort));
+                    }
+                    Some(Cut::Hang(n)) if k >= n.min(self.tokens) => {
+                        let never: Infallible = std::future::pending().await;
+                        match never {}
+                    }
+                    _ => {}
+                }
+                if k < self.tokens {
+                    self.next = Next::Token(k + 1);
+                    Some(Ok(event(&self.token_chunk(k))))
+                } else {
+                    self.next = Next::Done;
+                    Some(Ok(event(&self.final_chunk())))
+                }
+            }
+        }
+    }
+
+    fn token_chunk(&self, k: usize) -> Value {
+        let choice = match self.answer.kind {
+            Kind::Chat if k == 0 => {
+                json!({"index": 0, "delta": {"role": "assistant", "content": token(k)}, "finish_reason": null})
+            }
+            Kind::Chat => {
+                json!({"index": 0, "delta": {"content": token(k)}, "finish_reason": null})
+            }
+            Kind::Text => json!({"index": 0, "text": token(k), "finish_reason": null}),
+        };
+        self.chunk(choice)
+    }
+
+    fn final_chunk(&self) -> Value {
+        let choice = match self.answer.kind {
+            Kind::Chat => json!({"index": 0, "delta": {}, "finish_reason": "stop"}),
+            Kind::Text => json!({"index": 0, "text": "", "finish_reason": "stop"}),
+        };
+        let mut chunk = self.chunk(choice);
+        if let Value::Object(map) = &mut chunk {
+            map.insert("usage".into(), self.answer.usage(self.tokens));
+            map.insert("request_bytes".into(), self.answer.request_bytes.into());
+            map.insert(
+                "request_sha256".into(),
+                self.answer.request_sha256.clone().into(),
+            );
+        }
+        chunk
+    }
+
+    fn chunk(&self, choice: Value) -> Value {
+        let a = &self.answer;
+        let object = match a.kind {
+            Kind::Chat => "chat.completion.chunk",
+            Kind::Text => "text_completion",
+        };
+        json!({
+            "id": a.id,
+            "object": object,
+            "created": a.created,
+            "model": a.model,
+            "served_by": a.served_by,
+            "choices": [choice],
+        })
+    }
+}
+
+fn event(v: &Value) -> Bytes {
+    Bytes::from(format!("data: {v}\n\n"))
+}

@@ -152,7 +152,7 @@ impl Snapshot {
                 let weights: Vec<u32> = r.split.iter().map(|t| t.weight).collect();
                 let mut by_weight: Vec<(u32, usize)> =
                     r.split.iter().map(|t| (t.weight, t.cluster)).collect();
-                by_weight.sort_by(|a, b| b.0.cmp(&a.0));
+                by_weight.sort_by_key(|t| std::cmp::Reverse(t.0));
                 let name = r.name.as_str();
                 Route {
                     split: Split::new(&weights),

@@ -81,8 +81,20 @@ async fn killed_peer_under_load_loses_no_request_and_returns_via_half_open() {
                     .body(chat(&format!("{w}-{i}"), false))
                     .send()
                     .await;
-                if !matches!(r.as_ref().map(|r| r.status().as_u16()), Ok(200)) {
-                    failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                match r {
+                    Ok(r) if r.status() == 200 => {}
+                    Ok(r) => {
+                        let status = r.status();
+                        eprintln!(
+                            "failed request: {status} {}",
+                            r.text().await.unwrap_or_default()
+                        );
+                        failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    Err(e) => {
+                        eprintln!("failed request: {e:?}");
+                        failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
                 }
             }
         });
@@ -428,7 +440,7 @@ async fn health_check_thresholds_are_honoured() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_ejected_percent_keeps_part_of_the_cluster_in() {
-    let peers: Vec<SimHandle> = futures_util::future::join_all((0..4).map(|i| sim_owned(i))).await;
+    let peers: Vec<SimHandle> = futures_util::future::join_all((0..4).map(sim_owned)).await;
     for p in &peers {
         p.set_failure(Some(Failure::Status(500)));
     }
@@ -463,7 +475,10 @@ async fn max_ejected_percent_keeps_part_of_the_cluster_in() {
 
 async fn peer0_health(lb: &Balancer) -> String {
     let s = lb.status().await;
-    s["clusters"][0]["peers"][0]["health"].as_str().unwrap().to_string()
+    s["clusters"][0]["peers"][0]["health"]
+        .as_str()
+        .unwrap()
+        .to_string()
 }
 
 async fn sim_owned(i: usize) -> SimHandle {

@@ -156,10 +156,16 @@ impl ProxyHttp for Switchyard {
             };
             if let Some((failed_cluster, err)) = last {
                 // A retry: within the route's retry budget, counted, after a jittered pause.
-                let Some(slot) = RetrySlot::take(route) else {
-                    break;
-                };
-                retry_slot = Some(slot);
+                // A refused or unroutable connect never reached a model server, so retrying it
+                // adds no load anywhere: it needs no budget (a dead peer must not fail requests
+                // just because many were in flight when it died).
+                retry_slot = None;
+                if !matches!(err, TryError::Refused | TryError::ConnectFailure) {
+                    let Some(slot) = RetrySlot::take(route) else {
+                        break;
+                    };
+                    retry_slot = Some(slot);
+                }
                 self.app
                     .metrics
                     .retries

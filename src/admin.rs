@@ -142,7 +142,9 @@ impl Admin {
 
     fn status(&self) -> Value {
         let snap = self.app.snapshot();
-        status_json(&snap, self.app.last_reload_error())
+        let mut v = status_json(&snap, self.app.last_reload_error());
+        v["needs_upgrade"] = json!(self.app.needs_upgrade());
+        v
     }
 }
 

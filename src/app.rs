@@ -25,8 +25,45 @@ pub struct App {
     /// Set once the first round of active health checks has finished.
     first_probe_round_done: AtomicBool,
     last_reload_error: Mutex<Option<String>>,
+    /// Settings of the running process that a reload cannot change in place.
+    boot: BootSettings,
+    /// What the loaded config wanted that needs a binary upgrade (`--upgrade`) to take effect.
+    needs_upgrade: Mutex<Vec<String>>,
     /// Serialises reloads: builds happen one at a time, away from the request path.
     reload_lock: tokio::sync::Mutex<()>,
+}
+
+/// The parts of a config bound to the running process: listening sockets, threads, process files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct BootSettings {
+    listeners: Vec<crate::config::Listener>,
+    admin: std::net::SocketAddr,
+    server: crate::config::ServerSettings,
+}
+
+impl BootSettings {
+    fn of(cfg: &Config) -> Self {
+        BootSettings {
+            listeners: cfg.listeners.clone(),
+            admin: cfg.admin.addr,
+            server: cfg.server.clone(),
+        }
+    }
+
+    /// The keys whose new values cannot be applied without an upgrade.
+    fn differences(&self, other: &BootSettings) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.listeners != other.listeners {
+            out.push("listeners".to_string());
+        }
+        if self.admin != other.admin {
+            out.push("admin.addr".to_string());
+        }
+        if self.server != other.server {
+            out.push("server".to_string());
+        }
+        out
+    }
 }
 
 /// Hex SHA-256 of the config text, shown in `/status` so operators can tell what is loaded.
@@ -43,6 +80,7 @@ impl App {
         let snap = Snapshot::build(config, 1, text_digest, &registry, &metrics);
         metrics.config_generation.set(1);
         let any_checks = snap.clusters.iter().any(|c| c.checked());
+        let boot = BootSettings::of(&snap.config);
         Arc::new(App {
             snapshot: ArcSwap::from_pointee(snap),
             registry,
@@ -51,6 +89,8 @@ impl App {
             config_path,
             first_probe_round_done: AtomicBool::new(!any_checks),
             last_reload_error: Mutex::new(None),
+            boot,
+            needs_upgrade: Mutex::new(Vec::new()),
             reload_lock: tokio::sync::Mutex::new(()),
         })
     }
@@ -73,6 +113,27 @@ impl App {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    /// Keys changed in the config file that need a binary upgrade to take effect (empty when
+    /// the running process matches the file).
+    pub fn needs_upgrade(&self) -> Vec<String> {
+        self.needs_upgrade
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Does the config file on disk differ from the config in force? (Unreadable counts as
+    /// changed, so the error gets reported.)
+    pub fn config_file_changed(&self) -> bool {
+        let Some(path) = &self.config_path else {
+            return false;
+        };
+        match std::fs::read_to_string(path) {
+            Ok(text) => digest(&text) != self.snapshot.load().digest,
+            Err(_) => true,
+        }
     }
 
     /// Read the config file again and, if it is valid, swap it in with one store. On error the
@@ -125,6 +186,14 @@ impl App {
     /// Build a snapshot of `cfg` and make it the one in force; returns its generation.
     pub fn install(&self, cfg: Config, text_digest: String) -> u64 {
         let generation = self.snapshot.load().generation + 1;
+        let pending = self.boot.differences(&BootSettings::of(&cfg));
+        if !pending.is_empty() {
+            log::warn!(
+                "config changes {pending:?} cannot be applied in place: they take effect after a \
+                 binary upgrade (start switchyard --upgrade, then send SIGQUIT to this process)"
+            );
+        }
+        *self.needs_upgrade.lock().unwrap_or_else(|p| p.into_inner()) = pending;
         let snap = Snapshot::build(cfg, generation, text_digest, &self.registry, &self.metrics);
         self.snapshot.store(Arc::new(snap));
         self.metrics.config_generation.set(generation as i64);

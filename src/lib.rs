@@ -16,6 +16,7 @@ pub mod health;
 pub mod metrics;
 pub mod peer;
 pub mod proxy;
+pub mod reload;
 pub mod server;
 pub mod sim;
 pub mod snapshot;

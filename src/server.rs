@@ -6,6 +6,7 @@ use crate::app::{self, App};
 use crate::config::{self, Config};
 use crate::health::HealthChecker;
 use crate::proxy::Switchyard;
+use crate::reload::ReloadTriggers;
 use pingora::apps::http_app::HttpServer;
 use pingora::apps::HttpServerOptions;
 use pingora::proxy::ProxyServiceBuilder;
@@ -86,6 +87,10 @@ pub fn build(opts: &RunOptions) -> Result<(Server, Arc<App>), config::ConfigErro
     server.add_service(background_service(
         "health checks",
         HealthChecker { app: app.clone() },
+    ));
+    server.add_service(background_service(
+        "reload triggers",
+        ReloadTriggers { app: app.clone() },
     ));
     Ok((server, app))
 }

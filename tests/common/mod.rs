@@ -144,6 +144,46 @@ impl Balancer {
         self.child.id()
     }
 
+    /// Send a signal (by name, e.g. "HUP", "QUIT") to the process.
+    pub fn signal(&self, sig: &str) {
+        signal(self.child.id(), sig);
+    }
+
+    /// Start a second process on the same config with `--upgrade`: it takes over the listening
+    /// sockets once this one gets SIGQUIT.
+    pub fn spawn_upgrade(&self) -> Child {
+        let log = std::fs::File::create(self.dir.path().join("upgrade.log")).expect("log file");
+        Command::new(env!("CARGO_BIN_EXE_switchyard"))
+            .arg("-c")
+            .arg(&self.config_path)
+            .arg("--upgrade")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn upgraded switchyard")
+    }
+
+    /// Whether the process has exited (reaping it if so).
+    pub fn exited(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
+    }
+
+    /// POST /reload; returns the status and JSON answer.
+    pub async fn reload(&self) -> (u16, serde_json::Value) {
+        let r = client()
+            .post(self.admin_url("/reload"))
+            .send()
+            .await
+            .expect("reload");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or_default())
+    }
+
+    pub async fn generation(&self) -> u64 {
+        self.status().await["generation"].as_u64().unwrap_or(0)
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
@@ -187,6 +227,17 @@ impl Drop for Balancer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Send a signal by name to a process.
+pub fn signal(pid: u32, sig: &str) {
+    let ok = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("kill")
+        .success();
+    assert!(ok, "kill -{sig} {pid} failed");
 }
 
 /// The value of a Prometheus sample with exactly these labels (in any order), or 0.

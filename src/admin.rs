@@ -144,6 +144,7 @@ impl Admin {
         let snap = self.app.snapshot();
         let mut v = status_json(&snap, self.app.last_reload_error());
         v["needs_upgrade"] = json!(self.app.needs_upgrade());
+        v["pid"] = json!(std::process::id());
         v
     }
 }

@@ -4,6 +4,11 @@
 //!
 //! Every trigger ends in [`App::reload`]: the file is parsed and validated away from the request
 //! path and swapped in with one store, or rejected with the old config still serving.
+//!
+//! `SIGUSR2` starts a binary upgrade the way nginx does: the running process starts its successor
+//! (the binary now at the path it was started from, with `--upgrade`), waits until the successor
+//! listens on the upgrade socket, and sends itself `SIGQUIT` to hand over its listening sockets.
+//! Because the successor is a child, it stays in the same systemd unit (cgroup).
 
 use crate::app::App;
 use async_trait::async_trait;
@@ -21,6 +26,10 @@ const DEBOUNCE: Duration = Duration::from_millis(250);
 
 pub struct ReloadTriggers {
     pub app: Arc<App>,
+    /// How to start a successor for `SIGUSR2`: program and arguments (with `--upgrade`).
+    pub successor: Vec<std::ffi::OsString>,
+    /// The upgrade socket the successor will listen on.
+    pub upgrade_sock: PathBuf,
 }
 
 #[async_trait]
@@ -33,6 +42,7 @@ impl BackgroundService for ReloadTriggers {
                 None
             }
         };
+        let mut usr2 = signal(SignalKind::user_defined2()).ok();
         let (tx, mut file_events) = mpsc::channel::<()>(16);
         // Keep the watcher alive for as long as this service runs.
         let _watcher = self
@@ -47,6 +57,12 @@ impl BackgroundService for ReloadTriggers {
                     log::info!("SIGHUP: reloading the config");
                     let _ = self.app.reload().await;
                 }
+                Some(()) = recv_signal(&mut usr2) => {
+                    log::info!("SIGUSR2: starting a successor for a binary upgrade");
+                    if let Err(e) = self.start_successor().await {
+                        log::error!("binary upgrade not started: {e}");
+                    }
+                }
                 Some(()) = file_events.recv() => {
                     // Debounce: wait until the file has been quiet for a moment.
                     while let Ok(Some(())) = tokio::time::timeout(DEBOUNCE, file_events.recv()).await {}
@@ -57,6 +73,43 @@ impl BackgroundService for ReloadTriggers {
                 }
             }
         }
+    }
+}
+
+impl ReloadTriggers {
+    /// Start the successor, wait for its upgrade socket, then hand over with `SIGQUIT`.
+    async fn start_successor(&self) -> std::io::Result<()> {
+        let (program, args) = self
+            .successor
+            .split_first()
+            .ok_or_else(|| std::io::Error::other("no command to start a successor"))?;
+        // A socket file left by an earlier upgrade would look like the successor is ready.
+        let _ = std::fs::remove_file(&self.upgrade_sock);
+        let mut child = tokio::process::Command::new(program)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(false)
+            .spawn()?;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if self.upgrade_sock.exists() {
+                break;
+            }
+            if let Some(status) = child.try_wait()? {
+                return Err(std::io::Error::other(format!(
+                    "the successor exited before taking over ({status})"
+                )));
+            }
+            if tokio::time::Instant::now() > deadline {
+                let _ = child.start_kill();
+                return Err(std::io::Error::other(
+                    "the successor did not open the upgrade socket within 30s",
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        log::info!("successor (pid {:?}) is waiting: handing over", child.id());
+        nix::sys::signal::raise(nix::sys::signal::Signal::SIGQUIT).map_err(std::io::Error::other)
     }
 }
 

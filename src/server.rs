@@ -90,9 +90,43 @@ pub fn build(opts: &RunOptions) -> Result<(Server, Arc<App>), config::ConfigErro
     ));
     server.add_service(background_service(
         "reload triggers",
-        ReloadTriggers { app: app.clone() },
+        ReloadTriggers {
+            app: app.clone(),
+            successor: successor_command(opts),
+            upgrade_sock: PathBuf::from(&server.configuration.upgrade_sock),
+        },
     ));
     Ok((server, app))
+}
+
+/// The command that starts this binary again as a successor (`--upgrade`), from the path this
+/// process was started with (so a binary replaced on disk is the one that starts).
+fn successor_command(opts: &RunOptions) -> Vec<std::ffi::OsString> {
+    let cwd = std::env::current_dir().unwrap_or_default();
+    let program = std::env::args_os()
+        .next()
+        .map(PathBuf::from)
+        .filter(|p| p.components().count() > 1)
+        .map(|p| cwd.join(p))
+        .or_else(|| {
+            // A binary replaced on disk reads as "/path (deleted)": start the new one there.
+            let exe = std::env::current_exe().ok()?;
+            let text = exe.to_string_lossy();
+            Some(PathBuf::from(
+                text.strip_suffix(" (deleted)").unwrap_or(&text),
+            ))
+        })
+        .unwrap_or_else(|| PathBuf::from("switchyard"));
+    let mut cmd = vec![
+        program.into_os_string(),
+        "-c".into(),
+        cwd.join(&opts.config_path).into_os_string(),
+        "--upgrade".into(),
+    ];
+    if opts.daemon {
+        cmd.push("--daemon".into());
+    }
+    cmd
 }
 
 /// Build and run until the process is told to stop. Returns only on a config error.

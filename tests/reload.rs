@@ -314,3 +314,66 @@ async fn binary_upgrade_under_load_loses_nothing() {
         "failed requests out of {after}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigusr2_starts_a_successor_that_takes_over_under_load() {
+    let (p1, s1) = (sim("p1").await, sim("s1").await);
+    let mut old = Balancer::start(&config(&[&p1], &s1, (1, 1))).await;
+    let old_pid = old.status().await["pid"].as_u64().unwrap();
+    let (stop, sent, failed, mut load) = start_load(old.url("/v1/chat/completions"), 8, 100_000);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    old.signal("USR2");
+    // The successor answers the admin API once it has the sockets.
+    let start = Instant::now();
+    let new_pid = loop {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "no successor took over; log:\n{}",
+            old.log()
+        );
+        if let Ok(r) = client().get(old.admin_url("/status")).send().await {
+            if let Ok(v) = r.json::<serde_json::Value>().await {
+                let pid = v["pid"].as_u64().unwrap_or(0);
+                if pid != old_pid && pid != 0 {
+                    break pid;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    // The successor is not our child: make sure it goes away whatever happens below.
+    struct KillOnDrop(u32);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("kill")
+                .arg("-KILL")
+                .arg(self.0.to_string())
+                .status();
+        }
+    }
+    let _successor = KillOnDrop(new_pid as u32);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+    while load.join_next().await.is_some() {}
+    let start = Instant::now();
+    while !old.exited() {
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "old process still running"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let r = client()
+        .post(old.url("/v1/chat/completions"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        failed.load(Ordering::Relaxed),
+        0,
+        "failed requests out of {}",
+        sent.load(Ordering::Relaxed)
+    );
+}

@@ -83,6 +83,18 @@ impl Admin {
         let now = Instant::now();
         let m = &self.app.metrics;
         for c in &snap.clusters {
+            if let Some(pool) = &c.keys {
+                for k in &pool.keys {
+                    m.api_key_usable
+                        .with_label_values(&[c.cfg.name.as_str(), k.id.as_str()])
+                        .set(i64::from(k.is_usable(now)));
+                }
+            }
+            if let Some(q) = &c.queue {
+                m.queue_depth
+                    .with_label_values(&[c.cfg.name.as_str()])
+                    .set(i64::from(q.waiting()));
+            }
             for p in &c.peers {
                 let labels = [c.cfg.name.as_str(), p.name.as_str()];
                 m.breaker_state
@@ -198,8 +210,15 @@ pub fn status_json(snap: &Snapshot, last_reload_error: Option<String>) -> Value 
         .iter()
         .map(|c| {
             let checked = c.checked();
+            let keys = c.keys.as_ref().map(|pool| {
+                pool.keys
+                    .iter()
+                    .map(|k| json!({"key_id": k.id, "usable": k.is_usable(now), "disabled": k.is_disabled()}))
+                    .collect::<Vec<_>>()
+            });
             json!({
                 "name": c.cfg.name,
+                "api_keys": keys,
                 "balance": format!("{:?}", c.cfg.balance),
                 "health_check": checked,
                 "peers": c.peers.iter().map(|p| json!({

@@ -4,8 +4,7 @@
 
 use crate::config::{self, Config, ConfigError};
 use crate::metrics::Metrics;
-use crate::peer::PeerRegistry;
-use crate::snapshot::Snapshot;
+use crate::snapshot::{Registries, Snapshot};
 use arc_swap::ArcSwap;
 use pingora::connectors::http::Connector;
 use pingora::connectors::ConnectorOptions;
@@ -16,7 +15,8 @@ use std::sync::{Arc, Mutex};
 
 pub struct App {
     snapshot: ArcSwap<Snapshot>,
-    pub registry: PeerRegistry,
+    /// Peer, key and limiter state that outlives snapshots.
+    pub state: Registries,
     pub metrics: Metrics,
     /// Pingora's HTTP connector: keeps pooled keep-alive connections to every peer.
     pub connector: Connector,
@@ -75,15 +75,15 @@ pub fn digest(text: &str) -> String {
 impl App {
     /// An app serving `config` (generation 1).
     pub fn new(config: Config, text_digest: String, config_path: Option<PathBuf>) -> Arc<App> {
-        let registry = PeerRegistry::default();
+        let state = Registries::default();
         let metrics = Metrics::new();
-        let snap = Snapshot::build(config, 1, text_digest, &registry, &metrics);
+        let snap = Snapshot::build(config, 1, text_digest, &state, &metrics);
         metrics.config_generation.set(1);
         let any_checks = snap.clusters.iter().any(|c| c.checked());
         let boot = BootSettings::of(&snap.config);
         Arc::new(App {
             snapshot: ArcSwap::from_pointee(snap),
-            registry,
+            state,
             metrics,
             connector: Connector::new(Some(ConnectorOptions::new(1024))),
             config_path,
@@ -194,7 +194,7 @@ impl App {
             );
         }
         *self.needs_upgrade.lock().unwrap_or_else(|p| p.into_inner()) = pending;
-        let snap = Snapshot::build(cfg, generation, text_digest, &self.registry, &self.metrics);
+        let snap = Snapshot::build(cfg, generation, text_digest, &self.state, &self.metrics);
         self.snapshot.store(Arc::new(snap));
         self.metrics.config_generation.set(generation as i64);
         self.metrics.config_reloads.with_label_values(&["ok"]).inc();

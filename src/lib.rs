@@ -13,6 +13,8 @@ pub mod breaker;
 pub mod config;
 pub mod demo;
 pub mod health;
+pub mod keys;
+pub mod limits;
 pub mod metrics;
 pub mod peer;
 pub mod proxy;

@@ -39,6 +39,17 @@ pub struct Metrics {
     pub breaker_state: IntGaugeVec,
     /// `switchyard_peer_healthy{cluster,peer}`: 1 healthy, 0 not (or not yet probed).
     pub peer_healthy: IntGaugeVec,
+    /// `switchyard_api_key_usable{cluster,key_id}`: 1 usable, 0 out.
+    pub api_key_usable: IntGaugeVec,
+    /// `switchyard_api_key_disabled_total{cluster,key_id,reason}`
+    pub api_key_disabled: IntCounterVec,
+    /// `switchyard_rate_limited_total{scope,name}`: scope `client` (route), `upstream` (cluster)
+    /// or `queue` (cluster).
+    pub rate_limited: IntCounterVec,
+    /// `switchyard_queue_depth{cluster}`
+    pub queue_depth: IntGaugeVec,
+    /// `switchyard_queue_wait_seconds{cluster}`
+    pub queue_wait: HistogramVec,
     /// `switchyard_config_generation`
     pub config_generation: IntGauge,
     /// `switchyard_config_reloads_total{result}`
@@ -138,6 +149,26 @@ impl Metrics {
                     "Active health: 1 healthy, 0 unhealthy or not yet probed."
                 ),
                 &["cluster", "peer"]
+            )),
+            api_key_usable: reg!(IntGaugeVec::new(
+                Opts::new("switchyard_api_key_usable", "API key usable (1) or taken out (0), by key fingerprint."),
+                &["cluster", "key_id"]
+            )),
+            api_key_disabled: reg!(IntCounterVec::new(
+                Opts::new("switchyard_api_key_disabled_total", "Times an API key was taken out, by reason."),
+                &["cluster", "key_id", "reason"]
+            )),
+            rate_limited: reg!(IntCounterVec::new(
+                Opts::new("switchyard_rate_limited_total", "Requests refused or diverted by a limit: scope client (route), upstream or queue (cluster)."),
+                &["scope", "name"]
+            )),
+            queue_depth: reg!(IntGaugeVec::new(
+                Opts::new("switchyard_queue_depth", "Requests waiting for a free peer."),
+                &["cluster"]
+            )),
+            queue_wait: reg!(HistogramVec::new(
+                hist("switchyard_queue_wait_seconds", "Time requests waited in the admission queue or for the upstream budget."),
+                &["cluster"]
             )),
             config_generation: reg!(IntGauge::new(
                 "switchyard_config_generation",

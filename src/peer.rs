@@ -64,6 +64,9 @@ pub struct PeerState {
     pub(crate) probe_streak: Mutex<ProbeStreak>,
     /// Passive circuit breaker fed by live traffic.
     pub breaker: Breaker,
+    /// Shared by the cluster's peers: wakes a request waiting in the admission queue when a try
+    /// to the cluster ends.
+    pub freed: Arc<tokio::sync::Notify>,
 }
 
 /// Consecutive passes and failures of active probes.
@@ -74,7 +77,13 @@ pub struct ProbeStreak {
 }
 
 impl PeerState {
-    fn new(cluster: &str, addr: SocketAddr, checked: bool, breaker: &BreakerConfig) -> Self {
+    fn new(
+        cluster: &str,
+        addr: SocketAddr,
+        checked: bool,
+        breaker: &BreakerConfig,
+        freed: Arc<tokio::sync::Notify>,
+    ) -> Self {
         let health = if checked {
             Health::Unknown
         } else {
@@ -85,6 +94,7 @@ impl PeerState {
             cluster: cluster.to_string(),
             addr,
             breaker: Breaker::new(label.clone(), breaker),
+            freed,
             label,
             inflight: AtomicU64::new(0),
             health: AtomicU8::new(health.as_u8()),
@@ -151,6 +161,7 @@ pub struct InflightGuard(Arc<PeerState>);
 impl Drop for InflightGuard {
     fn drop(&mut self) {
         self.0.inflight.fetch_sub(1, Ordering::Relaxed);
+        self.0.freed.notify_one();
     }
 }
 
@@ -158,6 +169,7 @@ impl Drop for InflightGuard {
 #[derive(Debug, Default)]
 pub struct PeerRegistry {
     peers: Mutex<HashMap<(String, SocketAddr), Arc<PeerState>>>,
+    freed: Mutex<HashMap<String, Arc<tokio::sync::Notify>>>,
 }
 
 impl PeerRegistry {
@@ -178,11 +190,22 @@ impl PeerRegistry {
                 state.clone()
             }
             None => {
-                let state = Arc::new(PeerState::new(cluster, addr, checked, breaker));
+                let freed = self.cluster_notify(cluster);
+                let state = Arc::new(PeerState::new(cluster, addr, checked, breaker, freed));
                 map.insert((cluster.to_string(), addr), state.clone());
                 state
             }
         }
+    }
+
+    /// The wake-up shared by the peers of `cluster` (see [`PeerState::freed`]).
+    pub fn cluster_notify(&self, cluster: &str) -> Arc<tokio::sync::Notify> {
+        self.freed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(cluster.to_string())
+            .or_default()
+            .clone()
     }
 
     /// Forget peers that are no longer configured. Requests still in flight to them keep their

@@ -5,6 +5,7 @@ use crate::admin::Admin;
 use crate::app::{self, App};
 use crate::config::{self, Config};
 use crate::health::HealthChecker;
+use crate::keys::KeyProber;
 use crate::proxy::Switchyard;
 use crate::reload::ReloadTriggers;
 use pingora::apps::http_app::HttpServer;
@@ -87,6 +88,10 @@ pub fn build(opts: &RunOptions) -> Result<(Server, Arc<App>), config::ConfigErro
     server.add_service(background_service(
         "health checks",
         HealthChecker { app: app.clone() },
+    ));
+    server.add_service(background_service(
+        "api key probes",
+        KeyProber { app: app.clone() },
     ));
     server.add_service(background_service(
         "reload triggers",

@@ -7,6 +7,8 @@
 
 use crate::balance::Balancer;
 use crate::config::{ClusterConfig, Config, RouteConfig};
+use crate::keys::{KeyPool, KeyRegistry};
+use crate::limits::{AdmissionQueue, Budget, ClientLimiter, LimiterRegistry};
 use crate::metrics::Metrics;
 use crate::peer::{Health, PeerRegistry, PeerState};
 use crate::split::Split;
@@ -18,6 +20,15 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::SystemTime;
 use tokio::time::Instant;
+
+/// State that outlives snapshots: peers, API keys, limiters. A snapshot takes what it needs from
+/// here when it is built, so a reload keeps what was learned.
+#[derive(Default)]
+pub struct Registries {
+    pub peers: PeerRegistry,
+    pub keys: KeyRegistry,
+    pub limiters: LimiterRegistry,
+}
 
 /// A config turned into what the request path needs, with metric handles resolved.
 pub struct Snapshot {
@@ -39,6 +50,7 @@ pub struct Route {
     pub inflight: IntGauge,
     pub duration: prometheus::Histogram,
     pub attempts: Histogram,
+    pub client_limit: Option<Arc<ClientLimiter>>,
     /// Requests of this route in the upstream stage, and retries among them (retry budget).
     pub active: AtomicU64,
     pub active_retries: AtomicU64,
@@ -49,10 +61,17 @@ pub struct Cluster {
     pub peers: Vec<Peer>,
     pub balancer: Balancer,
     pub latency: Histogram,
+    /// API keys sent upstream, if the cluster has a pool.
+    pub keys: Option<KeyPool>,
+    /// The upstream's request budget, if it has one.
+    pub budget: Option<Arc<Budget>>,
+    /// Where requests wait when every peer is at `max_inflight` (only if some peer has one).
+    pub queue: Option<Arc<AdmissionQueue>>,
 }
 
 pub struct Peer {
     pub weight: u32,
+    pub max_inflight: Option<u32>,
     pub state: Arc<PeerState>,
     /// `addr` as text: the label in metrics and the admin API.
     pub name: String,
@@ -62,6 +81,12 @@ pub struct Peer {
 }
 
 impl Peer {
+    /// Below its `max_inflight`?
+    pub fn has_capacity(&self) -> bool {
+        self.max_inflight
+            .is_none_or(|m| self.state.inflight() < u64::from(m))
+    }
+
     /// Can this peer take a request now (ignoring which peers the request already tried)?
     pub fn usable(&self, checked: bool, now: Instant) -> bool {
         self.weight > 0
@@ -92,10 +117,11 @@ impl Cluster {
         ejected < allowed
     }
 
-    /// Any peer that can take traffic now?
+    /// Any peer that can take traffic now (and, with an API-key pool, a usable key)?
     pub fn has_usable_peer(&self, now: Instant) -> bool {
         let checked = self.checked();
-        self.peers.iter().any(|p| p.usable(checked, now))
+        self.keys.as_ref().is_none_or(|k| k.any_usable(now))
+            && self.peers.iter().any(|p| p.usable(checked, now))
     }
 }
 
@@ -106,10 +132,12 @@ impl Snapshot {
         config: Config,
         generation: u64,
         digest: String,
-        registry: &PeerRegistry,
+        state: &Registries,
         metrics: &Metrics,
     ) -> Snapshot {
+        let registry = &state.peers;
         let mut keep = HashSet::new();
+        let mut keep_keys = HashSet::new();
         let clusters: Vec<Cluster> = config
             .clusters
             .iter()
@@ -124,6 +152,7 @@ impl Snapshot {
                         let name = p.addr.to_string();
                         Peer {
                             weight: p.weight,
+                            max_inflight: p.max_inflight,
                             inflight_gauge: metrics
                                 .peer_inflight
                                 .with_label_values(&[c.name.as_str(), name.as_str()]),
@@ -134,7 +163,21 @@ impl Snapshot {
                     })
                     .collect();
                 let weights: Vec<_> = c.peers.iter().map(|p| (p.addr, p.weight)).collect();
+                let queue = c.peers.iter().any(|p| p.max_inflight.is_some()).then(|| {
+                    state
+                        .limiters
+                        .queue(&c.name, &c.queue, registry.cluster_notify(&c.name))
+                });
                 Cluster {
+                    keys: c
+                        .api_keys
+                        .as_ref()
+                        .map(|k| state.keys.pool(&c.name, k, &mut keep_keys)),
+                    budget: c
+                        .rate_limit
+                        .as_ref()
+                        .map(|r| state.limiters.budget(&c.name, r)),
+                    queue,
                     balancer: Balancer::new(c.balance, &weights),
                     latency: metrics
                         .upstream_latency
@@ -145,6 +188,7 @@ impl Snapshot {
             })
             .collect();
         registry.retain(&keep);
+        state.keys.retain(&keep_keys);
         let routes = config
             .routes
             .iter()
@@ -160,6 +204,10 @@ impl Snapshot {
                     inflight: metrics.inflight.with_label_values(&[name]),
                     duration: metrics.request_duration.with_label_values(&[name]),
                     attempts: metrics.attempts.with_label_values(&[name]),
+                    client_limit: r
+                        .client_limit
+                        .as_ref()
+                        .map(|l| state.limiters.client(name, l)),
                     active: AtomicU64::new(0),
                     active_retries: AtomicU64::new(0),
                     cfg: r.clone(),

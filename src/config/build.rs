@@ -14,9 +14,9 @@ pub struct BuildError {
     pub message: String,
 }
 
-type Result<T> = std::result::Result<T, BuildError>;
+pub(super) type Result<T> = std::result::Result<T, BuildError>;
 
-fn err<T>(path: impl Into<String>, message: impl Into<String>) -> Result<T> {
+pub(super) fn err<T>(path: impl Into<String>, message: impl Into<String>) -> Result<T> {
     Err(BuildError {
         path: path.into(),
         message: message.into(),
@@ -132,7 +132,11 @@ fn name(path: &str, n: &str) -> Result<()> {
     }
 }
 
-fn positive(path: &str, d: Option<super::units::Dur>, default: Duration) -> Result<Duration> {
+pub(super) fn positive(
+    path: &str,
+    d: Option<super::units::Dur>,
+    default: Duration,
+) -> Result<Duration> {
     match d {
         Some(d) if d.0.is_zero() => err(path, "must be greater than zero"),
         Some(d) => Ok(d.0),
@@ -173,7 +177,20 @@ fn cluster(name_: &str, c: &ClusterFile) -> Result<ClusterConfig> {
                 format!("weight {weight} is over the maximum of {MAX_WEIGHT}"),
             );
         }
-        peers.push(PeerConfig { addr, weight });
+        let max_inflight = match p.max_inflight {
+            Some(0) => {
+                return err(
+                    format!("{base}.peers[{i}].max_inflight"),
+                    "must be at least 1 (leave it out for no limit)",
+                )
+            }
+            m => m,
+        };
+        peers.push(PeerConfig {
+            addr,
+            weight,
+            max_inflight,
+        });
     }
     if peers.iter().all(|p| p.weight == 0) {
         return err(format!("{base}.peers"), "total peer weight is zero");
@@ -188,6 +205,18 @@ fn cluster(name_: &str, c: &ClusterFile) -> Result<ClusterConfig> {
         Some(d) => Some(d.0),
         None => None,
     };
+    let api_keys = match &c.api_keys {
+        Some(k) => Some(super::upstream::api_keys(&format!("{base}.api_keys"), k)?),
+        None => None,
+    };
+    let rate_limit = match &c.rate_limit {
+        Some(r) => Some(super::upstream::rate_limit(
+            &format!("{base}.rate_limit"),
+            r,
+        )?),
+        None => None,
+    };
+    let queue = super::upstream::queue(&format!("{base}.queue"), c.queue.as_ref())?;
     Ok(ClusterConfig {
         name: name_.to_string(),
         balance,
@@ -195,10 +224,13 @@ fn cluster(name_: &str, c: &ClusterFile) -> Result<ClusterConfig> {
         health_check,
         breaker,
         slow_start,
+        api_keys,
+        rate_limit,
+        queue,
     })
 }
 
-fn header(path: &str, k: &str, v: &str) -> Result<(HeaderName, HeaderValue)> {
+pub(super) fn header(path: &str, k: &str, v: &str) -> Result<(HeaderName, HeaderValue)> {
     let name = HeaderName::from_bytes(k.as_bytes())
         .or_else(|_| err(path, format!("bad header name {k:?}")))?;
     let value = HeaderValue::from_str(v).or_else(|_| err(path, "bad header value"))?;
@@ -363,7 +395,7 @@ fn breaker(base: &str, b: Option<&BreakerFile>) -> Result<BreakerConfig> {
     Ok(out)
 }
 
-fn method(path: &str, m: &str) -> Result<Method> {
+pub(super) fn method(path: &str, m: &str) -> Result<Method> {
     let up = m.to_ascii_uppercase();
     Method::from_bytes(up.as_bytes()).or_else(|_| err(path, format!("bad method {m:?}")))
 }
@@ -451,7 +483,15 @@ fn route(base: &str, r: &RouteFile, clusters: &[ClusterConfig]) -> Result<RouteC
         Some(f) => Some(fallback(&format!("{base}.fallback"), f)?),
         None => None,
     };
+    let client_limit = match &r.client_limit {
+        Some(l) => Some(super::upstream::client_limit(
+            &format!("{base}.client_limit"),
+            l,
+        )?),
+        None => None,
+    };
     Ok(RouteConfig {
+        client_limit,
         name: r.name.clone(),
         matcher: RouteMatch {
             path_prefix,
@@ -467,7 +507,7 @@ fn route(base: &str, r: &RouteFile, clusters: &[ClusterConfig]) -> Result<RouteC
     })
 }
 
-fn sticky(path: &str, s: &str) -> Result<StickyKey> {
+pub(super) fn sticky(path: &str, s: &str) -> Result<StickyKey> {
     match s.split_once(':') {
         Some(("header", h)) => HeaderName::from_bytes(h.trim().as_bytes())
             .map(StickyKey::Header)

@@ -57,6 +57,12 @@ pub struct ClusterFile {
     pub breaker: Option<BreakerFile>,
     #[serde(default)]
     pub slow_start: Option<Dur>,
+    #[serde(default)]
+    pub api_keys: Option<ApiKeysFile>,
+    #[serde(default)]
+    pub rate_limit: Option<RateLimitFile>,
+    #[serde(default)]
+    pub queue: Option<QueueFile>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -64,6 +70,7 @@ pub struct ClusterFile {
 pub struct PeerFile {
     pub addr: String,
     pub weight: Option<u32>,
+    pub max_inflight: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -114,6 +121,8 @@ pub struct RouteFile {
     pub max_request_body: Option<Size>,
     #[serde(default)]
     pub fallback: Option<FallbackFile>,
+    #[serde(default)]
+    pub client_limit: Option<ClientLimitFile>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -163,4 +172,69 @@ pub struct FallbackFile {
     pub content_type: Option<String>,
     pub body: String,
     pub stream_body: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeysFile {
+    pub header: Option<String>,
+    pub keys_file: Option<String>,
+    pub keys: Option<Vec<String>>,
+    #[serde(default)]
+    pub failover: Option<KeyFailoverFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyFailoverFile {
+    pub failure_threshold: Option<u32>,
+    pub conditions: Option<Vec<KeyConditionFile>>,
+    pub default_cooldown: Option<Dur>,
+    #[serde(default)]
+    pub health_check: Option<KeyHealthFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyConditionFile {
+    pub status: Vec<u16>,
+    pub body: Option<String>,
+    /// `retry-after`, or a duration.
+    pub cooldown: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyHealthFile {
+    pub method: Option<String>,
+    pub path: Option<String>,
+    pub body: Option<String>,
+    pub expect_status: Option<Vec<u16>>,
+    pub expect_body: Option<String>,
+    pub interval: Option<Dur>,
+    pub timeout: Option<Dur>,
+    pub success_threshold: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitFile {
+    pub requests_per_minute: u32,
+    pub burst: Option<u32>,
+    pub queue_timeout: Option<Dur>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueFile {
+    pub max_waiting: Option<u32>,
+    pub timeout: Option<Dur>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientLimitFile {
+    pub key: String,
+    pub requests_per_minute: u32,
+    pub burst: Option<u32>,
 }

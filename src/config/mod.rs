@@ -14,6 +14,7 @@ pub mod file;
 mod locate;
 mod types;
 pub mod units;
+mod upstream;
 
 pub use types::*;
 

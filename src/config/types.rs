@@ -72,6 +72,89 @@ pub struct ClusterConfig {
     pub breaker: BreakerConfig,
     /// A peer coming back ramps from a tenth of its weight to all of it over this time.
     pub slow_start: Option<Duration>,
+    /// Upstream API keys sent with every try, with failover between them.
+    pub api_keys: Option<ApiKeysConfig>,
+    /// The most requests per minute this cluster's upstream may see.
+    pub rate_limit: Option<RateLimitConfig>,
+    /// Where requests wait when every peer is at `max_inflight`.
+    pub queue: QueueConfig,
+}
+
+/// A pool of API keys for a cluster.
+#[derive(Debug, Clone)]
+pub struct ApiKeysConfig {
+    /// Header the key is sent in. Default `authorization`.
+    pub header: HeaderName,
+    /// Send as `Bearer <key>` (true for `authorization`) or the bare key.
+    pub bearer: bool,
+    /// The keys, in file order (secrets: never logged).
+    pub keys: Vec<String>,
+    /// Matching failures in a row before a key is taken out. Default 3.
+    pub failure_threshold: u32,
+    pub conditions: Vec<KeyCondition>,
+    /// Cooldown when `retry-after` is absent, and how long a key without a health check stays out.
+    /// Default 60s.
+    pub default_cooldown: Duration,
+    pub health_check: Option<KeyHealthCheck>,
+}
+
+/// When an answer counts against the key that was used.
+#[derive(Debug, Clone)]
+pub struct KeyCondition {
+    pub statuses: Vec<u16>,
+    /// Regex the response body must match too.
+    pub body: Option<Regex>,
+    pub cooldown: KeyCooldown,
+}
+
+/// What happens to a key when a condition matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyCooldown {
+    /// Counts toward `failure_threshold`; then the key is out until its health check passes.
+    Disable,
+    /// Out at once, for the answer's `retry-after` (else `default_cooldown`).
+    RetryAfter,
+    /// Out at once, for this long.
+    For(Duration),
+}
+
+/// Probe for a key that was taken out.
+#[derive(Debug, Clone)]
+pub struct KeyHealthCheck {
+    pub method: Method,
+    pub path: String,
+    pub body: Option<Bytes>,
+    pub expect_status: Vec<u16>,
+    pub expect_body: Option<Regex>,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub success_threshold: u32,
+}
+
+/// A request budget (GCRA: `requests_per_minute` steady, `burst` at once).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimitConfig {
+    pub requests_per_minute: u32,
+    pub burst: u32,
+    /// How long a request may wait for the budget before going elsewhere or getting 429.
+    pub queue_timeout: Duration,
+}
+
+/// The admission queue of a cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueConfig {
+    /// Requests that may wait at once; more get 503 at once. Default 100.
+    pub max_waiting: u32,
+    /// Longest wait for a free peer. Default 5s.
+    pub timeout: Duration,
+}
+
+/// A per-client request limit on a route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientLimitConfig {
+    pub key: StickyKey,
+    pub requests_per_minute: u32,
+    pub burst: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,6 +162,8 @@ pub struct PeerConfig {
     pub addr: SocketAddr,
     /// Relative share within the cluster; default 1; 0 takes the peer out of rotation (drain).
     pub weight: u32,
+    /// Most requests in flight to this peer; more wait in the cluster's queue. Default unlimited.
+    pub max_inflight: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -232,4 +317,5 @@ pub struct RouteConfig {
     /// Largest request body accepted (and replayed on retries). Default 4MiB.
     pub max_request_body: usize,
     pub fallback: Option<Fallback>,
+    pub client_limit: Option<ClientLimitConfig>,
 }

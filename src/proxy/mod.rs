@@ -9,13 +9,16 @@
 //! over a 4 MiB prompt. Pingora still does the listening, HTTP/1.1 and h2c parsing, keep-alive,
 //! connection pooling (its `Connector`) and graceful upgrades.
 
+mod admit;
 mod relay;
 mod request;
 pub mod respond;
-mod upstream;
+pub(crate) mod upstream;
+pub use upstream::Ready;
 mod verdict;
 
 use crate::app::App;
+use crate::keys;
 use crate::snapshot::{Route, Snapshot};
 use async_trait::async_trait;
 use pingora::prelude::*;
@@ -27,7 +30,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 use upstream::TryError;
-use verdict::Ticket;
 
 /// The Pingora proxy application.
 pub struct Switchyard {
@@ -92,6 +94,24 @@ impl ProxyHttp for Switchyard {
         route.inflight.inc();
         let _inflight = scopeguard(|| route.inflight.dec());
 
+        // Per-client limit, before any work is spent on the request.
+        if let Some(limiter) = &route.client_limit {
+            let client = request::sticky_hash(session, &limiter.cfg.key).unwrap_or(0);
+            if let Err(wait) = limiter.check(client) {
+                ctx.status = 429;
+                self.app
+                    .metrics
+                    .rate_limited
+                    .with_label_values(&["client", route.cfg.name.as_str()])
+                    .inc();
+                let secs = wait.as_secs_f64().ceil().max(1.0) as u32;
+                let msg = "too many requests from this client; retry later";
+                respond::json_error(session, 429, "rate_limited", msg, &request_id, Some(secs))
+                    .await?;
+                return Ok(true);
+            }
+        }
+
         // 2. Body: read whole (bounded), so that every try can replay it.
         let body = match request::read_body(session, route.cfg.max_request_body).await {
             Ok(b) => b,
@@ -132,35 +152,48 @@ impl ProxyHttp for Switchyard {
         let mut tried: Vec<(usize, usize)> = Vec::with_capacity(route.cfg.retry.attempts as usize);
         let mut last: Option<(usize, TryError)> = None;
         let mut retry_slot = None;
+        let mut tried_keys: Vec<(usize, usize)> = Vec::new();
+        let mut refusal: Option<admit::Refusal> = None;
         while ctx.tries < route.cfg.retry.attempts {
             if let Some((_, err)) = last {
                 if !retryable(route, err) || Instant::now() >= deadline {
                     break;
                 }
             }
-            let now = Instant::now();
-            // A breaker may refuse between the pick and the admission (another request took
-            // the last half-open trial slot): mark that peer tried and pick again.
-            let mut picked = None;
-            while let Some((ci, pi)) = choose_peer(&snap, route, first, &tried, now) {
-                tried.push((ci, pi));
-                let cluster = &snap.clusters[ci];
-                let peer = &cluster.peers[pi];
-                if let Some(ticket) = Ticket::acquire(cluster, peer, &self.app.metrics) {
-                    picked = Some((ci, cluster, peer, ticket));
+            let admitted = admit::admit(
+                &snap,
+                route,
+                first,
+                &mut tried,
+                &tried_keys,
+                deadline,
+                &self.app.metrics,
+            )
+            .await;
+            let admit::Admitted {
+                cluster: ci,
+                peer: pi,
+                key,
+                ticket,
+            } = match admitted {
+                Ok(a) => a,
+                Err(r) => {
+                    refusal = Some(r);
                     break;
                 }
-            }
-            let Some((ci, cluster, peer, ticket)) = picked else {
-                break;
             };
+            let cluster = &snap.clusters[ci];
+            let peer = &cluster.peers[pi];
             if let Some((failed_cluster, err)) = last {
                 // A retry: within the route's retry budget, counted, after a jittered pause.
                 // A refused or unroutable connect never reached a model server, so retrying it
                 // adds no load anywhere: it needs no budget (a dead peer must not fail requests
                 // just because many were in flight when it died).
                 retry_slot = None;
-                if !matches!(err, TryError::Refused | TryError::ConnectFailure) {
+                if !matches!(
+                    err,
+                    TryError::Refused | TryError::ConnectFailure | TryError::KeyRejected(_)
+                ) {
                     let Some(slot) = RetrySlot::take(route) else {
                         break;
                     };
@@ -183,22 +216,45 @@ impl ProxyHttp for Switchyard {
             let _peer_inflight = peer.state.start_request();
             peer.inflight_gauge.inc();
             let _gauge = scopeguard(|| peer.inflight_gauge.dec());
+            // With an API-key pool, this try carries its own key (replacing the client's).
+            let keyed_req;
+            let (req_for_try, capture) = match (&cluster.keys, key) {
+                (Some(pool), Some(k)) => {
+                    tried_keys.push((ci, k));
+                    let mut r = up_req.clone();
+                    r.insert_header(pool.cfg.header.clone(), pool.keys[k].header_value().clone())?;
+                    keyed_req = r;
+                    (&keyed_req, pool.capture_statuses.as_slice())
+                }
+                _ => (&up_req, &[][..]),
+            };
             let started = Instant::now();
             let result = upstream::try_once(
                 &self.app.connector,
                 &peer.http_peer,
-                &up_req,
+                req_for_try,
                 &body,
                 stream,
                 &route.cfg.timeouts,
                 deadline,
                 &route.cfg.retry.on.statuses,
+                capture,
             )
             .await;
             match result {
                 Ok(ready) => {
                     cluster.latency.observe(ready.ttfb.as_secs_f64());
                     let status = ready.header.status.as_u16();
+                    if let (Some(pool), Some(k)) = (&cluster.keys, key) {
+                        if keys::judge(pool, k, &ready, &self.app.metrics) {
+                            // The key's fault, not the peer's: another key may use this peer.
+                            drop(ticket);
+                            tried.retain(|t| *t != (ci, pi));
+                            ready.abandon().await;
+                            last = Some((ci, TryError::KeyRejected(status)));
+                            continue;
+                        }
+                    }
                     ctx.status = status;
                     drop(retry_slot.take());
                     route.attempts.observe(f64::from(ctx.tries));
@@ -240,8 +296,29 @@ impl ProxyHttp for Switchyard {
         }
 
         // 5. Nothing could serve: fallback, else a JSON error.
+        match refusal {
+            Some(admit::Refusal::OverBudget { retry_after, .. }) if last.is_none() => {
+                ctx.status = 429;
+                let secs = retry_after.as_secs_f64().ceil().max(1.0) as u32;
+                let msg = "the upstream's request budget is used up; retry later";
+                respond::json_error(session, 429, "rate_limited", msg, &request_id, Some(secs))
+                    .await?;
+                return Ok(true);
+            }
+            Some(admit::Refusal::Busy { .. }) if last.is_none() => {
+                ctx.status = 503;
+                let msg = "every model server is at capacity; retry shortly";
+                respond::json_error(session, 503, "overloaded", msg, &request_id, Some(1)).await?;
+                return Ok(true);
+            }
+            _ => {}
+        }
         let (status, code, reason, retry_after) = match last {
             None => (503, "no_healthy_upstream", "no_peer", Some(1)),
+            Some((_, TryError::KeyRejected(429))) => {
+                (429, "upstream_rate_limited", "api_keys", Some(1))
+            }
+            Some((_, TryError::KeyRejected(_))) => (502, "upstream_auth_failed", "api_keys", None),
             Some((_, TryError::FirstByteTimeout | TryError::ConnectTimeout)) => {
                 (504, "upstream_timeout", "timeout", None)
             }
@@ -342,6 +419,8 @@ fn retryable(route: &Route, e: TryError) -> bool {
         TryError::FirstByteTimeout => on.timeout,
         TryError::Reset | TryError::Protocol => on.reset,
         TryError::Status(s) => on.statuses.contains(&s),
+        // Another key can serve it: always worth a try while tries remain.
+        TryError::KeyRejected(_) => true,
     }
 }
 
@@ -378,38 +457,6 @@ impl Drop for RetrySlot<'_> {
     fn drop(&mut self) {
         self.0.active_retries.fetch_sub(1, Ordering::Relaxed);
     }
-}
-
-/// The next peer to try: a usable, untried peer of the first cluster, else of the other clusters
-/// of the split (heaviest first).
-fn choose_peer(
-    snap: &Snapshot,
-    route: &Route,
-    first: usize,
-    tried: &[(usize, usize)],
-    now: Instant,
-) -> Option<(usize, usize)> {
-    std::iter::once(first)
-        .chain(route.by_weight.iter().copied().filter(|c| *c != first))
-        .find_map(|ci| {
-            let cluster = &snap.clusters[ci];
-            let checked = cluster.checked();
-            let slow_start = cluster.cfg.slow_start;
-            cluster
-                .balancer
-                .pick(
-                    |pi| {
-                        let p = &cluster.peers[pi];
-                        !tried.contains(&(ci, pi)) && p.usable(checked, now)
-                    },
-                    |pi| {
-                        let p = &cluster.peers[pi];
-                        let w = f64::from(p.weight) * p.state.slow_start_factor(slow_start, now);
-                        (p.state.inflight() as f64 + 1.0) / w.max(0.001)
-                    },
-                )
-                .map(|pi| (ci, pi))
-        })
 }
 
 /// Run `f` when the guard drops.

@@ -36,6 +36,8 @@ pub enum TryError {
     Protocol,
     /// The peer answered a status the route retries.
     Status(u16),
+    /// The answer says the API key used is rejected, out of quota or rate-limited.
+    KeyRejected(u16),
 }
 
 impl TryError {
@@ -54,6 +56,7 @@ impl TryError {
             TryError::Status(429) => "429",
             TryError::Status(s) if *s >= 500 => "5xx",
             TryError::Status(_) => "4xx",
+            TryError::KeyRejected(_) => "api_key",
         }
     }
 }
@@ -72,7 +75,15 @@ pub struct Ready {
     pub peer: HttpPeer,
 }
 
+/// Largest error body read to judge an API key by.
+const MAX_CAPTURE: usize = 64 * 1024;
+
 impl Ready {
+    /// Drop the response without using the connection again.
+    pub async fn abandon(mut self) {
+        self.session.shutdown().await;
+    }
+
     /// Put the connection back in the pool if the response was read to its end.
     pub async fn release(mut self, connector: &Connector) {
         if self.session.response_done() {
@@ -118,6 +129,7 @@ pub async fn try_once(
     t: &Timeouts,
     deadline: Instant,
     retry_statuses: &[u16],
+    capture_statuses: &[u16],
 ) -> Result<Ready, TryError> {
     // A stale pooled connection is retried once on a fresh one, at no cost to the try.
     for fresh_only in [false, true] {
@@ -178,7 +190,19 @@ pub async fn try_once(
             return Err(TryError::Status(status));
         }
         let mut first = None;
-        if stream && header.status.is_success() && !s.response_done() {
+        if capture_statuses.contains(&status) {
+            // Read the (small) error body, so the caller can judge the API key by it.
+            let mut buf = bytes::BytesMut::new();
+            while !s.response_done() && buf.len() < MAX_CAPTURE {
+                match timeout_at(first_byte_by, s.read_response_body()).await {
+                    Err(_) => return Err(TryError::FirstByteTimeout),
+                    Ok(Err(e)) => return Err(classify(&e)),
+                    Ok(Ok(Some(chunk))) => buf.extend_from_slice(&chunk),
+                    Ok(Ok(None)) => break,
+                }
+            }
+            first = Some(buf.freeze());
+        } else if stream && header.status.is_success() && !s.response_done() {
             match timeout_at(first_byte_by, s.read_response_body()).await {
                 Err(_) => return Err(TryError::FirstByteTimeout),
                 Ok(Err(e)) => return Err(classify(&e)),

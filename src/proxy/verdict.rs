@@ -38,6 +38,7 @@ impl<'a> Ticket<'a> {
             TryError::FirstByteTimeout => f.timeout.then_some(Outcome::Failure),
             TryError::Reset | TryError::Protocol => f.reset.then_some(Outcome::Failure),
             TryError::Status(s) => Some(status_outcome(f, s)),
+            TryError::KeyRejected(_) => None,
         };
         self.finish(outcome);
     }

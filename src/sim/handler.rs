@@ -40,6 +40,17 @@ pub(crate) enum NoResponse {
     ReadBody(#[source] hyper::Error),
 }
 
+/// How the simulator answers requests made with one API key (an upstream provider's view of it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyRule {
+    /// Status to answer, e.g. 401, 402, 429, or 400 with `code: "insufficient_quota"`.
+    pub status: u16,
+    /// `retry-after` seconds to send along (for 429).
+    pub retry_after: Option<u32>,
+    /// The OpenAI error `code` in the body, e.g. `"insufficient_quota"`.
+    pub code: Option<String>,
+}
+
 /// State shared by every connection of one simulated server.
 #[derive(Debug)]
 pub(crate) struct Shared {
@@ -48,6 +59,10 @@ pub(crate) struct Shared {
     pub failure: AtomicU32,
     pub health_status: AtomicU16,
     pub stats: Arc<SimStats>,
+    /// Rules by API key (the bearer token of `authorization`); keys without a rule are accepted.
+    pub key_rules: std::sync::Mutex<std::collections::HashMap<String, KeyRule>>,
+    /// Model requests seen per API key.
+    pub key_hits: std::sync::Mutex<std::collections::HashMap<String, u64>>,
 }
 
 impl Shared {
@@ -57,6 +72,8 @@ impl Shared {
             failure: AtomicU32::new(Failure::encode(cfg.fail)),
             health_status: AtomicU16::new(cfg.health_status),
             stats: Arc::new(SimStats::default()),
+            key_rules: Default::default(),
+            key_hits: Default::default(),
             instance,
             cfg,
         }
@@ -129,12 +146,31 @@ async fn model_request(
         Ok(k) => k,
         Err(e) => return Ok(error_response(StatusCode::BAD_REQUEST, &e.to_string())),
     };
+    let parts_headers = req.headers().clone();
     let body = req
         .into_body()
         .collect()
         .await
         .map_err(NoResponse::ReadBody)?
         .to_bytes();
+
+    if let Some(key) = api_key(&parts_headers) {
+        *shared
+            .key_hits
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(key.clone())
+            .or_default() += 1;
+        let rule = shared
+            .key_rules
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+            .cloned();
+        if let Some(rule) = rule {
+            return Ok(key_response(&rule));
+        }
+    }
 
     let failure = match knobs.header_failure {
         Some(f) => f,
@@ -281,6 +317,39 @@ fn models() -> Value {
     let model =
         |id: &str| json!({"id": id, "object": "model", "created": 0, "owned_by": "switchyard-sim"});
     json!({"object": "list", "data": [model("sim"), model("sim-large")]})
+}
+
+/// The API key of a request: the bearer token of `authorization`, else `x-api-key`.
+fn api_key(headers: &http::HeaderMap) -> Option<String> {
+    if let Some(v) = headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    {
+        return Some(v.strip_prefix("Bearer ").unwrap_or(v).trim().to_string());
+    }
+    headers
+        .get("x-api-key")
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.trim().to_string())
+}
+
+fn key_response(rule: &KeyRule) -> Response<SimBody> {
+    let status = status_code(rule.status);
+    let kind = match status {
+        StatusCode::TOO_MANY_REQUESTS => "rate_limit_error",
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => "authentication_error",
+        _ => "invalid_request_error",
+    };
+    let mut resp = json_response(
+        status,
+        &json!({"error": {"message": "simulated API key rejection", "type": kind, "code": rule.code}}),
+    );
+    if let Some(s) = rule.retry_after {
+        if let Ok(v) = HeaderValue::from_str(&s.to_string()) {
+            resp.headers_mut().insert(RETRY_AFTER, v);
+        }
+    }
+    resp
 }
 
 fn status_code(s: u16) -> StatusCode {

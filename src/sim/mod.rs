@@ -20,6 +20,7 @@ mod stream;
 mod tests;
 
 pub use config::{FailMode, Failure, SimArgs, SimArgsError, SimConfig};
+pub use handler::KeyRule;
 pub use knobs::header;
 pub use server::SimHandle;
 pub use stats::{SimStats, ARRIVALS_KEPT};

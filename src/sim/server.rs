@@ -21,7 +21,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 
 use super::config::{Failure, SimConfig};
-use super::handler::{self, Shared};
+use super::handler::{self, KeyRule, Shared};
 use super::stats::SimStats;
 
 /// A running simulated model server. Dropping it stops the server too, without waiting.
@@ -74,6 +74,30 @@ impl SimHandle {
     /// The instance name, as reported in `x-sim-instance` and `served_by`.
     pub fn name(&self) -> &str {
         &self.shared.cfg.name
+    }
+
+    /// Answer requests made with API key `key` by `rule` (`None` accepts the key again).
+    pub fn set_key_rule(&self, key: &str, rule: Option<KeyRule>) {
+        let mut rules = self
+            .shared
+            .key_rules
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        match rule {
+            Some(r) => rules.insert(key.to_string(), r),
+            None => rules.remove(key),
+        };
+    }
+
+    /// Model requests seen with API key `key`.
+    pub fn key_hits(&self, key: &str) -> u64 {
+        self.shared
+            .key_hits
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key)
+            .copied()
+            .unwrap_or(0)
     }
 
     /// What this server has seen so far.

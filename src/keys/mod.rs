@@ -1,0 +1,352 @@
+//! Upstream API-key pools: every try to a cluster with `api_keys` carries one key, chosen round
+//! robin among the usable ones. An answer that matches a failover condition (rejected, out of
+//! quota, rate-limited) counts against that key, and the try is retried with another key.
+//!
+//! Keys are secrets: they are kept only here and in the outgoing header. Logs, metrics, `/status`
+//! and errors name a key by its fingerprint (`k-` and 8 hex digits of its SHA-256). Key state is
+//! keyed by (cluster, fingerprint) in a [`KeyRegistry`] outside the config snapshot, so it
+//! survives reloads (and a re-read keys file).
+
+mod probe;
+
+pub use probe::KeyProber;
+
+use crate::config::{ApiKeysConfig, KeyCooldown};
+use http::HeaderValue;
+use sha2::{Digest, Sha256};
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// The short, non-secret name of a key.
+pub fn fingerprint(key: &str) -> String {
+    let d = Sha256::digest(key.as_bytes());
+    format!("k-{:02x}{:02x}{:02x}{:02x}", d[0], d[1], d[2], d[3])
+}
+
+/// What switchyard knows about one key of one cluster.
+pub struct KeyState {
+    pub cluster: String,
+    /// Fingerprint: safe to show.
+    pub id: String,
+    /// The header value sent upstream (`Bearer <key>` or the bare key). Secret.
+    value: HeaderValue,
+    consecutive_failures: AtomicU32,
+    /// Out until this time (ms since `epoch`); 0 = not cooling.
+    out_until_ms: AtomicU64,
+    /// Out until a health probe passes.
+    disabled: AtomicBool,
+    pub(crate) probe_passes: AtomicU32,
+    epoch: Instant,
+}
+
+impl std::fmt::Debug for KeyState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyState")
+            .field("cluster", &self.cluster)
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a key was taken out (a metric label).
+pub fn reason_for(status: u16, quota_body: bool) -> &'static str {
+    match status {
+        _ if quota_body => "quota",
+        401 | 403 => "unauthorized",
+        402 => "quota",
+        429 => "rate_limited",
+        _ => "other",
+    }
+}
+
+impl KeyState {
+    fn new(cluster: &str, key: &str, bearer: bool) -> Option<Self> {
+        let mut value = if bearer {
+            HeaderValue::from_str(&format!("Bearer {key}")).ok()?
+        } else {
+            HeaderValue::from_str(key).ok()?
+        };
+        value.set_sensitive(true);
+        Some(KeyState {
+            cluster: cluster.to_string(),
+            id: fingerprint(key),
+            value,
+            consecutive_failures: AtomicU32::new(0),
+            out_until_ms: AtomicU64::new(0),
+            disabled: AtomicBool::new(false),
+            probe_passes: AtomicU32::new(0),
+            epoch: Instant::now(),
+        })
+    }
+
+    fn ms(&self, t: Instant) -> u64 {
+        t.saturating_duration_since(self.epoch).as_millis() as u64
+    }
+
+    /// The header value to send. Never log it.
+    pub fn header_value(&self) -> &HeaderValue {
+        &self.value
+    }
+
+    pub fn is_usable(&self, now: Instant) -> bool {
+        !self.disabled.load(Ordering::Relaxed)
+            && self.ms(now) >= self.out_until_ms.load(Ordering::Relaxed)
+    }
+
+    /// Out until a probe passes (as opposed to cooling for a while).
+    pub fn is_disabled(&self) -> bool {
+        self.disabled.load(Ordering::Relaxed)
+    }
+
+    /// A try with this key was answered normally.
+    pub fn on_success(&self) {
+        self.consecutive_failures.store(0, Ordering::Relaxed);
+    }
+
+    /// A try with this key matched a failover condition. Returns true if the key is now out.
+    pub fn on_failure(
+        &self,
+        cooldown: KeyCooldown,
+        retry_after: Option<Duration>,
+        cfg: &ApiKeysConfig,
+        now: Instant,
+    ) -> bool {
+        let cool = |d: Duration| {
+            self.out_until_ms
+                .store(self.ms(now + d).max(1), Ordering::Relaxed);
+        };
+        match cooldown {
+            KeyCooldown::RetryAfter => {
+                cool(retry_after.unwrap_or(cfg.default_cooldown));
+                true
+            }
+            KeyCooldown::For(d) => {
+                cool(d);
+                true
+            }
+            KeyCooldown::Disable => {
+                let n = self.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
+                if n < cfg.failure_threshold {
+                    return false;
+                }
+                if cfg.health_check.is_some() {
+                    self.probe_passes.store(0, Ordering::Relaxed);
+                    self.disabled.store(true, Ordering::Relaxed);
+                } else {
+                    cool(cfg.default_cooldown);
+                }
+                true
+            }
+        }
+    }
+
+    /// A health probe with this key passed `success_threshold` times: back in.
+    pub fn enable(&self) {
+        self.consecutive_failures.store(0, Ordering::Relaxed);
+        self.out_until_ms.store(0, Ordering::Relaxed);
+        self.disabled.store(false, Ordering::Relaxed);
+    }
+}
+
+/// The keys of one cluster in one snapshot.
+pub struct KeyPool {
+    pub cfg: ApiKeysConfig,
+    pub keys: Vec<Arc<KeyState>>,
+    /// Statuses some failover condition names: their bodies are read to judge the key.
+    pub capture_statuses: Vec<u16>,
+    next: AtomicUsize,
+}
+
+impl KeyPool {
+    /// The next usable key not in `exclude`, round robin.
+    pub fn pick(&self, now: Instant, exclude: &[usize]) -> Option<usize> {
+        let n = self.keys.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        (0..n)
+            .map(|k| (start + k) % n)
+            .find(|i| !exclude.contains(i) && self.keys[*i].is_usable(now))
+    }
+
+    pub fn any_usable(&self, now: Instant) -> bool {
+        self.keys.iter().any(|k| k.is_usable(now))
+    }
+}
+
+/// Judge the key used by a try from its answer. Returns true when the answer matched a failover
+/// condition (the try must be retried with another key); updates the key and the metrics.
+pub fn judge(
+    pool: &KeyPool,
+    k: usize,
+    ready: &crate::proxy::Ready,
+    metrics: &crate::metrics::Metrics,
+) -> bool {
+    let key = &pool.keys[k];
+    let status = ready.header.status.as_u16();
+    let body = ready.first.as_deref().unwrap_or_default();
+    let matched = pool.cfg.conditions.iter().find(|c| {
+        c.statuses.contains(&status)
+            && c.body
+                .as_ref()
+                .is_none_or(|re| re.is_match(&String::from_utf8_lossy(body)))
+    });
+    let Some(cond) = matched else {
+        key.on_success();
+        return false;
+    };
+    let retry_after = ready
+        .header
+        .headers
+        .get(http::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs);
+    let now = Instant::now();
+    if key.on_failure(cond.cooldown, retry_after, &pool.cfg, now) {
+        let reason = reason_for(status, cond.body.is_some());
+        log::warn!(
+            "API key {} of cluster {} taken out ({reason}, status {status})",
+            key.id,
+            key.cluster
+        );
+        metrics
+            .api_key_disabled
+            .with_label_values(&[key.cluster.as_str(), key.id.as_str(), reason])
+            .inc();
+        metrics
+            .api_key_usable
+            .with_label_values(&[key.cluster.as_str(), key.id.as_str()])
+            .set(0);
+    }
+    true
+}
+
+/// Key state by (cluster, fingerprint), outliving snapshots.
+#[derive(Default)]
+pub struct KeyRegistry {
+    keys: Mutex<HashMap<(String, String), Arc<KeyState>>>,
+}
+
+impl KeyRegistry {
+    /// The pool for `cluster`, reusing the state of keys seen before.
+    pub fn pool(
+        &self,
+        cluster: &str,
+        cfg: &ApiKeysConfig,
+        keep: &mut HashSet<(String, String)>,
+    ) -> KeyPool {
+        let mut map = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+        let keys = cfg
+            .keys
+            .iter()
+            .filter_map(|k| {
+                let id = fingerprint(k);
+                keep.insert((cluster.to_string(), id.clone()));
+                match map.get(&(cluster.to_string(), id.clone())) {
+                    Some(s) => Some(s.clone()),
+                    None => {
+                        let s = Arc::new(KeyState::new(cluster, k, cfg.bearer)?);
+                        map.insert((cluster.to_string(), id), s.clone());
+                        Some(s)
+                    }
+                }
+            })
+            .collect();
+        let mut capture_statuses: Vec<u16> = cfg
+            .conditions
+            .iter()
+            .flat_map(|c| c.statuses.iter().copied())
+            .collect();
+        capture_statuses.sort_unstable();
+        capture_statuses.dedup();
+        KeyPool {
+            cfg: cfg.clone(),
+            keys,
+            capture_statuses,
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    pub fn retain(&self, keep: &HashSet<(String, String)>) {
+        let mut map = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+        map.retain(|k, _| keep.contains(k));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::KeyCondition;
+
+    fn cfg(threshold: u32, with_probe: bool) -> ApiKeysConfig {
+        ApiKeysConfig {
+            header: http::header::AUTHORIZATION,
+            bearer: true,
+            keys: vec!["sk-one".into(), "sk-two".into()],
+            failure_threshold: threshold,
+            conditions: Vec::<KeyCondition>::new(),
+            default_cooldown: Duration::from_secs(60),
+            health_check: with_probe.then(|| crate::config::KeyHealthCheck {
+                method: http::Method::GET,
+                path: "/".into(),
+                body: None,
+                expect_status: vec![200],
+                expect_body: None,
+                interval: Duration::from_secs(1),
+                timeout: Duration::from_secs(1),
+                success_threshold: 1,
+            }),
+        }
+    }
+
+    #[test]
+    fn fingerprints_hide_the_key() {
+        let f = fingerprint("sk-secret-123");
+        assert!(f.starts_with("k-") && f.len() == 10);
+        assert!(!f.contains("secret"));
+        let reg = KeyRegistry::default();
+        let pool = reg.pool("c", &cfg(3, true), &mut HashSet::new());
+        assert!(!format!("{:?}", pool.keys[0]).contains("sk-one"));
+        assert!(pool.keys[0].header_value().is_sensitive());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn threshold_disables_and_retry_after_cools() {
+        let c = cfg(2, true);
+        let reg = KeyRegistry::default();
+        let pool = reg.pool("c", &c, &mut HashSet::new());
+        let k = &pool.keys[0];
+        let now = Instant::now();
+        assert!(!k.on_failure(KeyCooldown::Disable, None, &c, now));
+        assert!(k.is_usable(now));
+        assert!(k.on_failure(KeyCooldown::Disable, None, &c, now));
+        assert!(!k.is_usable(now) && k.is_disabled());
+        assert_eq!(pool.pick(now, &[]), Some(1));
+        k.enable();
+        assert!(k.is_usable(now));
+
+        let k2 = &pool.keys[1];
+        assert!(k2.on_failure(
+            KeyCooldown::RetryAfter,
+            Some(Duration::from_secs(2)),
+            &c,
+            now
+        ));
+        assert!(!k2.is_usable(now + Duration::from_millis(1900)));
+        assert!(k2.is_usable(now + Duration::from_millis(2000)));
+    }
+
+    #[test]
+    fn state_survives_a_new_pool() {
+        let c = cfg(1, true);
+        let reg = KeyRegistry::default();
+        let mut keep = HashSet::new();
+        let pool = reg.pool("c", &c, &mut keep);
+        pool.keys[0].on_failure(KeyCooldown::Disable, None, &c, Instant::now());
+        let again = reg.pool("c", &c, &mut HashSet::new());
+        assert!(again.keys[0].is_disabled());
+        assert!(Arc::ptr_eq(&pool.keys[0], &again.keys[0]));
+    }
+}

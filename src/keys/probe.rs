@@ -1,0 +1,98 @@
+//! Probing API keys that were taken out: every `health_check.interval`, each disabled key of a
+//! cluster is tried with the configured request against one of the cluster's peers; after
+//! `success_threshold` passes in a row it is back in the pool. Keys that are only cooling (a 429
+//! with `retry-after`) come back by themselves when the time is up.
+
+use crate::app::App;
+use crate::config::{HealthCheckConfig, HealthCheckKind};
+use crate::health::probe;
+use async_trait::async_trait;
+use pingora::connectors::http::Connector;
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+
+pub struct KeyProber {
+    pub app: Arc<App>,
+}
+
+#[async_trait]
+impl BackgroundService for KeyProber {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let connector = Connector::new(None);
+        let mut due: HashMap<(String, String), Instant> = HashMap::new();
+        loop {
+            let snap = self.app.snapshot();
+            let now = Instant::now();
+            for cluster in &snap.clusters {
+                let Some(pool) = &cluster.keys else { continue };
+                let Some(hc) = &pool.cfg.health_check else {
+                    continue;
+                };
+                // Any peer that is up will do; the key is what is being tested.
+                let checked = cluster.checked();
+                let Some(peer) = cluster
+                    .peers
+                    .iter()
+                    .find(|p| p.usable(checked, now))
+                    .or(cluster.peers.first())
+                else {
+                    continue;
+                };
+                for key in pool.keys.iter().filter(|k| k.is_disabled()) {
+                    let slot = due
+                        .entry((cluster.cfg.name.clone(), key.id.clone()))
+                        .or_insert(now);
+                    if *slot > now {
+                        continue;
+                    }
+                    *slot = now + hc.interval;
+                    let probe_cfg = HealthCheckConfig {
+                        kind: HealthCheckKind::Http,
+                        method: hc.method.clone(),
+                        path: hc.path.clone(),
+                        headers: vec![(pool.cfg.header.clone(), key.header_value().clone())],
+                        body: hc.body.clone(),
+                        expect_status: hc.expect_status.clone(),
+                        expect_body: hc.expect_body.clone(),
+                        interval: hc.interval,
+                        timeout: hc.timeout,
+                        healthy_threshold: hc.success_threshold,
+                        unhealthy_threshold: 1,
+                    };
+                    match probe(&connector, &probe_cfg, peer.state.addr).await {
+                        Ok(()) => {
+                            let passes = key.probe_passes.fetch_add(1, Ordering::Relaxed) + 1;
+                            if passes >= hc.success_threshold {
+                                key.enable();
+                                log::info!(
+                                    "API key {} of cluster {} passed its probe: back in the pool",
+                                    key.id,
+                                    key.cluster
+                                );
+                                self.app
+                                    .metrics
+                                    .api_key_usable
+                                    .with_label_values(&[key.cluster.as_str(), key.id.as_str()])
+                                    .set(1);
+                            }
+                        }
+                        Err(why) => {
+                            key.probe_passes.store(0, Ordering::Relaxed);
+                            log::debug!("API key {} probe failed: {why}", key.id);
+                        }
+                    }
+                }
+            }
+            drop(snap);
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            }
+        }
+    }
+}

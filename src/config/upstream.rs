@@ -90,12 +90,14 @@ pub fn api_keys(base: &str, k: &ApiKeysFile) -> Result<ApiKeysConfig> {
                     Some("retry-after") => KeyCooldown::RetryAfter,
                     Some(d) => match humantime::parse_duration(d) {
                         Ok(d) if !d.is_zero() => KeyCooldown::For(d),
-                        _ => return err(
-                            format!("{p}.cooldown"),
-                            format!(
+                        _ => {
+                            return err(
+                                format!("{p}.cooldown"),
+                                format!(
                                 "expected \"retry-after\" or a duration like \"30s\", got {d:?}"
                             ),
-                        ),
+                            )
+                        }
                     },
                 };
                 out.push(KeyCondition {

@@ -535,3 +535,34 @@ async fn retry_budget_limits_concurrent_retries() {
     let unlimited = retries_with_budget("1.0").await;
     assert_eq!(unlimited, 40.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weight_zero_cluster_is_a_backup_used_only_when_the_others_are_out() {
+    let main = sim("main").await;
+    let backup = sim("backup").await;
+    let body = format!(
+        "clusters:\n{}{}{}",
+        cluster_yaml(
+            "primary",
+            &[&main],
+            "    breaker: { consecutive_failures: 1, open_for: 30s, max_open_for: 60s }\n"
+        ),
+        cluster_yaml("standby", &[&backup], ""),
+        route_yaml(&[("primary", 1), ("standby", 0)], "")
+    );
+    let lb = Balancer::start(&body).await;
+    let c = client();
+    for _ in 0..20 {
+        assert_eq!(
+            post(&c, &lb, chat("x", false), &[]).await.headers()["x-sim-instance"],
+            "main"
+        );
+    }
+    assert_eq!(backup.stats().requests(), 0);
+    main.shutdown().await;
+    for _ in 0..10 {
+        let r = post(&c, &lb, chat("x", false), &[]).await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["x-sim-instance"], "backup");
+    }
+}

@@ -1,0 +1,669 @@
+#!/usr/bin/env bash
+# benches/wrk/run.sh: switchyard against nginx and HAProxy as the edge balancer, same stand-in
+# backend, same run. Prints a markdown table (requests/s, p50/p99/p99.9 latency, errors, peak RSS,
+# ratios against nginx and against the backend hit directly) and the time to first token that
+# switchyard adds to a streamed completion. Method and latest figures: benches/README.md.
+#
+#   benches/wrk/run.sh               # full run: 5 s per measurement, 3 rounds, medians
+#   benches/wrk/run.sh --quick       # CI smoke test: 1 s, 1 round; fails only if a target
+#                                    # answered with errors or not at all, never on speed
+#
+# Everything it writes goes to one mktemp -d directory; every process it starts is killed on exit.
+# Traffic stays on 127.0.0.1. Run with --help for the options.
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+
+duration=5 repeat=3 connections=64 wrk_threads=1 quick=0 build=1 keep=0
+ttft_requests=200 bin="" out="" targets="direct,nginx,haproxy,switchyard,cache,ttft"
+proxy_cpu="" load_cpu="" backend_workers=1 ready_timeout=20
+
+usage() {
+  cat <<EOF
+usage: benches/wrk/run.sh [options]
+  --duration SECS      length of one wrk measurement (default $duration)
+  --repeat N           rounds; each figure is the median over them (default $repeat)
+  --connections N      wrk connections (default $connections)
+  --wrk-threads N      wrk threads (default $wrk_threads)
+  --ttft-requests N    streamed requests per time-to-first-token measurement (default $ttft_requests)
+  --quick              smoke test: 1 s, 1 round, 20 streamed requests; exit non-zero if any
+                       target had errors or answered no requests
+  --targets LIST       comma-separated subset of: $targets
+  --bin PATH           switchyard binary to test (default: cargo build --release in this repo)
+  --no-build           do not run cargo build; use the binary already built
+  --proxy-cpu N        CPU for the proxy under test (default 0 when there are 2+ CPUs)
+  --load-cpu N         CPU for wrk, the stand-in backend and the simulator (default 1)
+  --backend-workers N  nginx workers of the stand-in backend (default $backend_workers)
+  --out FILE           also write the report (markdown) to FILE
+  --keep               keep the temporary directory (configs, logs, raw wrk output)
+EOF
+}
+
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --duration) duration=${2%s}; shift 2 ;;
+    --repeat) repeat=$2; shift 2 ;;
+    --connections) connections=$2; shift 2 ;;
+    --wrk-threads) wrk_threads=$2; shift 2 ;;
+    --ttft-requests) ttft_requests=$2; shift 2 ;;
+    --quick) quick=1; shift ;;
+    --targets) targets=$2; shift 2 ;;
+    --bin) bin=$2; build=0; shift 2 ;;
+    --no-build) build=0; shift ;;
+    --proxy-cpu) proxy_cpu=$2; shift 2 ;;
+    --load-cpu) load_cpu=$2; shift 2 ;;
+    --backend-workers) backend_workers=$2; shift 2 ;;
+    --out) out=$2; shift 2 ;;
+    --keep) keep=1; shift ;;
+    -h|--help) usage; exit 0 ;;
+    *) echo "run.sh: unknown option $1" >&2; usage >&2; exit 2 ;;
+  esac
+done
+if [ "$quick" = 1 ]; then
+  duration=1 repeat=1 ttft_requests=20
+fi
+for n in "$duration" "$repeat" "$connections" "$wrk_threads" "$ttft_requests" "$backend_workers"; do
+  case "$n" in ''|*[!0-9]*|0) echo "run.sh: expected a positive whole number, got '$n'" >&2; exit 2 ;; esac
+done
+want() { case ",$targets," in *",$1,"*) return 0 ;; *) return 1 ;; esac; }
+
+log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+# ---------------------------------------------------------------------------------------------
+# Tools. nginx and HAProxy are the peers; nginx is also the stand-in backend.
+# ---------------------------------------------------------------------------------------------
+missing=()
+command -v nginx >/dev/null 2>&1 || missing+=(nginx-light)
+command -v haproxy >/dev/null 2>&1 || missing+=(haproxy)
+command -v wrk >/dev/null 2>&1 || missing+=(wrk)
+if [ ${#missing[@]} -gt 0 ]; then
+  sudo=""
+  [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  log "installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get install -y nginx-light haproxy wrk >/dev/null ||
+    { $sudo apt-get update -qq && $sudo apt-get install -y nginx-light haproxy wrk >/dev/null; } ||
+    die "could not install ${missing[*]}"
+fi
+for t in curl ss taskset setsid timeout awk; do
+  command -v "$t" >/dev/null 2>&1 || die "$t is required"
+done
+
+# ---------------------------------------------------------------------------------------------
+# Scratch directory and process bookkeeping.
+# ---------------------------------------------------------------------------------------------
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/switchyard-bench.XXXXXX")
+pids=()    # each started with setsid, so each pid is also its process group
+status=0
+
+cleanup() {
+  local rc=$? p i
+  trap - EXIT INT TERM
+  for p in "${pids[@]}"; do kill -TERM -- "-$p" 2>/dev/null || true; done
+  for i in $(seq 1 30); do
+    local alive=0
+    for p in "${pids[@]}"; do kill -0 -- "-$p" 2>/dev/null && alive=1; done
+    [ "$alive" = 0 ] && break
+    sleep 0.1
+  done
+  for p in "${pids[@]}"; do kill -KILL -- "-$p" 2>/dev/null || true; done
+  if [ "$keep" = 1 ] || [ "$rc" -ne 0 ]; then
+    log "kept $tmp (configs, logs, raw wrk output)"
+  else
+    rm -rf "$tmp"
+  fi
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# CPU placement: the proxy under test gets a CPU of its own; wrk, the stand-in backend and the
+# simulator share the other. The direct row runs on that same shared CPU, so when a proxy's row
+# is slower than direct, the proxy's CPU is what limits it, not the backend.
+ncpu=$(nproc)
+if [ "$ncpu" -ge 2 ]; then
+  proxy_cpu=${proxy_cpu:-0}
+  load_cpu=${load_cpu:-1}
+  on_proxy_cpu=(taskset -c "$proxy_cpu")
+  on_load_cpu=(taskset -c "$load_cpu")
+  placement="proxy under test on CPU $proxy_cpu; wrk, backend and simulator on CPU $load_cpu"
+else
+  on_proxy_cpu=() on_load_cpu=()
+  placement="one CPU: everything shares it (no pinning)"
+fi
+
+# A free loopback port from a high range, never handed out twice in one run.
+used_ports=" "
+free_port() {
+  local p i
+  for i in $(seq 1 200); do
+    p=$((20000 + RANDOM % 40000))
+    case "$used_ports" in *" $p "*) continue ;; esac
+    if [ -z "$(ss -Htln "sport = :$p" 2>/dev/null)" ]; then
+      used_ports="$used_ports$p "
+      echo "$p"
+      return 0
+    fi
+  done
+  die "no free port found"
+}
+
+# start NAME CMD...: run CMD in its own session (so the whole tree can be killed), output to
+# $tmp/NAME.log; sets $started_pid.
+start() {
+  local name=$1
+  shift
+  setsid "$@" >"$tmp/$name.log" 2>&1 &
+  started_pid=$!
+  pids+=("$started_pid")
+}
+
+# wait_ok URL SECS [curl args...]: until URL answers 2xx, for at most SECS seconds.
+wait_ok() {
+  local url=$1 secs=$2 deadline code
+  shift 2
+  deadline=$((SECONDS + secs))
+  while [ "$SECONDS" -lt "$deadline" ]; do
+    code=$(curl -s --noproxy '*' -o /dev/null -w '%{http_code}' --max-time 1 "$@" "$url" || true)
+    case "$code" in 2??) return 0 ;; esac
+    sleep 0.1
+  done
+  return 1
+}
+
+# Peak resident set (VmHWM, kB) summed over a process and its children (nginx master + workers).
+peak_rss_kb() {
+  local root=$1 total=0 p kb
+  for p in $root $(cat /proc/"$root"/task/*/children 2>/dev/null); do
+    kb=$(awk '/^VmHWM:/ {print $2}' /proc/"$p"/status 2>/dev/null || true)
+    total=$((total + ${kb:-0}))
+  done
+  echo "$total"
+}
+
+# The process under setsid/taskset: taskset execs, so the session leader is the server itself.
+chat_path=/v1/chat/completions
+body='{"model":"bench-model","messages":[{"role":"system","content":"You are a concise assistant."},{"role":"user","content":"Summarise the plot of Hamlet in one sentence."}],"temperature":0,"max_tokens":64,"stream":false}'
+post=(-X POST -H 'content-type: application/json' --data-binary "$body")
+
+# ---------------------------------------------------------------------------------------------
+# Stand-in backend: nginx returning a fixed chat.completion on three ports, two for the primary
+# group and one for the secondary. x-backend says which port answered (used to check the split).
+# ---------------------------------------------------------------------------------------------
+b1=$(free_port) b2=$(free_port) b3=$(free_port)
+completion='{"id":"chatcmpl-bench","object":"chat.completion","created":1700000000,"model":"bench-model","choices":[{"index":0,"message":{"role":"assistant","content":"Prince Hamlet feigns madness to avenge his murdered father, and the court ends in a pile of bodies."},"finish_reason":"stop"}],"usage":{"prompt_tokens":31,"completion_tokens":21,"total_tokens":52}}'
+mkdir -p "$tmp/backend" "$tmp/nginx"
+backend_server() {
+  cat <<EOF
+    server {
+        listen 127.0.0.1:$1 reuseport backlog=4096;
+        location / {
+            default_type application/json;
+            add_header x-backend $2 always;
+            return 200 '$completion';
+        }
+    }
+EOF
+}
+cat >"$tmp/backend/nginx.conf" <<EOF
+# Stand-in model backend for the benchmark.
+worker_processes $backend_workers;
+daemon off;
+pid $tmp/backend/nginx.pid;
+error_log $tmp/backend/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    keepalive_requests 1000000;
+    keepalive_timeout 60s;
+    client_body_temp_path $tmp/backend;
+$(backend_server "$b1" p1)
+$(backend_server "$b2" p2)
+$(backend_server "$b3" s1)
+}
+EOF
+start backend "${on_load_cpu[@]}" nginx -e "$tmp/backend/error.log" -p "$tmp/backend" -c "$tmp/backend/nginx.conf"
+backend_pid=$started_pid
+for p in $b1 $b2 $b3; do
+  wait_ok "http://127.0.0.1:$p$chat_path" 10 "${post[@]}" || die "stand-in backend did not start; see $tmp/backend.log"
+done
+log "stand-in backend on ports $b1 $b2 (primary) and $b3 (secondary)"
+
+# ---------------------------------------------------------------------------------------------
+# The peers. Each: one worker, keep-alive to the backend, 90/10 across two groups, one retry on
+# connect failures, timeouts and 502/503/504, no health checks, no access log.
+# ---------------------------------------------------------------------------------------------
+declare -A port pid_of note
+port[direct]=$b1
+pid_of[direct]=$backend_pid
+
+if want nginx; then
+  port[nginx]=$(free_port)
+  cat >"$tmp/nginx/nginx.conf" <<EOF
+# nginx as the edge balancer, equivalent to the switchyard config.
+worker_processes 1;
+daemon off;
+pid $tmp/nginx/nginx.pid;
+error_log $tmp/nginx/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    keepalive_requests 1000000;
+    keepalive_timeout 60s;
+    client_body_temp_path $tmp/nginx/client_body;
+    proxy_temp_path $tmp/nginx/proxy;
+
+    upstream primary {
+        server 127.0.0.1:$b1;
+        server 127.0.0.1:$b2;
+        keepalive 64;
+        keepalive_requests 1000000;
+    }
+    upstream secondary {
+        server 127.0.0.1:$b3;
+        keepalive 64;
+        keepalive_requests 1000000;
+    }
+    # A fresh random key per request, so each request goes 90/10 on its own, as in switchyard.
+    split_clients "\${request_id}" \$group {
+        90%     primary;
+        *       secondary;
+    }
+    server {
+        listen 127.0.0.1:${port[nginx]} reuseport backlog=4096;
+        location /v1/ {
+            proxy_pass http://\$group;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_connect_timeout 1s;
+            proxy_read_timeout 30s;
+            proxy_next_upstream error timeout http_502 http_503 http_504 non_idempotent;
+            proxy_next_upstream_tries 2;
+        }
+    }
+}
+EOF
+  start nginx "${on_proxy_cpu[@]}" nginx -e "$tmp/nginx/error.log" -p "$tmp/nginx" -c "$tmp/nginx/nginx.conf"
+  pid_of[nginx]=$started_pid
+  wait_ok "http://127.0.0.1:${port[nginx]}$chat_path" 10 "${post[@]}" || die "nginx did not start; see $tmp/nginx.log"
+  log "nginx on port ${port[nginx]}"
+fi
+
+if want haproxy; then
+  port[haproxy]=$(free_port)
+  # Two backends picked per request with rand(100): the same shape as nginx's split_clients and
+  # switchyard's split (two groups, each with its own balancing and retries). One backend with
+  # weights 45:45:10 would give the same shares but merge the groups into one pool.
+  cat >"$tmp/haproxy.cfg" <<EOF
+# HAProxy as the edge balancer, equivalent to the switchyard config.
+global
+    nbthread 1
+    maxconn 8192
+defaults
+    mode http
+    option http-keep-alive
+    http-reuse always
+    timeout connect 1s
+    timeout client 60s
+    timeout server 30s
+    timeout http-keep-alive 60s
+    retries 1
+    retry-on conn-failure empty-response response-timeout 502 503 504
+    option redispatch 1
+frontend edge
+    bind 127.0.0.1:${port[haproxy]}
+    http-request return status 404 unless { path_beg /v1/ }
+    use_backend secondary if { rand(100) lt 10 }
+    default_backend primary
+backend primary
+    balance roundrobin
+    server p1 127.0.0.1:$b1
+    server p2 127.0.0.1:$b2
+backend secondary
+    server s1 127.0.0.1:$b3
+EOF
+  haproxy -c -q -f "$tmp/haproxy.cfg" || die "haproxy rejected $tmp/haproxy.cfg"
+  start haproxy "${on_proxy_cpu[@]}" haproxy -db -f "$tmp/haproxy.cfg"
+  pid_of[haproxy]=$started_pid
+  wait_ok "http://127.0.0.1:${port[haproxy]}$chat_path" 10 "${post[@]}" || die "haproxy did not start; see $tmp/haproxy.log"
+  log "haproxy on port ${port[haproxy]}"
+fi
+
+# ---------------------------------------------------------------------------------------------
+# switchyard: the plain route, the cached route, and a route to the simulator for streaming.
+# ---------------------------------------------------------------------------------------------
+sy_bin=""
+sy_problem=""
+sy_rev=$(git -C "$repo" describe --always --dirty 2>/dev/null || echo unknown)
+if want switchyard || want cache || want ttft; then
+  if [ -n "$bin" ]; then
+    sy_bin=$bin
+  else
+    if [ "$build" = 1 ]; then
+      log "cargo build --release (in $repo)"
+      (cd "$repo" && cargo build --release 2>"$tmp/cargo-build.log") ||
+        sy_problem="cargo build --release failed (see $tmp/cargo-build.log)"
+    fi
+    target_dir=$(cd "$repo" && cargo metadata --format-version 1 --no-deps 2>/dev/null |
+      sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
+    sy_bin="${target_dir:-${CARGO_TARGET_DIR:-$repo/target}}/release/switchyard"
+  fi
+  if [ -z "$sy_problem" ] && [ ! -x "$sy_bin" ]; then
+    sy_problem="no switchyard binary at $sy_bin"
+  fi
+  [ -n "$sy_problem" ] && log "switchyard rows skipped: $sy_problem"
+fi
+
+# sy_config NAME LISTEN ADMIN ROUTE_EXTRA CLUSTERS_YAML SPLIT_YAML: write $tmp/NAME.yaml
+sy_config() {
+  mkdir -p "$tmp/$1"
+  cat >"$tmp/$1.yaml" <<EOF
+server:
+  threads: 1
+  grace_period: 1s
+  graceful_shutdown_timeout: 1s
+  pid_file: $tmp/$1/switchyard.pid
+  upgrade_sock: $tmp/$1/upgrade.sock
+listeners:
+  - addr: "127.0.0.1:$2"
+admin:
+  addr: "127.0.0.1:$3"
+clusters:
+$5
+routes:
+  - name: chat
+    match: { path_prefix: "/v1/" }
+    split:
+$6
+    timeouts: { connect: 1s, first_byte: 30s, idle: 60s, total: 300s }
+    retry: { attempts: 2 }
+$4
+EOF
+}
+bench_clusters="  primary:
+    balance: round_robin
+    peers:
+      - { addr: \"127.0.0.1:$b1\" }
+      - { addr: \"127.0.0.1:$b2\" }
+  secondary:
+    peers:
+      - { addr: \"127.0.0.1:$b3\" }"
+bench_split="      - { cluster: primary, weight: 90 }
+      - { cluster: secondary, weight: 10 }"
+
+# sy_start NAME: start switchyard on $tmp/NAME.yaml and wait for /readyz and one chat answer.
+# Sets pid_of[NAME]; on failure sets note[NAME] and returns 1.
+sy_start() {
+  local name=$1 admin=$2 listen=$3
+  start "$name" "${on_proxy_cpu[@]}" "$sy_bin" -c "$tmp/$name.yaml"
+  pid_of[$name]=$started_pid
+  if ! wait_ok "http://127.0.0.1:$admin/readyz" "$ready_timeout"; then
+    note[$name]="failed: not ready within ${ready_timeout}s (log: $tmp/$name.log)"
+    log "switchyard ($name) $(tail -n 3 "$tmp/$name.log" | tr '\n' ' ')"
+    return 1
+  fi
+  if ! wait_ok "http://127.0.0.1:$listen$chat_path" 5 "${post[@]}"; then
+    note[$name]="failed: ready, but chat requests fail (log: $tmp/$name.log)"
+    return 1
+  fi
+}
+
+if want switchyard; then
+  if [ -n "$sy_problem" ]; then
+    note[switchyard]="failed: $sy_problem"
+  else
+    port[switchyard]=$(free_port)
+    a=$(free_port)
+    sy_config switchyard "${port[switchyard]}" "$a" "" "$bench_clusters" "$bench_split"
+    if sy_start switchyard "$a" "${port[switchyard]}"; then
+      log "switchyard on port ${port[switchyard]} ($sy_bin, $sy_rev)"
+    fi
+  fi
+fi
+
+# The cached route: same clusters, the route caches for 10 minutes. The row counts only if the
+# running switchyard accepts the config and answers the repeated prompt with x-cache-status: HIT.
+if want cache; then
+  if [ -n "$sy_problem" ]; then
+    note[cache]="failed: $sy_problem"
+  else
+    port[cache]=$(free_port)
+    a=$(free_port)
+    sy_config cache "${port[cache]}" "$a" "    cache: { ttl: 10m }" "$bench_clusters" "$bench_split"
+    if ! "$sy_bin" check -c "$tmp/cache.yaml" >"$tmp/cache-check.log" 2>&1; then
+      note[cache]="n/a (cache not built)"
+    elif sy_start cache "$a" "${port[cache]}"; then
+      curl -s --noproxy '*' -o /dev/null --max-time 5 "${post[@]}" "http://127.0.0.1:${port[cache]}$chat_path" || true
+      hit=$(curl -s --noproxy '*' -o /dev/null --max-time 5 -w '%header{x-cache-status}' "${post[@]}" \
+        "http://127.0.0.1:${port[cache]}$chat_path" || true)
+      if [ "$hit" != HIT ]; then
+        note[cache]="n/a (cache not built)"
+        kill -TERM -- "-${pid_of[cache]}" 2>/dev/null || true
+      else
+        log "switchyard with cache on port ${port[cache]} (second request: HIT)"
+      fi
+    fi
+  fi
+fi
+
+# ---------------------------------------------------------------------------------------------
+# Measurements: rounds of every target in turn, so drift hits them all alike.
+# ---------------------------------------------------------------------------------------------
+rows=()
+for t in direct nginx haproxy switchyard cache; do
+  want "$t" || continue
+  rows+=("$t")
+done
+runnable() { [ -n "${port[$1]:-}" ] && [ -z "${note[$1]:-}" ]; }
+
+mkdir -p "$tmp/wrk"
+run_wrk() { # TARGET SECS OUTFILE
+  timeout $(($2 + 30)) "${on_load_cpu[@]}" wrk -t "$wrk_threads" -c "$connections" -d "${2}s" \
+    --latency --timeout 5s -s "$here/chat.lua" "http://127.0.0.1:${port[$1]}$chat_path" >"$3" 2>&1 ||
+    log "wrk against $1 exited with an error (see $3)"
+}
+
+# Which share of 200 requests reached the secondary group (checks the configs are equivalent).
+secondary_share() {
+  local n=200
+  curl -s --noproxy '*' --max-time 20 -w '\nx-backend=%header{x-backend}\n' "${post[@]}" \
+    "http://127.0.0.1:${port[$1]}$chat_path?[1-$n]" 2>/dev/null | awk -v n=$n '
+      $0 == "x-backend=s1" { s++ } END { printf "%d%%", 100 * s / n }'
+}
+declare -A share
+for t in "${rows[@]}"; do
+  runnable "$t" || continue
+  [ "$t" = direct ] || share[$t]=$(secondary_share "$t")
+  if [ "$quick" = 0 ]; then
+    log "warm-up: $t (1 s)"
+    run_wrk "$t" 1 "$tmp/wrk/$t.warmup.txt"
+  fi
+done
+
+for r in $(seq 1 "$repeat"); do
+  for t in "${rows[@]}"; do
+    runnable "$t" || continue
+    log "round $r/$repeat: $t (${duration} s, $connections connections)"
+    run_wrk "$t" "$duration" "$tmp/wrk/$t.$r.txt"
+  done
+done
+
+declare -A rss
+for t in "${rows[@]}"; do
+  runnable "$t" && rss[$t]=$(peak_rss_kb "${pid_of[$t]}")
+done
+
+# ---------------------------------------------------------------------------------------------
+# Streaming: time to first data: line, direct to the simulator and through switchyard.
+# ---------------------------------------------------------------------------------------------
+ttft_note="" ttft_direct="" ttft_proxy=""
+if want ttft; then
+  if [ -n "$sy_problem" ]; then
+    ttft_note="failed: $sy_problem"
+  else
+    sim=$(free_port)
+    start sim "${on_load_cpu[@]}" "$sy_bin" sim --listen "127.0.0.1:$sim" --name sim0 \
+      --ttft 5ms --token-delay 1ms --tokens 8
+    sim_body=${body/'"stream":false'/'"stream":true'}
+    sim_post=(-X POST -H 'content-type: application/json' --data-binary "$sim_body")
+    if ! wait_ok "http://127.0.0.1:$sim$chat_path" 10 "${sim_post[@]}"; then
+      ttft_note="failed: the simulator did not start (log: $tmp/sim.log)"
+    else
+      port[stream]=$(free_port)
+      a=$(free_port)
+      sy_config stream "${port[stream]}" "$a" "" "  sim:
+    peers:
+      - { addr: \"127.0.0.1:$sim\" }" "      - { cluster: sim, weight: 100 }"
+      if ! sy_start stream "$a" "${port[stream]}"; then
+        ttft_note=${note[stream]}
+      else
+        log "building the time-to-first-token client (cargo bench --bench ttft --no-run)"
+        ttft_bin=$(cd "$repo" && cargo bench --bench ttft --no-run --message-format=json 2>"$tmp/cargo-ttft.log" |
+          grep '"name":"ttft"' | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -n 1 || true)
+        if [ -z "$ttft_bin" ] || [ ! -x "$ttft_bin" ]; then
+          ttft_note="failed: could not build benches/ttft.rs (see $tmp/cargo-ttft.log)"
+        else
+          for side in direct proxy; do
+            if [ $side = direct ]; then u="http://127.0.0.1:$sim$chat_path"; else u="http://127.0.0.1:${port[stream]}$chat_path"; fi
+            log "time to first token, $side ($ttft_requests requests)"
+            timeout 300 "${on_load_cpu[@]}" "$ttft_bin" --url "$u" --requests "$ttft_requests" \
+              >"$tmp/ttft-$side.txt" 2>&1 || true
+            line=$(grep '^TTFT ' "$tmp/ttft-$side.txt" || true)
+            [ -n "$line" ] || { ttft_note="failed: ttft client printed no result (see $tmp/ttft-$side.txt)"; break; }
+            if [ $side = direct ]; then ttft_direct=$line; else ttft_proxy=$line; fi
+          done
+        fi
+      fi
+    fi
+  fi
+fi
+
+# ---------------------------------------------------------------------------------------------
+# Report.
+# ---------------------------------------------------------------------------------------------
+kv() { # LINE KEY -> value of KEY=value in LINE
+  printf '%s\n' "$1" | tr ' ' '\n' | sed -n "s/^$2=//p"
+}
+median() { # numbers on stdin -> median
+  sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print ""; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+fmt_us() { awk -v u="$1" 'BEGIN { if (u == "") print "-"; else if (u < 1000) printf "%d µs", u; else printf "%.2f ms", u / 1000 }'; }
+fmt_int() { awk -v n="$1" 'BEGIN { s = sprintf("%d", n); r = ""; while (length(s) > 3) { r = "," substr(s, length(s) - 2) r; s = substr(s, 1, length(s) - 3) }; print s r }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || b == 0) print "-"; else printf "%.2f", a / b }'; }
+
+declare -A rps p50 p99 p999 errs reqs
+failures=()
+for t in "${rows[@]}"; do
+  runnable "$t" || continue
+  lines=$(cat "$tmp"/wrk/"$t".[0-9]*.txt 2>/dev/null | grep '^BENCH ' || true)
+  if [ -z "$lines" ]; then
+    note[$t]="failed: wrk printed no result (see $tmp/wrk)"
+    continue
+  fi
+  field() { printf '%s\n' "$lines" | while read -r l; do kv "$l" "$1"; done; }
+  rps[$t]=$(field rps | median)
+  p50[$t]=$(field p50_us | median)
+  p99[$t]=$(field p99_us | median)
+  p999[$t]=$(field p999_us | median)
+  reqs[$t]=$(field requests | awk '{ s += $1 } END { print s + 0 }')
+  errs[$t]=$(printf '%s\n' "$lines" | while read -r l; do
+    echo $(($(kv "$l" non2xx) + $(kv "$l" connect) + $(kv "$l" read) + $(kv "$l" write) + $(kv "$l" timeout)))
+  done | awk '{ s += $1 } END { print s + 0 }')
+  ran=$(printf '%s\n' "$lines" | wc -l)
+  [ "$ran" -eq "$repeat" ] || note[$t]="only $ran of $repeat rounds produced a result"
+done
+
+label() {
+  case "$1" in
+    direct) echo "direct (backend, the ceiling)" ;;
+    nginx) echo "nginx $(nginx -v 2>&1 | sed 's|.*/||')" ;;
+    haproxy) echo "haproxy $(haproxy -v 2>/dev/null | awk 'NR == 1 { print $3 }')" ;;
+    switchyard) echo "switchyard ($sy_rev)" ;;
+    cache) echo "switchyard, cache hit" ;;
+  esac
+}
+
+report=$tmp/report.md
+{
+  echo "### switchyard edge benchmark, $(date -u '+%Y-%m-%d %H:%M UTC')"
+  echo
+  echo "Machine: $ncpu CPUs, $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo), $(uname -sr)." \
+    "Placement: $placement. wrk: $connections connections, $wrk_threads thread(s), ${duration} s per" \
+    "measurement, $repeat round(s), medians shown; errors are summed over all rounds. Every proxy runs" \
+    "one worker. \"to secondary\" is the share of 200 requests that reached the secondary group" \
+    "(configured 10%)."
+  echo
+  echo "| target | req/s | vs nginx | vs direct | p50 | p99 | p99.9 | errors | peak RSS | to secondary |"
+  echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+  for t in "${rows[@]}"; do
+    if [ -z "${rps[$t]:-}" ]; then
+      echo "| $(label "$t") | ${note[$t]:-failed} | | | | | | | | |"
+      continue
+    fi
+    mem="-"
+    [ -n "${rss[$t]:-}" ] && mem=$(awk -v k="${rss[$t]}" 'BEGIN { printf "%.1f MiB", k / 1024 }')
+    [ "$t" = direct ] && mem="$mem (backend)"
+    echo "| $(label "$t") | $(fmt_int "${rps[$t]}") | $(ratio "${rps[$t]}" "${rps[nginx]:-}") |" \
+      "$(ratio "${rps[$t]}" "${rps[direct]:-}") | $(fmt_us "${p50[$t]}") | $(fmt_us "${p99[$t]}") |" \
+      "$(fmt_us "${p999[$t]}") | ${errs[$t]} | $mem | ${share[$t]:--} |"
+  done
+  for t in "${rows[@]}"; do
+    [ -n "${rps[$t]:-}" ] && [ -n "${note[$t]:-}" ] && echo && echo "Note ($t): ${note[$t]}"
+  done
+  if want ttft; then
+    echo
+    echo "Streaming ($ttft_requests sequential requests each; simulator: ttft 5ms, token delay 1ms," \
+      "8 tokens): time to the first \`data:\` line."
+    echo
+    echo "| path | p50 | p99 |"
+    echo "|---|---:|---:|"
+    if [ -n "$ttft_note" ]; then
+      echo "| time to first token | $ttft_note | |"
+    else
+      d50=$(kv "$ttft_direct" p50_us) d99=$(kv "$ttft_direct" p99_us)
+      s50=$(kv "$ttft_proxy" p50_us) s99=$(kv "$ttft_proxy" p99_us)
+      echo "| direct to the simulator | $(fmt_us "$d50") | $(fmt_us "$d99") |"
+      echo "| through switchyard | $(fmt_us "$s50") | $(fmt_us "$s99") |"
+      echo "| **added by switchyard** | **$(fmt_us $((s50 - d50)))** | **$(fmt_us $((s99 - d99)))** |"
+      for side in direct proxy; do
+        e=$(kv "$(grep '^TTFT ' "$tmp/ttft-$side.txt")" errors)
+        [ "${e:-1}" = 0 ] || echo "| errors ($side) | $e | |"
+      done
+    fi
+  fi
+} >"$report"
+
+cat "$report"
+[ -n "$out" ] && cp "$report" "$out"
+
+# ---------------------------------------------------------------------------------------------
+# Verdict. Only errors and silence fail the run; speed never does.
+# ---------------------------------------------------------------------------------------------
+for t in "${rows[@]}"; do
+  [ "${note[$t]:-}" = "n/a (cache not built)" ] && continue
+  if [ -z "${rps[$t]:-}" ]; then
+    failures+=("$t: ${note[$t]:-no result}")
+  elif [ "${reqs[$t]}" -eq 0 ]; then
+    failures+=("$t: answered no requests")
+  elif [ "${errs[$t]}" -ne 0 ]; then
+    failures+=("$t: ${errs[$t]} errors")
+  fi
+done
+if want ttft; then
+  if [ -n "$ttft_note" ]; then
+    failures+=("ttft: $ttft_note")
+  else
+    for side in direct proxy; do
+      e=$(kv "$(grep '^TTFT ' "$tmp/ttft-$side.txt")" errors)
+      [ "${e:-1}" = 0 ] || failures+=("ttft ($side): ${e:-?} errors")
+    done
+  fi
+fi
+if [ ${#failures[@]} -gt 0 ]; then
+  for f in "${failures[@]}"; do log "FAIL $f"; done
+  exit 1
+fi
+log "every target answered without errors"

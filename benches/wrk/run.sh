@@ -16,7 +16,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 
 duration=5 repeat=3 connections=64 wrk_threads=1 quick=0 build=1 keep=0
-ttft_requests=200 bin="" out="" targets="direct,nginx,haproxy,switchyard,cache,ttft"
+ttft_requests=200 bin="" ttft_client="" out="" targets="direct,nginx,haproxy,switchyard,cache,ttft"
 proxy_cpu="" load_cpu="" backend_workers=1 ready_timeout=20
 
 usage() {
@@ -31,7 +31,8 @@ usage: benches/wrk/run.sh [options]
                        target had errors or answered no requests
   --targets LIST       comma-separated subset of: $targets
   --bin PATH           switchyard binary to test (default: cargo build --release in this repo)
-  --no-build           do not run cargo build; use the binary already built
+  --no-build           do not build switchyard; use the binary already built
+  --ttft-client PATH   an already built benches/ttft.rs executable (default: cargo builds it)
   --proxy-cpu N        CPU for the proxy under test (default 0 when there are 2+ CPUs)
   --load-cpu N         CPU for wrk, the stand-in backend and the simulator (default 1)
   --backend-workers N  nginx workers of the stand-in backend (default $backend_workers)
@@ -51,6 +52,7 @@ while [ $# -gt 0 ]; do
     --targets) targets=$2; shift 2 ;;
     --bin) bin=$2; build=0; shift 2 ;;
     --no-build) build=0; shift ;;
+    --ttft-client) ttft_client=$2; shift 2 ;;
     --proxy-cpu) proxy_cpu=$2; shift 2 ;;
     --load-cpu) load_cpu=$2; shift 2 ;;
     --backend-workers) backend_workers=$2; shift 2 ;;
@@ -188,6 +190,41 @@ peak_rss_kb() {
 chat_path=/v1/chat/completions
 body='{"model":"bench-model","messages":[{"role":"system","content":"You are a concise assistant."},{"role":"user","content":"Summarise the plot of Hamlet in one sentence."}],"temperature":0,"max_tokens":64,"stream":false}'
 post=(-X POST -H 'content-type: application/json' --data-binary "$body")
+
+# ---------------------------------------------------------------------------------------------
+# Build, before anything runs: one release build of the switchyard binary and the ttft client
+# (benches/ttft.rs), so both share the same compiled crate.
+# ---------------------------------------------------------------------------------------------
+sy_bin="" sy_problem="" ttft_bin=$ttft_client ttft_problem=""
+sy_rev=$(git -C "$repo" describe --always --dirty 2>/dev/null || echo unknown)
+[ -n "$bin" ] && sy_rev="binary given with --bin"
+if want switchyard || want cache || want ttft; then
+  target_dir=$(cd "$repo" && cargo metadata --format-version 1 --no-deps 2>/dev/null |
+    sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p' || true)
+  target_dir=${target_dir:-${CARGO_TARGET_DIR:-$repo/target}}
+  cargo_targets=()
+  [ "$build" = 1 ] && [ -z "$bin" ] && cargo_targets+=(--bin switchyard)
+  want ttft && [ -z "$ttft_client" ] && cargo_targets+=(--bench ttft)
+  if [ ${#cargo_targets[@]} -gt 0 ]; then
+    log "cargo build --release ${cargo_targets[*]} (in $repo; log: $tmp/cargo-build.log)"
+    if (cd "$repo" && cargo build --release "${cargo_targets[@]}" --message-format=json \
+      >"$tmp/cargo-build.json" 2>"$tmp/cargo-build.log"); then
+      ttft_bin=$(grep '"name":"ttft"' "$tmp/cargo-build.json" |
+        sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -n 1 || true)
+    else
+      sy_problem="cargo build --release failed (see $tmp/cargo-build.log)"
+      ttft_problem=$sy_problem
+    fi
+  fi
+  sy_bin=${bin:-$target_dir/release/switchyard}
+  if [ -z "$sy_problem" ] && [ ! -x "$sy_bin" ]; then
+    sy_problem="no switchyard binary at $sy_bin"
+  fi
+  if want ttft && [ -z "$ttft_problem" ] && [ ! -x "$ttft_bin" ]; then
+    ttft_problem="the ttft client was not built (is the [[bench]] entry for ttft in Cargo.toml?)"
+  fi
+  [ -n "$sy_problem" ] && log "switchyard rows skipped: $sy_problem"
+fi
 
 # ---------------------------------------------------------------------------------------------
 # Stand-in backend: nginx returning a fixed chat.completion on three ports, two for the primary
@@ -335,28 +372,6 @@ fi
 # ---------------------------------------------------------------------------------------------
 # switchyard: the plain route, the cached route, and a route to the simulator for streaming.
 # ---------------------------------------------------------------------------------------------
-sy_bin=""
-sy_problem=""
-sy_rev=$(git -C "$repo" describe --always --dirty 2>/dev/null || echo unknown)
-if want switchyard || want cache || want ttft; then
-  if [ -n "$bin" ]; then
-    sy_bin=$bin
-  else
-    if [ "$build" = 1 ]; then
-      log "cargo build --release (in $repo)"
-      (cd "$repo" && cargo build --release 2>"$tmp/cargo-build.log") ||
-        sy_problem="cargo build --release failed (see $tmp/cargo-build.log)"
-    fi
-    target_dir=$(cd "$repo" && cargo metadata --format-version 1 --no-deps 2>/dev/null |
-      sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
-    sy_bin="${target_dir:-${CARGO_TARGET_DIR:-$repo/target}}/release/switchyard"
-  fi
-  if [ -z "$sy_problem" ] && [ ! -x "$sy_bin" ]; then
-    sy_problem="no switchyard binary at $sy_bin"
-  fi
-  [ -n "$sy_problem" ] && log "switchyard rows skipped: $sy_problem"
-fi
-
 # sy_config NAME LISTEN ADMIN ROUTE_EXTRA CLUSTERS_YAML SPLIT_YAML: write $tmp/NAME.yaml
 sy_config() {
   mkdir -p "$tmp/$1"
@@ -500,43 +515,42 @@ done
 # Streaming: time to first data: line, direct to the simulator and through switchyard.
 # ---------------------------------------------------------------------------------------------
 ttft_note="" ttft_direct="" ttft_proxy=""
+# ttft_run SIDE URL: run the client; sets ttft_direct or ttft_proxy, or ttft_note on failure.
+ttft_run() {
+  local line
+  log "time to first token, $1 ($ttft_requests requests)"
+  timeout 300 "${on_load_cpu[@]}" "$ttft_bin" --url "$2" --requests "$ttft_requests" \
+    >"$tmp/ttft-$1.txt" 2>&1 || true
+  line=$(grep '^TTFT ' "$tmp/ttft-$1.txt" || true)
+  if [ -z "$line" ]; then
+    ttft_note="failed: the ttft client printed no result (see $tmp/ttft-$1.txt)"
+    return 1
+  fi
+  if [ "$1" = direct ]; then ttft_direct=$line; else ttft_proxy=$line; fi
+}
 if want ttft; then
+  sim=$(free_port)
+  sim_body=${body/'"stream":false'/'"stream":true'}
+  sim_post=(-X POST -H 'content-type: application/json' --data-binary "$sim_body")
   if [ -n "$sy_problem" ]; then
     ttft_note="failed: $sy_problem"
+  elif [ -n "$ttft_problem" ]; then
+    ttft_note="failed: $ttft_problem"
   else
-    sim=$(free_port)
     start sim "${on_load_cpu[@]}" "$sy_bin" sim --listen "127.0.0.1:$sim" --name sim0 \
       --ttft 5ms --token-delay 1ms --tokens 8
-    sim_body=${body/'"stream":false'/'"stream":true'}
-    sim_post=(-X POST -H 'content-type: application/json' --data-binary "$sim_body")
-    if ! wait_ok "http://127.0.0.1:$sim$chat_path" 10 "${sim_post[@]}"; then
-      ttft_note="failed: the simulator did not start (log: $tmp/sim.log)"
-    else
-      port[stream]=$(free_port)
-      a=$(free_port)
-      sy_config stream "${port[stream]}" "$a" "" "  sim:
+    port[stream]=$(free_port)
+    a=$(free_port)
+    sy_config stream "${port[stream]}" "$a" "" "  sim:
     peers:
       - { addr: \"127.0.0.1:$sim\" }" "      - { cluster: sim, weight: 100 }"
-      if ! sy_start stream "$a" "${port[stream]}"; then
-        ttft_note=${note[stream]}
-      else
-        log "building the time-to-first-token client (cargo bench --bench ttft --no-run)"
-        ttft_bin=$(cd "$repo" && cargo bench --bench ttft --no-run --message-format=json 2>"$tmp/cargo-ttft.log" |
-          grep '"name":"ttft"' | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -n 1 || true)
-        if [ -z "$ttft_bin" ] || [ ! -x "$ttft_bin" ]; then
-          ttft_note="failed: could not build benches/ttft.rs (see $tmp/cargo-ttft.log)"
-        else
-          for side in direct proxy; do
-            if [ $side = direct ]; then u="http://127.0.0.1:$sim$chat_path"; else u="http://127.0.0.1:${port[stream]}$chat_path"; fi
-            log "time to first token, $side ($ttft_requests requests)"
-            timeout 300 "${on_load_cpu[@]}" "$ttft_bin" --url "$u" --requests "$ttft_requests" \
-              >"$tmp/ttft-$side.txt" 2>&1 || true
-            line=$(grep '^TTFT ' "$tmp/ttft-$side.txt" || true)
-            [ -n "$line" ] || { ttft_note="failed: ttft client printed no result (see $tmp/ttft-$side.txt)"; break; }
-            if [ $side = direct ]; then ttft_direct=$line; else ttft_proxy=$line; fi
-          done
-        fi
-      fi
+    if ! wait_ok "http://127.0.0.1:$sim$chat_path" 10 "${sim_post[@]}"; then
+      ttft_note="failed: the simulator did not start (log: $tmp/sim.log)"
+    elif ! sy_start stream "$a" "${port[stream]}"; then
+      ttft_note=${note[stream]}
+    else
+      ttft_run direct "http://127.0.0.1:$sim$chat_path" &&
+        ttft_run proxy "http://127.0.0.1:${port[stream]}$chat_path" || true
     fi
   fi
 fi
@@ -595,6 +609,10 @@ report=$tmp/report.md
     "measurement, $repeat round(s), medians shown; errors are summed over all rounds. Every proxy runs" \
     "one worker. \"to secondary\" is the share of 200 requests that reached the secondary group" \
     "(configured 10%)."
+  if [ -n "$sy_bin" ]; then
+    echo
+    echo "switchyard: \`$sy_bin\` ($sy_rev)."
+  fi
   echo
   echo "| target | req/s | vs nginx | vs direct | p50 | p99 | p99.9 | errors | peak RSS | to secondary |"
   echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"

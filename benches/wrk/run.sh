@@ -475,10 +475,32 @@ done
 runnable() { [ -n "${port[$1]:-}" ] && [ -z "${note[$1]:-}" ]; }
 
 mkdir -p "$tmp/wrk"
-run_wrk() { # TARGET SECS OUTFILE
+# CPU time (clock ticks, user + system) of a process and its children, all threads included.
+cpu_ticks() {
+  local root=$1 total=0 p t
+  for p in $root $(cat /proc/"$root"/task/*/children 2>/dev/null); do
+    t=$(sed 's/^.*) //' /proc/"$p"/stat 2>/dev/null | awk '{ print $12 + $13 }' || true)
+    total=$((total + ${t:-0}))
+  done
+  echo "$total"
+}
+clk_tck=$(getconf CLK_TCK 2>/dev/null || echo 100)
+# Busy and total clock ticks of the load CPU (wrk + backend), from /proc/stat: "busy total".
+load_cpu_ticks() {
+  [ -n "$load_cpu" ] || { echo "0 0"; return; }
+  awk -v c="cpu$load_cpu" '$1 == c { t = 0; for (i = 2; i <= NF; i++) t += $i; print t - $5 - $6, t }' /proc/stat
+}
+
+run_wrk() { # TARGET SECS OUTFILE; appends "CPU ticks=N" (the target's CPU time during the run)
+  local before load_before load_after
+  before=$(cpu_ticks "${pid_of[$1]}")
+  load_before=$(load_cpu_ticks)
   timeout $(($2 + 30)) "${on_load_cpu[@]}" wrk -t "$wrk_threads" -c "$connections" -d "${2}s" \
     --latency --timeout 5s -s "$here/chat.lua" "http://127.0.0.1:${port[$1]}$chat_path" >"$3" 2>&1 ||
     log "wrk against $1 exited with an error (see $3)"
+  echo "CPU ticks=$(($(cpu_ticks "${pid_of[$1]}") - before))" >>"$3"
+  load_after=$(load_cpu_ticks)
+  echo "LOAD $load_before $load_after" | awk '$5 > $3 { printf "LOAD busy=%.1f\n", 100 * ($4 - $2) / ($5 - $3) }' >>"$3"
 }
 
 # Which share of 200 requests reached the secondary group (checks the configs are equivalent).
@@ -568,7 +590,7 @@ fmt_us() { awk -v u="$1" 'BEGIN { if (u == "") print "-"; else if (u < 1000) pri
 fmt_int() { awk -v n="$1" 'BEGIN { s = sprintf("%d", n); r = ""; while (length(s) > 3) { r = "," substr(s, length(s) - 2) r; s = substr(s, 1, length(s) - 3) }; print s r }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || b == 0) print "-"; else printf "%.2f", a / b }'; }
 
-declare -A rps p50 p99 p999 errs reqs
+declare -A rps p50 p99 p999 errs reqs cpu load
 failures=()
 for t in "${rows[@]}"; do
   runnable "$t" || continue
@@ -586,6 +608,13 @@ for t in "${rows[@]}"; do
   errs[$t]=$(printf '%s\n' "$lines" | while read -r l; do
     echo $(($(kv "$l" non2xx) + $(kv "$l" connect) + $(kv "$l" read) + $(kv "$l" write) + $(kv "$l" timeout)))
   done | awk '{ s += $1 } END { print s + 0 }')
+  cpu[$t]=$(for r in $(seq 1 "$repeat"); do
+    f=$tmp/wrk/$t.$r.txt
+    d=$(kv "$(grep '^BENCH ' "$f" || true)" duration_us)
+    k=$(sed -n 's/^CPU ticks=//p' "$f")
+    [ -n "$d" ] && [ -n "$k" ] && awk -v k="$k" -v d="$d" -v hz="$clk_tck" 'BEGIN { print 100 * k / hz / (d / 1e6) }'
+  done | median)
+  load[$t]=$(cat "$tmp"/wrk/"$t".[0-9]*.txt | sed -n 's/^LOAD busy=//p' | median)
   ran=$(printf '%s\n' "$lines" | wc -l)
   [ "$ran" -eq "$repeat" ] || note[$t]="only $ran of $repeat rounds produced a result"
 done
@@ -608,17 +637,20 @@ report=$tmp/report.md
     "Placement: $placement. wrk: $connections connections, $wrk_threads thread(s), ${duration} s per" \
     "measurement, $repeat round(s), medians shown; errors are summed over all rounds. Every proxy runs" \
     "one worker. \"to secondary\" is the share of 200 requests that reached the secondary group" \
-    "(configured 10%)."
+    "(configured 10%). CPU is the proxy's CPU time over the run's wall time (100% = its one" \
+    "CPU busy throughout); on the direct row, and for peak RSS there, it is the backend's." \
+    "load CPU is how busy the CPU shared by wrk and the backend was: below 100% on a proxy's row" \
+    "means the load side had room to spare and the proxy set the pace."
   if [ -n "$sy_bin" ]; then
     echo
     echo "switchyard: \`$sy_bin\` ($sy_rev)."
   fi
   echo
-  echo "| target | req/s | vs nginx | vs direct | p50 | p99 | p99.9 | errors | peak RSS | to secondary |"
-  echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+  echo "| target | req/s | vs nginx | vs direct | p50 | p99 | p99.9 | errors | CPU | load CPU | peak RSS | to secondary |"
+  echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
   for t in "${rows[@]}"; do
     if [ -z "${rps[$t]:-}" ]; then
-      echo "| $(label "$t") | ${note[$t]:-failed} | | | | | | | | |"
+      echo "| $(label "$t") | ${note[$t]:-failed} | | | | | | | | | | |"
       continue
     fi
     mem="-"
@@ -626,7 +658,8 @@ report=$tmp/report.md
     [ "$t" = direct ] && mem="$mem (backend)"
     echo "| $(label "$t") | $(fmt_int "${rps[$t]}") | $(ratio "${rps[$t]}" "${rps[nginx]:-}") |" \
       "$(ratio "${rps[$t]}" "${rps[direct]:-}") | $(fmt_us "${p50[$t]}") | $(fmt_us "${p99[$t]}") |" \
-      "$(fmt_us "${p999[$t]}") | ${errs[$t]} | $mem | ${share[$t]:--} |"
+      "$(fmt_us "${p999[$t]}") | ${errs[$t]} | $(awk -v c="${cpu[$t]}" 'BEGIN { if (c == "") print "-"; else printf "%.0f%%", c }') |" \
+      "$(awk -v c="${load[$t]:-}" 'BEGIN { if (c == "") print "-"; else printf "%.0f%%", c }') | $mem | ${share[$t]:--} |"
   done
   for t in "${rows[@]}"; do
     [ -n "${rps[$t]:-}" ] && [ -n "${note[$t]:-}" ] && echo && echo "Note ($t): ${note[$t]}"
@@ -663,7 +696,8 @@ cat "$report"
 for t in "${rows[@]}"; do
   [ "${note[$t]:-}" = "n/a (cache not built)" ] && continue
   if [ -z "${rps[$t]:-}" ]; then
-    failures+=("$t: ${note[$t]:-no result}")
+    n=${note[$t]:-no result}
+    failures+=("$t: ${n#failed: }")
   elif [ "${reqs[$t]}" -eq 0 ]; then
     failures+=("$t: answered no requests")
   elif [ "${errs[$t]}" -ne 0 ]; then
@@ -672,7 +706,7 @@ for t in "${rows[@]}"; do
 done
 if want ttft; then
   if [ -n "$ttft_note" ]; then
-    failures+=("ttft: $ttft_note")
+    failures+=("ttft: ${ttft_note#failed: }")
   else
     for side in direct proxy; do
       e=$(kv "$(grep '^TTFT ' "$tmp/ttft-$side.txt")" errors)

@@ -491,16 +491,35 @@ load_cpu_ticks() {
   awk -v c="cpu$load_cpu" '$1 == c { t = 0; for (i = 2; i <= NF; i++) t += $i; print t - $5 - $6, t }' /proc/stat
 }
 
-run_wrk() { # TARGET SECS OUTFILE; appends "CPU ticks=N" (the target's CPU time during the run)
-  local before load_before load_after
+# Busy clock ticks of the whole machine (user, nice, system, irq, softirq, steal), from /proc/stat.
+machine_ticks() { awk '$1 == "cpu" { print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat; }
+
+# run_wrk TARGET SECS OUTFILE. Besides wrk's BENCH line, appends to OUTFILE:
+#   CPU ticks=N        the target's CPU time during the run
+#   LOAD busy=P        how busy the load CPU was, in percent
+#   OTHERS busy=P      CPU time the machine spent on anything but the target, the backend and wrk,
+#                      in percent of one CPU: other people's work (and kernel time no process is
+#                      charged for). High values mean the row was disturbed.
+run_wrk() {
+  local before load_before load_after machine_before backend_before wrk_cpu wall proxy_ticks backend_ticks
+  local TIMEFORMAT='%R %U %S'
   before=$(cpu_ticks "${pid_of[$1]}")
+  backend_before=$(cpu_ticks "$backend_pid")
+  machine_before=$(machine_ticks)
   load_before=$(load_cpu_ticks)
-  timeout $(($2 + 30)) "${on_load_cpu[@]}" wrk -t "$wrk_threads" -c "$connections" -d "${2}s" \
-    --latency --timeout 5s -s "$here/chat.lua" "http://127.0.0.1:${port[$1]}$chat_path" >"$3" 2>&1 ||
-    log "wrk against $1 exited with an error (see $3)"
-  echo "CPU ticks=$(($(cpu_ticks "${pid_of[$1]}") - before))" >>"$3"
+  { time timeout $(($2 + 30)) "${on_load_cpu[@]}" wrk -t "$wrk_threads" -c "$connections" -d "${2}s" \
+    --latency --timeout 5s -s "$here/chat.lua" "http://127.0.0.1:${port[$1]}$chat_path" >"$3" 2>&1 ; } \
+    2>"$3.time" || log "wrk against $1 exited with an error (see $3)"
+  proxy_ticks=$(($(cpu_ticks "${pid_of[$1]}") - before))
+  backend_ticks=$(($(cpu_ticks "$backend_pid") - backend_before))
+  [ "${pid_of[$1]}" = "$backend_pid" ] && backend_ticks=0
   load_after=$(load_cpu_ticks)
+  wrk_cpu=$(awk -v hz="$clk_tck" 'NF == 3 { printf "%d", ($2 + $3) * hz }' "$3.time")
+  wall=$(awk 'NF == 3 { print $1 }' "$3.time")
+  echo "CPU ticks=$proxy_ticks" >>"$3"
   echo "LOAD $load_before $load_after" | awk '$5 > $3 { printf "LOAD busy=%.1f\n", 100 * ($4 - $2) / ($5 - $3) }' >>"$3"
+  awk -v all=$(($(machine_ticks) - machine_before - proxy_ticks - backend_ticks - ${wrk_cpu:-0})) \
+    -v hz="$clk_tck" -v secs="${wall:-$2}" 'BEGIN { printf "OTHERS busy=%.1f\n", 100 * all / hz / secs }' >>"$3"
 }
 
 # Which share of 200 requests reached the secondary group (checks the configs are equivalent).
@@ -588,9 +607,10 @@ median() { # numbers on stdin -> median
 }
 fmt_us() { awk -v u="$1" 'BEGIN { if (u == "") print "-"; else if (u < 1000) printf "%d µs", u; else printf "%.2f ms", u / 1000 }'; }
 fmt_int() { awk -v n="$1" 'BEGIN { s = sprintf("%d", n); r = ""; while (length(s) > 3) { r = "," substr(s, length(s) - 2) r; s = substr(s, 1, length(s) - 3) }; print s r }'; }
+pct() { awk -v c="$1" 'BEGIN { if (c == "") print "-"; else printf "%.0f%%", c }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || b == 0) print "-"; else printf "%.2f", a / b }'; }
 
-declare -A rps p50 p99 p999 errs reqs cpu load
+declare -A rps p50 p99 p999 errs reqs cpu load others
 failures=()
 for t in "${rows[@]}"; do
   runnable "$t" || continue
@@ -615,6 +635,7 @@ for t in "${rows[@]}"; do
     [ -n "$d" ] && [ -n "$k" ] && awk -v k="$k" -v d="$d" -v hz="$clk_tck" 'BEGIN { print 100 * k / hz / (d / 1e6) }'
   done | median)
   load[$t]=$(cat "$tmp"/wrk/"$t".[0-9]*.txt | sed -n 's/^LOAD busy=//p' | median)
+  others[$t]=$(cat "$tmp"/wrk/"$t".[0-9]*.txt | sed -n 's/^OTHERS busy=//p' | sort -g | tail -n 1)
   ran=$(printf '%s\n' "$lines" | wc -l)
   [ "$ran" -eq "$repeat" ] || note[$t]="only $ran of $repeat rounds produced a result"
 done
@@ -640,17 +661,19 @@ report=$tmp/report.md
     "(configured 10%). CPU is the proxy's CPU time over the run's wall time (100% = its one" \
     "CPU busy throughout); on the direct row, and for peak RSS there, it is the backend's." \
     "load CPU is how busy the CPU shared by wrk and the backend was: below 100% on a proxy's row" \
-    "means the load side had room to spare and the proxy set the pace."
+    "means the load side had room to spare and the proxy set the pace. others is the most CPU" \
+    "(in % of one CPU) that anything else on the machine used during one of the row's rounds;" \
+    "on a quiet machine it stays near zero, except on the direct row, where the proxy CPU is idle."
   if [ -n "$sy_bin" ]; then
     echo
     echo "switchyard: \`$sy_bin\` ($sy_rev)."
   fi
   echo
-  echo "| target | req/s | vs nginx | vs direct | p50 | p99 | p99.9 | errors | CPU | load CPU | peak RSS | to secondary |"
-  echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+  echo "| target | req/s | vs nginx | vs direct | p50 | p99 | p99.9 | errors | CPU | load CPU | others | peak RSS | to secondary |"
+  echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
   for t in "${rows[@]}"; do
     if [ -z "${rps[$t]:-}" ]; then
-      echo "| $(label "$t") | ${note[$t]:-failed} | | | | | | | | | | |"
+      echo "| $(label "$t") | ${note[$t]:-failed} | | | | | | | | | | | |"
       continue
     fi
     mem="-"
@@ -658,8 +681,8 @@ report=$tmp/report.md
     [ "$t" = direct ] && mem="$mem (backend)"
     echo "| $(label "$t") | $(fmt_int "${rps[$t]}") | $(ratio "${rps[$t]}" "${rps[nginx]:-}") |" \
       "$(ratio "${rps[$t]}" "${rps[direct]:-}") | $(fmt_us "${p50[$t]}") | $(fmt_us "${p99[$t]}") |" \
-      "$(fmt_us "${p999[$t]}") | ${errs[$t]} | $(awk -v c="${cpu[$t]}" 'BEGIN { if (c == "") print "-"; else printf "%.0f%%", c }') |" \
-      "$(awk -v c="${load[$t]:-}" 'BEGIN { if (c == "") print "-"; else printf "%.0f%%", c }') | $mem | ${share[$t]:--} |"
+      "$(fmt_us "${p999[$t]}") | ${errs[$t]} | $(pct "${cpu[$t]}") |" \
+      "$(pct "${load[$t]:-}") | $(pct "${others[$t]:-}") | $mem | ${share[$t]:--} |"
   done
   for t in "${rows[@]}"; do
     [ -n "${rps[$t]:-}" ] && [ -n "${note[$t]:-}" ] && echo && echo "Note ($t): ${note[$t]}"

@@ -98,7 +98,6 @@ done
 # ---------------------------------------------------------------------------------------------
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/switchyard-bench.XXXXXX")
 pids=()    # each started with setsid, so each pid is also its process group
-status=0
 
 cleanup() {
   local rc=$? p i
@@ -123,8 +122,8 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 # CPU placement: the proxy under test gets a CPU of its own; wrk, the stand-in backend and the
-# simulator share the other. The direct row runs on that same shared CPU, so when a proxy's row
-# is slower than direct, the proxy's CPU is what limits it, not the backend.
+# simulator share the other. The direct row runs on that same shared CPU and is the most that
+# side can serve; the CPU and load CPU columns then show, row by row, which side set the pace.
 ncpu=$(nproc)
 if [ "$ncpu" -ge 2 ]; then
   proxy_cpu=${proxy_cpu:-0}
@@ -154,7 +153,7 @@ free_port() {
 }
 
 # start NAME CMD...: run CMD in its own session (so the whole tree can be killed), output to
-# $tmp/NAME.log; sets $started_pid.
+# $tmp/NAME.log; sets $started_pid. setsid and taskset both exec, so that pid is the server's.
 start() {
   local name=$1
   shift
@@ -186,7 +185,6 @@ peak_rss_kb() {
   echo "$total"
 }
 
-# The process under setsid/taskset: taskset execs, so the session leader is the server itself.
 chat_path=/v1/chat/completions
 body='{"model":"bench-model","messages":[{"role":"system","content":"You are a concise assistant."},{"role":"user","content":"Summarise the plot of Hamlet in one sentence."}],"temperature":0,"max_tokens":64,"stream":false}'
 post=(-X POST -H 'content-type: application/json' --data-binary "$body")
@@ -409,7 +407,8 @@ bench_clusters="  primary:
 bench_split="      - { cluster: primary, weight: 90 }
       - { cluster: secondary, weight: 10 }"
 
-# sy_start NAME: start switchyard on $tmp/NAME.yaml and wait for /readyz and one chat answer.
+# sy_start NAME ADMIN_PORT LISTEN_PORT: start switchyard on $tmp/NAME.yaml, wait for /readyz
+# and for one chat answer.
 # Sets pid_of[NAME]; on failure sets note[NAME] and returns 1.
 sy_start() {
   local name=$1 admin=$2 listen=$3
@@ -532,7 +531,7 @@ secondary_share() {
 declare -A share
 for t in "${rows[@]}"; do
   runnable "$t" || continue
-  [ "$t" = direct ] || share[$t]=$(secondary_share "$t")
+  case "$t" in direct|cache) ;; *) share[$t]=$(secondary_share "$t") ;; esac
   if [ "$quick" = 0 ]; then
     log "warm-up: $t (1 s)"
     run_wrk "$t" 1 "$tmp/wrk/$t.warmup.txt"

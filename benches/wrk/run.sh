@@ -17,7 +17,7 @@ repo=$(cd "$here/../.." && pwd)
 
 duration=5 repeat=3 connections=64 wrk_threads=1 quick=0 build=1 keep=0
 ttft_requests=200 bin="" ttft_client="" out="" targets="direct,nginx,haproxy,switchyard,cache,ttft"
-proxy_cpu="" load_cpu="" backend_workers=1 ready_timeout=20
+proxy_cpu="" load_cpu="" backend_workers=1 ready_timeout=20 noise_limit=15
 
 usage() {
   cat <<EOF
@@ -36,6 +36,8 @@ usage: benches/wrk/run.sh [options]
   --proxy-cpu N        CPU for the proxy under test (default 0 when there are 2+ CPUs)
   --load-cpu N         CPU for wrk, the stand-in backend and the simulator (default 1)
   --backend-workers N  nginx workers of the stand-in backend (default $backend_workers)
+  --noise-limit PCT    a round during which other work used more than PCT% of a CPU counts as
+                       disturbed and is made up at the end, up to --repeat times (default $noise_limit)
   --out FILE           also write the report (markdown) to FILE
   --keep               keep the temporary directory (configs, logs, raw wrk output)
 EOF
@@ -56,6 +58,7 @@ while [ $# -gt 0 ]; do
     --proxy-cpu) proxy_cpu=$2; shift 2 ;;
     --load-cpu) load_cpu=$2; shift 2 ;;
     --backend-workers) backend_workers=$2; shift 2 ;;
+    --noise-limit) noise_limit=$2; shift 2 ;;
     --out) out=$2; shift 2 ;;
     --keep) keep=1; shift ;;
     -h|--help) usage; exit 0 ;;
@@ -65,7 +68,7 @@ done
 if [ "$quick" = 1 ]; then
   duration=1 repeat=1 ttft_requests=20
 fi
-for n in "$duration" "$repeat" "$connections" "$wrk_threads" "$ttft_requests" "$backend_workers"; do
+for n in "$duration" "$repeat" "$connections" "$wrk_threads" "$ttft_requests" "$backend_workers" "$noise_limit"; do
   case "$n" in ''|*[!0-9]*|0) echo "run.sh: expected a positive whole number, got '$n'" >&2; exit 2 ;; esac
 done
 want() { case ",$targets," in *",$1,"*) return 0 ;; *) return 1 ;; esac; }
@@ -538,13 +541,37 @@ for t in "${rows[@]}"; do
   fi
 done
 
+# A round counts as disturbed when the rest of the machine used more than noise_limit percent of a
+# CPU during it (see run_wrk). Disturbed rounds are made up at the end, at most --repeat extra
+# rounds per target, and the figures come from the undisturbed ones.
+disturbed() { # FILE
+  awk -v o="$(sed -n 's/^OTHERS busy=//p' "$1")" -v l="$noise_limit" 'BEGIN { exit !(o != "" && o + 0 > l + 0) }'
+}
+declare -A rounds clean
+round() { # TARGET
+  local t=$1 f
+  rounds[$t]=$((${rounds[$t]:-0} + 1))
+  f=$tmp/wrk/$t.${rounds[$t]}.txt
+  log "round ${rounds[$t]}: $t (${duration} s, $connections connections)"
+  run_wrk "$t" "$duration" "$f"
+  if disturbed "$f"; then
+    log "  disturbed: other work used $(sed -n 's/^OTHERS busy=//p' "$f")% of a CPU"
+  else
+    clean[$t]=$((${clean[$t]:-0} + 1))
+  fi
+}
 for r in $(seq 1 "$repeat"); do
   for t in "${rows[@]}"; do
-    runnable "$t" || continue
-    log "round $r/$repeat: $t (${duration} s, $connections connections)"
-    run_wrk "$t" "$duration" "$tmp/wrk/$t.$r.txt"
+    runnable "$t" && round "$t"
   done
 done
+if [ "$quick" = 0 ]; then
+  for extra in $(seq 1 "$repeat"); do
+    for t in "${rows[@]}"; do
+      runnable "$t" && [ "${clean[$t]:-0}" -lt "$repeat" ] && round "$t"
+    done
+  done
+fi
 
 declare -A rss
 for t in "${rows[@]}"; do
@@ -613,7 +640,20 @@ declare -A rps p50 p99 p999 errs reqs cpu load others
 failures=()
 for t in "${rows[@]}"; do
   runnable "$t" || continue
-  lines=$(cat "$tmp"/wrk/"$t".[0-9]*.txt 2>/dev/null | grep '^BENCH ' || true)
+  all_files=() used=()
+  for f in "$tmp"/wrk/"$t".[0-9]*.txt; do
+    [ -f "$f" ] || continue
+    all_files+=("$f")
+    disturbed "$f" || used+=("$f")
+  done
+  [ ${#used[@]} -gt 0 ] || used=("${all_files[@]}")
+  # Errors count in every round, disturbed or not; the figures come from the rounds in "used".
+  errs[$t]=$(cat "${all_files[@]}" /dev/null | grep '^BENCH ' | while read -r l; do
+    echo $(($(kv "$l" non2xx) + $(kv "$l" connect) + $(kv "$l" read) + $(kv "$l" write) + $(kv "$l" timeout)))
+  done | awk '{ s += $1 } END { print s + 0 }')
+  reqs[$t]=$(cat "${all_files[@]}" /dev/null | grep '^BENCH ' | while read -r l; do kv "$l" requests; done |
+    awk '{ s += $1 } END { print s + 0 }')
+  lines=$(cat "${used[@]}" /dev/null | grep '^BENCH ' || true)
   if [ -z "$lines" ]; then
     note[$t]="failed: wrk printed no result (see $tmp/wrk)"
     continue
@@ -623,20 +663,21 @@ for t in "${rows[@]}"; do
   p50[$t]=$(field p50_us | median)
   p99[$t]=$(field p99_us | median)
   p999[$t]=$(field p999_us | median)
-  reqs[$t]=$(field requests | awk '{ s += $1 } END { print s + 0 }')
-  errs[$t]=$(printf '%s\n' "$lines" | while read -r l; do
-    echo $(($(kv "$l" non2xx) + $(kv "$l" connect) + $(kv "$l" read) + $(kv "$l" write) + $(kv "$l" timeout)))
-  done | awk '{ s += $1 } END { print s + 0 }')
-  cpu[$t]=$(for r in $(seq 1 "$repeat"); do
-    f=$tmp/wrk/$t.$r.txt
+  cpu[$t]=$(for f in "${used[@]}"; do
     d=$(kv "$(grep '^BENCH ' "$f" || true)" duration_us)
     k=$(sed -n 's/^CPU ticks=//p' "$f")
     [ -n "$d" ] && [ -n "$k" ] && awk -v k="$k" -v d="$d" -v hz="$clk_tck" 'BEGIN { print 100 * k / hz / (d / 1e6) }'
   done | median)
-  load[$t]=$(cat "$tmp"/wrk/"$t".[0-9]*.txt | sed -n 's/^LOAD busy=//p' | median)
-  others[$t]=$(cat "$tmp"/wrk/"$t".[0-9]*.txt | sed -n 's/^OTHERS busy=//p' | sort -g | tail -n 1)
+  load[$t]=$(cat "${used[@]}" | sed -n 's/^LOAD busy=//p' | median)
+  others[$t]=$(cat "${used[@]}" | sed -n 's/^OTHERS busy=//p' | sort -g | tail -n 1)
   ran=$(printf '%s\n' "$lines" | wc -l)
-  [ "$ran" -eq "$repeat" ] || note[$t]="only $ran of $repeat rounds produced a result"
+  if [ "${clean[$t]:-0}" -eq 0 ]; then
+    note[$t]="every one of ${#all_files[@]} rounds was disturbed by other work; figures from all of them"
+  elif [ "$ran" -lt "$repeat" ]; then
+    note[$t]="$ran undisturbed rounds of ${#all_files[@]} run; figures from those $ran"
+  elif [ "${#all_files[@]}" -gt "$ran" ]; then
+    note[$t]="$((${#all_files[@]} - ran)) disturbed round(s) made up; figures from $ran undisturbed ones"
+  fi
 done
 
 label() {
@@ -661,8 +702,8 @@ report=$tmp/report.md
     "CPU busy throughout); on the direct row, and for peak RSS there, it is the backend's." \
     "load CPU is how busy the CPU shared by wrk and the backend was: below 100% on a proxy's row" \
     "means the load side had room to spare and the proxy set the pace. others is the most CPU" \
-    "(in % of one CPU) that anything else on the machine used during one of the row's rounds;" \
-    "on a quiet machine it stays near zero, except on the direct row, where the proxy CPU is idle."
+    "(in % of one CPU) that anything else on the machine used during a round the row's figures" \
+    "come from; a round where it passed ${noise_limit}% counts as disturbed and is run again."
   if [ -n "$sy_bin" ]; then
     echo
     echo "switchyard: \`$sy_bin\` ($sy_rev)."

@@ -501,7 +501,8 @@ machine_ticks() { awk '$1 == "cpu" { print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/
 #   LOAD busy=P        how busy the load CPU was, in percent
 #   OTHERS busy=P      CPU time the machine spent on anything but the target, the backend and wrk,
 #                      in percent of one CPU: other people's work (and kernel time no process is
-#                      charged for). High values mean the row was disturbed.
+#                      charged for), floored at 0 (tick rounding). High values mean the
+#                      round was disturbed.
 run_wrk() {
   local before load_before load_after machine_before backend_before wrk_cpu wall proxy_ticks backend_ticks
   local TIMEFORMAT='%R %U %S'
@@ -521,7 +522,7 @@ run_wrk() {
   echo "CPU ticks=$proxy_ticks" >>"$3"
   echo "LOAD $load_before $load_after" | awk '$5 > $3 { printf "LOAD busy=%.1f\n", 100 * ($4 - $2) / ($5 - $3) }' >>"$3"
   awk -v all=$(($(machine_ticks) - machine_before - proxy_ticks - backend_ticks - ${wrk_cpu:-0})) \
-    -v hz="$clk_tck" -v secs="${wall:-$2}" 'BEGIN { printf "OTHERS busy=%.1f\n", 100 * all / hz / secs }' >>"$3"
+    -v hz="$clk_tck" -v secs="${wall:-$2}" 'BEGIN { o = 100 * all / hz / secs; printf "OTHERS busy=%.1f\n", o < 0 ? 0 : o }' >>"$3"
 }
 
 # Which share of 200 requests reached the secondary group (checks the configs are equivalent).

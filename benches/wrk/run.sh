@@ -673,7 +673,11 @@ for t in "${rows[@]}"; do
   others[$t]=$(cat "${used[@]}" | sed -n 's/^OTHERS busy=//p' | sort -g | tail -n 1)
   ran=$(printf '%s\n' "$lines" | wc -l)
   if [ "${clean[$t]:-0}" -eq 0 ]; then
-    note[$t]="every one of ${#all_files[@]} rounds was disturbed by other work; figures from all of them"
+    if [ "${#all_files[@]}" -eq 1 ]; then
+      note[$t]="its one round was disturbed by other work"
+    else
+      note[$t]="all ${#all_files[@]} rounds were disturbed by other work; figures from all of them"
+    fi
   elif [ "$ran" -lt "$repeat" ]; then
     note[$t]="$ran undisturbed rounds of ${#all_files[@]} run; figures from those $ran"
   elif [ "${#all_files[@]}" -gt "$ran" ]; then

@@ -114,6 +114,8 @@ pub struct RouteFile {
     pub max_request_body: Option<Size>,
     #[serde(default)]
     pub fallback: Option<FallbackFile>,
+    #[serde(default)]
+    pub cache: Option<CacheFile>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -163,4 +165,17 @@ pub struct FallbackFile {
     pub content_type: Option<String>,
     pub body: String,
     pub stream_body: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheFile {
+    pub ttl: Option<Dur>,
+    pub max_bytes: Option<Size>,
+    pub max_entry_bytes: Option<Size>,
+    pub vary_headers: Option<Vec<String>>,
+    pub deterministic_only: Option<bool>,
+    pub stale_if_error: Option<Dur>,
+    pub lock_timeout: Option<Dur>,
+    pub warm: Option<String>,
 }

@@ -2,6 +2,7 @@
 //! config snapshot (one `ArcSwap`), peer state that outlives snapshots, metrics, and the
 //! upstream connection pool.
 
+use crate::cache::Caches;
 use crate::config::{self, Config, ConfigError};
 use crate::metrics::Metrics;
 use crate::peer::PeerRegistry;
@@ -27,6 +28,8 @@ pub struct App {
     last_reload_error: Mutex<Option<String>>,
     /// Serialises reloads: builds happen one at a time, away from the request path.
     reload_lock: tokio::sync::Mutex<()>,
+    /// Each cached route's store, kept across reloads.
+    pub caches: Caches,
 }
 
 /// Hex SHA-256 of the config text, shown in `/status` so operators can tell what is loaded.
@@ -40,7 +43,9 @@ impl App {
     pub fn new(config: Config, text_digest: String, config_path: Option<PathBuf>) -> Arc<App> {
         let registry = PeerRegistry::default();
         let metrics = Metrics::new();
-        let snap = Snapshot::build(config, 1, text_digest, &registry, &metrics);
+        let mut snap = Snapshot::build(config, 1, text_digest, &registry, &metrics);
+        let caches = Caches::default();
+        caches.attach(&mut snap, &metrics);
         metrics.config_generation.set(1);
         let any_checks = snap.clusters.iter().any(|c| c.checked());
         Arc::new(App {
@@ -52,6 +57,7 @@ impl App {
             first_probe_round_done: AtomicBool::new(!any_checks),
             last_reload_error: Mutex::new(None),
             reload_lock: tokio::sync::Mutex::new(()),
+            caches,
         })
     }
 
@@ -125,7 +131,8 @@ impl App {
     /// Build a snapshot of `cfg` and make it the one in force; returns its generation.
     pub fn install(&self, cfg: Config, text_digest: String) -> u64 {
         let generation = self.snapshot.load().generation + 1;
-        let snap = Snapshot::build(cfg, generation, text_digest, &self.registry, &self.metrics);
+        let mut snap = Snapshot::build(cfg, generation, text_digest, &self.registry, &self.metrics);
+        self.caches.attach(&mut snap, &self.metrics);
         self.snapshot.store(Arc::new(snap));
         self.metrics.config_generation.set(generation as i64);
         self.metrics.config_reloads.with_label_values(&["ok"]).inc();

@@ -87,6 +87,10 @@ pub fn build(opts: &RunOptions) -> Result<(Server, Arc<App>), config::ConfigErro
         "health checks",
         HealthChecker { app: app.clone() },
     ));
+    server.add_service(background_service(
+        "cache warm-up",
+        crate::cache::warm::Warmer { app: app.clone() },
+    ));
     Ok((server, app))
 }
 

@@ -16,6 +16,7 @@ mod upstream;
 mod verdict;
 
 use crate::app::App;
+use crate::cache;
 use crate::snapshot::{Route, Snapshot};
 use async_trait::async_trait;
 use pingora::prelude::*;
@@ -84,7 +85,7 @@ impl ProxyHttp for Switchyard {
             ctx.status = 404;
             session.set_keepalive(None);
             let msg = "no route matches this request";
-            respond::json_error(session, 404, "no_route", msg, &request_id, None).await?;
+            respond::json_error(session, 404, "no_route", msg, &request_id, None, &[]).await?;
             return Ok(true);
         };
         ctx.route = Some(ri);
@@ -102,13 +103,35 @@ impl ProxyHttp for Switchyard {
                     "request body is larger than this route's limit of {} bytes",
                     route.cfg.max_request_body
                 );
-                respond::json_error(session, 413, "body_too_large", &msg, &request_id, None)
-                    .await?;
+                let bypass = route
+                    .cache
+                    .as_ref()
+                    .map(|_| ("x-cache-status", "BYPASS".into()));
+                let code = "body_too_large";
+                let more = bypass.as_slice();
+                respond::json_error(session, 413, code, &msg, &request_id, None, more).await?;
                 return Ok(true);
             }
             Err(BodyError::Downstream(e)) => return Err(e),
         };
         let stream = request::wants_stream(&body);
+        let deadline = ctx.start + route.cfg.timeouts.total;
+
+        // 2b. Cache (routes with `cache` only): answer from the store or from an identical
+        //     request in flight, else go on carrying a pass that records the answer.
+        let mut cache = None;
+        if route.cache.is_some() {
+            match cache::admit(route, session, &body, &request_id, deadline).await? {
+                cache::Admit::Answered { status, cut } => {
+                    ctx.status = status;
+                    if cut {
+                        session.set_keepalive(None);
+                    }
+                    return Ok(true);
+                }
+                cache::Admit::Upstream(pass) => cache = Some(pass),
+            }
+        }
         let up_req = request::upstream_request(session, body.len(), &request_id, false)?;
 
         // 3. Cluster by the split; sticky keys always land on the same side.
@@ -124,7 +147,6 @@ impl ProxyHttp for Switchyard {
         .cluster;
 
         // 4. Tries until one commits.
-        let deadline = ctx.start + route.cfg.timeouts.total;
         route.active.fetch_add(1, Ordering::Relaxed);
         let _active = scopeguard(|| {
             route.active.fetch_sub(1, Ordering::Relaxed);
@@ -209,6 +231,7 @@ impl ProxyHttp for Switchyard {
                         route.cfg.timeouts.idle,
                         deadline,
                         &request_id,
+                        cache.as_mut(),
                     )
                     .await;
                     ticket.committed(status, end);
@@ -239,7 +262,19 @@ impl ProxyHttp for Switchyard {
             route.attempts.observe(f64::from(ctx.tries));
         }
 
-        // 5. Nothing could serve: fallback, else a JSON error.
+        // 5. Nothing could serve: a stored answer (stale-if-error), else fallback, else a JSON
+        //    error.
+        if let Some(pass) = &mut cache {
+            if pass.serve_stored(session, &request_id).await? {
+                ctx.status = 200;
+                return Ok(true);
+            }
+        }
+        let more: Vec<_> = cache
+            .as_ref()
+            .map(|p| p.status_header())
+            .into_iter()
+            .collect();
         let (status, code, reason, retry_after) = match last {
             None => (503, "no_healthy_upstream", "no_peer", Some(1)),
             Some((_, TryError::FirstByteTimeout | TryError::ConnectTimeout)) => {
@@ -255,7 +290,7 @@ impl ProxyHttp for Switchyard {
                 .fallbacks
                 .with_label_values(&[route.cfg.name.as_str(), reason])
                 .inc();
-            respond::fallback(session, fb, stream, reason, &request_id).await?;
+            respond::fallback(session, fb, stream, reason, &request_id, &more).await?;
         } else {
             ctx.status = status;
             let msg = match last {
@@ -271,7 +306,8 @@ impl ProxyHttp for Switchyard {
             } else {
                 None
             };
-            respond::json_error(session, status, code, &msg, &request_id, retry_after).await?;
+            respond::json_error(session, status, code, &msg, &request_id, retry_after, &more)
+                .await?;
         }
         Ok(true)
     }

@@ -12,6 +12,7 @@
 use http::{HeaderMap, HeaderName, Method};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
+use std::io::Write;
 
 /// SHA-256 of everything that identifies an answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -133,7 +134,10 @@ pub fn key(
     match json {
         Some(v) => {
             h.put(b"J");
-            canonical(v, &mut h);
+            // Written out first and digested in one go: many tiny digest updates cost more.
+            let mut text = Vec::with_capacity(body.len());
+            canonical(v, &mut text);
+            h.put(&text);
         }
         None => {
             h.put(b"B");
@@ -190,18 +194,28 @@ fn canonical(v: &Value, out: &mut impl Sink) {
 /// the exact range of f64 are written as integers, others in shortest round-trip form.
 fn number(n: &serde_json::Number, out: &mut impl Sink) {
     const EXACT: f64 = 9_007_199_254_740_992.0; // 2^53
-    if let Some(u) = n.as_u64() {
-        out.put(u.to_string().as_bytes());
+    let mut buf = [0u8; 40];
+    let mut w = &mut buf[..];
+    let written = if let Some(u) = n.as_u64() {
+        write!(w, "{u}")
     } else if let Some(i) = n.as_i64() {
-        out.put(i.to_string().as_bytes());
+        write!(w, "{i}")
     } else if let Some(f) = n.as_f64() {
         if f.fract() == 0.0 && f.abs() < EXACT {
-            out.put((f as i64).to_string().as_bytes());
+            write!(w, "{}", f as i64)
         } else {
-            out.put(format!("{f:?}").as_bytes());
+            // Shortest round-trip form (at most 24 characters).
+            write!(w, "{f:?}")
         }
     } else {
-        out.put(n.to_string().as_bytes());
+        write!(w, "{n}")
+    };
+    match written {
+        Ok(()) => {
+            let len = 40 - w.len();
+            out.put(&buf[..len]);
+        }
+        Err(_) => out.put(n.to_string().as_bytes()),
     }
 }
 

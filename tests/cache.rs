@@ -509,6 +509,18 @@ async fn purge_status_and_reload_keep_or_replace_the_store() {
     );
 }
 
+/// Wait (up to 15 s) until the cache holds `n` entries.
+async fn wait_entries(lb: &Balancer, n: u64) {
+    let until = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < until {
+        if lb.status().await["cache"]["entries"].as_u64() == Some(n) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the cache never held {n} entries; log:\n{}", lb.log());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn warm_file_fills_the_cache_at_start_and_after_reload() {
     let s = sim("s").await;
@@ -533,10 +545,7 @@ async fn warm_file_fills_the_cache_at_start_and_after_reload() {
     .unwrap();
     let cache = format!("      warm: {}\n", warm.display());
     let lb = Balancer::start(&config(&[&s], &cache, "")).await;
-    let until = Instant::now() + Duration::from_secs(15);
-    while s.stats().requests() < 3 && Instant::now() < until {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_entries(&lb, 3).await;
     assert_eq!(s.stats().requests(), 3, "log:\n{}", lb.log());
     let c = client();
     assert_eq!(ask(&c, &lb, &prompt("warm one", false), &[]).await.1, "HIT");
@@ -559,10 +568,7 @@ async fn warm_file_fills_the_cache_at_start_and_after_reload() {
     lb.write_config(&config(&[&s], &cache, ""));
     let r = c.post(lb.admin_url("/reload")).send().await.unwrap();
     assert_eq!(r.status(), 200);
-    let until = Instant::now() + Duration::from_secs(15);
-    while s.stats().requests() < 4 && Instant::now() < until {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_entries(&lb, 4).await;
     assert_eq!(s.stats().requests(), 4);
     assert_eq!(
         ask(&c, &lb, &prompt("warm three", false), &[]).await.1,

@@ -58,15 +58,15 @@ pub async fn relay(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("text/event-stream"));
     let header_only = ready.done && ready.first.is_none();
+    if let (true, Some(t)) = (header_only, tee.as_deref_mut()) {
+        t.end(true);
+    }
     let mut client_gone = session
         .write_response_header(header, header_only)
         .await
         .is_err();
     if header_only {
         ready.release(connector).await;
-        if let Some(t) = tee {
-            t.end(true);
-        }
         return if client_gone {
             RelayEnd::ClientGone
         } else {
@@ -114,17 +114,20 @@ pub async fn relay(
                 (chunk, end)
             }
         };
-        if let (Some(t), Some(c)) = (tee.as_deref_mut(), &chunk) {
-            t.chunk(c);
+        if let Some(t) = tee.as_deref_mut() {
+            if let Some(c) = &chunk {
+                t.chunk(c);
+            }
+            // Stored before the client gets the last bytes, so its next request finds it.
+            if end {
+                t.end(true);
+            }
         }
         if !client_gone {
             client_gone = session.write_response_body(chunk, end).await.is_err();
         }
         if end {
             ready.release(connector).await;
-            if let Some(t) = tee {
-                t.end(true);
-            }
             return if client_gone {
                 RelayEnd::ClientGone
             } else {

@@ -43,6 +43,7 @@ impl ServeHttp for Admin {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let method = session.req_header().method.clone();
         let path = session.req_header().uri.path().to_string();
+        let query = session.req_header().uri.query().map(str::to_string);
         let _ = session.drain_request_body().await;
         let get = method == http::Method::GET || method == http::Method::HEAD;
         match (get, method == http::Method::POST, path.as_str()) {
@@ -71,6 +72,7 @@ impl ServeHttp for Admin {
                            "generation": self.app.snapshot().generation}),
                 ),
             },
+            (_, true, "/cache/purge") => self.cache_purge(query.as_deref()),
             _ => not_found(),
         }
     }
@@ -132,6 +134,21 @@ impl Admin {
             (None, _) => json_response(
                 StatusCode::OK,
                 json!({"cluster": cluster.cfg.name, "peers": peers}),
+            ),
+        }
+    }
+
+    /// `POST /cache/purge` (every cached route) or `POST /cache/purge?route=NAME`.
+    fn cache_purge(&self, query: Option<&str>) -> Response<Vec<u8>> {
+        let route = query
+            .into_iter()
+            .flat_map(|q| q.split('&'))
+            .find_map(|kv| kv.strip_prefix("route="));
+        match crate::cache::purge(&self.app.snapshot(), route) {
+            Some(v) => json_response(StatusCode::OK, v),
+            None => json_response(
+                StatusCode::NOT_FOUND,
+                json!({"error": {"message": "no cached route by that name", "code": "not_found"}}),
             ),
         }
     }
@@ -239,5 +256,6 @@ pub fn status_json(snap: &Snapshot, last_reload_error: Option<String>) -> Value 
         "last_reload_error": last_reload_error,
         "routes": routes,
         "clusters": clusters,
+        "cache": crate::cache::status_json(snap),
     })
 }

@@ -2,6 +2,7 @@
 //! config snapshot (one `ArcSwap`), peer state that outlives snapshots, metrics, and the
 //! upstream connection pool.
 
+use crate::cache::Caches;
 use crate::config::{self, Config, ConfigError};
 use crate::metrics::Metrics;
 use crate::snapshot::{Registries, Snapshot};
@@ -31,6 +32,8 @@ pub struct App {
     needs_upgrade: Mutex<Vec<String>>,
     /// Serialises reloads: builds happen one at a time, away from the request path.
     reload_lock: tokio::sync::Mutex<()>,
+    /// Each cached route's store, kept across reloads.
+    pub caches: Caches,
 }
 
 /// The parts of a config bound to the running process: listening sockets, threads, process files.
@@ -77,7 +80,9 @@ impl App {
     pub fn new(config: Config, text_digest: String, config_path: Option<PathBuf>) -> Arc<App> {
         let state = Registries::default();
         let metrics = Metrics::new();
-        let snap = Snapshot::build(config, 1, text_digest, &state, &metrics);
+        let mut snap = Snapshot::build(config, 1, text_digest, &state, &metrics);
+        let caches = Caches::default();
+        caches.attach(&mut snap, &metrics);
         metrics.config_generation.set(1);
         let any_checks = snap.clusters.iter().any(|c| c.checked());
         let boot = BootSettings::of(&snap.config);
@@ -92,6 +97,7 @@ impl App {
             boot,
             needs_upgrade: Mutex::new(Vec::new()),
             reload_lock: tokio::sync::Mutex::new(()),
+            caches,
         })
     }
 
@@ -194,7 +200,8 @@ impl App {
             );
         }
         *self.needs_upgrade.lock().unwrap_or_else(|p| p.into_inner()) = pending;
-        let snap = Snapshot::build(cfg, generation, text_digest, &self.state, &self.metrics);
+        let mut snap = Snapshot::build(cfg, generation, text_digest, &self.state, &self.metrics);
+        self.caches.attach(&mut snap, &self.metrics);
         self.snapshot.store(Arc::new(snap));
         self.metrics.config_generation.set(generation as i64);
         self.metrics.config_reloads.with_label_values(&["ok"]).inc();

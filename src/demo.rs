@@ -62,6 +62,11 @@ Balancer on http://{listen} (admin http://{admin}). Try:
     | grep -i x-sim-instance; done | sort | uniq -c        # the 90/10 split
 
   curl -s {listen}/v1/completions -H 'x-sim-status: 503' -d '{{"prompt":"hi"}}'   # every try fails: fallback
+
+  for i in 1 2; do curl -s -o /dev/null -D - {listen}/v1/chat/completions \
+    -d '{{"model":"m","temperature":0,"messages":[{{"role":"user","content":"hi"}}]}}' \
+    | grep -i x-cache-status; done                 # the edge cache: MISS, then HIT
+
   curl -s {admin}/status
   curl -s {admin}/metrics | grep switchyard_
 

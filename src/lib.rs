@@ -10,6 +10,7 @@ pub mod admin;
 pub mod app;
 pub mod balance;
 pub mod breaker;
+pub mod cache;
 pub mod config;
 pub mod demo;
 pub mod health;

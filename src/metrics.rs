@@ -54,6 +54,14 @@ pub struct Metrics {
     pub config_generation: IntGauge,
     /// `switchyard_config_reloads_total{result}`
     pub config_reloads: IntCounterVec,
+    /// `switchyard_cache_requests_total{route,result}`: hit, miss, expired, stale, bypass, coalesced.
+    pub cache_requests: IntCounterVec,
+    /// `switchyard_cache_bytes{route}`: bytes held by the route's store.
+    pub cache_bytes: IntGaugeVec,
+    /// `switchyard_cache_entries{route}`
+    pub cache_entries: IntGaugeVec,
+    /// `switchyard_cache_evictions_total{route}`: entries pushed out to stay under `max_bytes`.
+    pub cache_evictions: IntCounterVec,
 }
 
 impl Metrics {
@@ -180,6 +188,34 @@ impl Metrics {
                     "Config reloads, by result."
                 ),
                 &["result"]
+            )),
+            cache_requests: reg!(IntCounterVec::new(
+                Opts::new(
+                    "switchyard_cache_requests_total",
+                    "Requests on cached routes, by route and cache result."
+                ),
+                &["route", "result"]
+            )),
+            cache_bytes: reg!(IntGaugeVec::new(
+                Opts::new(
+                    "switchyard_cache_bytes",
+                    "Bytes stored in each route's cache (bounded by its max_bytes)."
+                ),
+                &["route"]
+            )),
+            cache_entries: reg!(IntGaugeVec::new(
+                Opts::new(
+                    "switchyard_cache_entries",
+                    "Entries stored in each route's cache."
+                ),
+                &["route"]
+            )),
+            cache_evictions: reg!(IntCounterVec::new(
+                Opts::new(
+                    "switchyard_cache_evictions_total",
+                    "Cache entries evicted to stay under max_bytes, by route."
+                ),
+                &["route"]
             )),
             registry,
         }

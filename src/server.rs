@@ -101,6 +101,10 @@ pub fn build(opts: &RunOptions) -> Result<(Server, Arc<App>), config::ConfigErro
             upgrade_sock: PathBuf::from(&server.configuration.upgrade_sock),
         },
     ));
+    server.add_service(background_service(
+        "cache warm-up",
+        crate::cache::warm::Warmer { app: app.clone() },
+    ));
     Ok((server, app))
 }
 

@@ -54,6 +54,8 @@ pub struct Route {
     /// Requests of this route in the upstream stage, and retries among them (retry budget).
     pub active: AtomicU64,
     pub active_retries: AtomicU64,
+    /// The route's edge cache, when it has one (attached by `cache::Caches`; outlives reloads).
+    pub cache: Option<Arc<crate::cache::RouteCache>>,
 }
 
 pub struct Cluster {
@@ -210,6 +212,7 @@ impl Snapshot {
                         .map(|l| state.limiters.client(name, l)),
                     active: AtomicU64::new(0),
                     active_retries: AtomicU64::new(0),
+                    cache: None,
                     cfg: r.clone(),
                 }
             })

@@ -490,6 +490,10 @@ fn route(base: &str, r: &RouteFile, clusters: &[ClusterConfig]) -> Result<RouteC
         )?),
         None => None,
     };
+    let cache = match &r.cache {
+        Some(c) => Some(cache(&format!("{base}.cache"), c)?),
+        None => None,
+    };
     Ok(RouteConfig {
         client_limit,
         name: r.name.clone(),
@@ -504,6 +508,7 @@ fn route(base: &str, r: &RouteFile, clusters: &[ClusterConfig]) -> Result<RouteC
         retry,
         max_request_body,
         fallback,
+        cache,
     })
 }
 
@@ -634,5 +639,76 @@ fn fallback(base: &str, f: &FallbackFile) -> Result<Fallback> {
         content_type,
         body,
         stream_body,
+    })
+}
+
+/// The store weighs entries in KiB with a 16-bit weight.
+const MAX_CACHE_ENTRY: u64 = 63 * 1024 * 1024;
+
+fn cache(base: &str, c: &CacheFile) -> Result<CacheConfig> {
+    let max_bytes = match c.max_bytes {
+        Some(s) if s.0 < 1024 => return err(format!("{base}.max_bytes"), "must be at least 1KiB"),
+        Some(s) => s.0,
+        None => 256 * 1024 * 1024,
+    };
+    let max_entry_bytes = match c.max_entry_bytes {
+        Some(s) if s.0 == 0 => {
+            return err(
+                format!("{base}.max_entry_bytes"),
+                "must be greater than zero",
+            )
+        }
+        Some(s) if s.0 > MAX_CACHE_ENTRY => {
+            return err(format!("{base}.max_entry_bytes"), "must be at most 63MiB")
+        }
+        Some(s) => s.0,
+        None => (1024 * 1024).min(max_bytes),
+    };
+    if max_entry_bytes > max_bytes {
+        return err(
+            format!("{base}.max_entry_bytes"),
+            format!("must not be larger than max_bytes ({max_bytes} bytes)"),
+        );
+    }
+    let vary_headers = match &c.vary_headers {
+        Some(list) => {
+            let mut out: Vec<HeaderName> = Vec::new();
+            for (i, h) in list.iter().enumerate() {
+                let name = HeaderName::from_bytes(h.trim().as_bytes()).or_else(|_| {
+                    err(
+                        format!("{base}.vary_headers[{i}]"),
+                        format!("bad header name {h:?}"),
+                    )
+                })?;
+                if out.contains(&name) {
+                    return err(
+                        format!("{base}.vary_headers[{i}]"),
+                        format!("header {name} is listed twice"),
+                    );
+                }
+                out.push(name);
+            }
+            out
+        }
+        None => vec![http::header::AUTHORIZATION],
+    };
+    let warm = match c.warm.as_deref().map(str::trim) {
+        Some("") => return err(format!("{base}.warm"), "give a file path"),
+        Some(p) => Some(std::path::PathBuf::from(p)),
+        None => None,
+    };
+    Ok(CacheConfig {
+        ttl: positive(&format!("{base}.ttl"), c.ttl, Duration::from_secs(600))?,
+        max_bytes,
+        max_entry_bytes,
+        vary_headers,
+        deterministic_only: c.deterministic_only.unwrap_or(true),
+        stale_if_error: c.stale_if_error.map_or(Duration::ZERO, |d| d.0),
+        lock_timeout: positive(
+            &format!("{base}.lock_timeout"),
+            c.lock_timeout,
+            Duration::from_secs(30),
+        )?,
+        warm,
     })
 }

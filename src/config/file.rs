@@ -123,6 +123,7 @@ pub struct RouteFile {
     pub fallback: Option<FallbackFile>,
     #[serde(default)]
     pub client_limit: Option<ClientLimitFile>,
+    pub cache: Option<CacheFile>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -237,4 +238,17 @@ pub struct ClientLimitFile {
     pub key: String,
     pub requests_per_minute: u32,
     pub burst: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheFile {
+    pub ttl: Option<Dur>,
+    pub max_bytes: Option<Size>,
+    pub max_entry_bytes: Option<Size>,
+    pub vary_headers: Option<Vec<String>>,
+    pub deterministic_only: Option<bool>,
+    pub stale_if_error: Option<Dur>,
+    pub lock_timeout: Option<Dur>,
+    pub warm: Option<String>,
 }

@@ -177,3 +177,71 @@ fn syntax_errors_and_missing_files_are_reported() {
     assert!(matches!(e, ConfigError::Read { .. }));
     assert!(parse("", "empty").is_err());
 }
+
+#[test]
+fn cache_defaults_and_errors_name_the_key_path() {
+    let with =
+        |block: &str| GOOD.replacen("    fallback:\n", &format!("{block}    fallback:\n"), 1);
+    let c = parse(&with("    cache: {}\n"), "x").unwrap();
+    let cache = c.routes[0].cache.as_ref().unwrap();
+    assert_eq!(cache.ttl, Duration::from_secs(600));
+    assert_eq!(cache.max_bytes, 256 * 1024 * 1024);
+    assert_eq!(cache.max_entry_bytes, 1024 * 1024);
+    assert_eq!(cache.vary_headers, vec![http::header::AUTHORIZATION]);
+    assert!(cache.deterministic_only);
+    assert_eq!(cache.stale_if_error, Duration::ZERO);
+    assert_eq!(cache.lock_timeout, Duration::from_secs(30));
+    assert_eq!(cache.warm, None);
+    assert!(parse(GOOD, "x").unwrap().routes[0].cache.is_none());
+
+    let full = "    cache:\n      ttl: 1m\n      max_bytes: 64KiB\n      max_entry_bytes: 8KiB\n      vary_headers: [Authorization, x-tenant]\n      deterministic_only: false\n      stale_if_error: 1h\n      lock_timeout: 5s\n      warm: conf/warm.jsonl\n";
+    let c = parse(&with(full), "x").unwrap();
+    let cache = c.routes[0].cache.as_ref().unwrap();
+    assert_eq!(cache.ttl, Duration::from_secs(60));
+    assert_eq!(
+        (cache.max_bytes, cache.max_entry_bytes),
+        (64 * 1024, 8 * 1024)
+    );
+    assert_eq!(cache.vary_headers[0], http::header::AUTHORIZATION);
+    assert_eq!(cache.vary_headers[1].as_str(), "x-tenant");
+    assert!(!cache.deterministic_only);
+    assert_eq!(cache.stale_if_error, Duration::from_secs(3600));
+    assert_eq!(
+        cache.warm.as_deref(),
+        Some(std::path::Path::new("conf/warm.jsonl"))
+    );
+
+    // (cache block, expected path, expected line): the block starts on line 30.
+    let bad: &[(&str, &str, usize)] = &[
+        ("    cache: { ttl: 0s }\n", "routes[0].cache.ttl", 30),
+        (
+            "    cache:\n      max_bytes: 1MiB\n      max_entry_bytes: 2MiB\n",
+            "routes[0].cache.max_entry_bytes",
+            32,
+        ),
+        (
+            "    cache:\n      vary_headers: [authorization, \"bad header\"]\n",
+            "routes[0].cache.vary_headers[1]",
+            31,
+        ),
+        (
+            "    cache: { max_bytes: 10 }\n",
+            "routes[0].cache.max_bytes",
+            30,
+        ),
+        (
+            "    cache: { lock_timeout: 0s }\n",
+            "routes[0].cache.lock_timeout",
+            30,
+        ),
+        ("    cache: { tll: 1m }\n", "routes[0].cache.tll", 30),
+    ];
+    for (block, path, line) in bad {
+        let e = parse(&with(block), "bad.yaml").expect_err(block);
+        let ConfigError::Invalid(inv) = &e else {
+            panic!("unexpected error {e}")
+        };
+        assert_eq!(inv.path, *path, "for {block:?}: {e}");
+        assert_eq!(inv.line, Some(*line), "for {block:?}: {e}");
+    }
+}

@@ -318,4 +318,28 @@ pub struct RouteConfig {
     pub max_request_body: usize,
     pub fallback: Option<Fallback>,
     pub client_limit: Option<ClientLimitConfig>,
+    /// Edge cache of answers; `None` = off (the default).
+    pub cache: Option<CacheConfig>,
+}
+
+/// A route's edge cache (see `cache`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheConfig {
+    /// How long an entry is fresh. Default 10m.
+    pub ttl: Duration,
+    /// Bound on the bytes the route's store holds (each route with a cache has its own store).
+    /// Default 256MiB.
+    pub max_bytes: u64,
+    /// Larger answers are not stored. Default 1MiB.
+    pub max_entry_bytes: u64,
+    /// Request headers whose values (digested) take part in the key. Default `[authorization]`.
+    pub vary_headers: Vec<HeaderName>,
+    /// Cache only requests with `"temperature": 0` (absent counts as 1). Default true.
+    pub deterministic_only: bool,
+    /// How long past `ttl` an entry may still answer when no upstream can. Default 0 (off).
+    pub stale_if_error: Duration,
+    /// How long identical requests wait for the one in flight. Default 30s.
+    pub lock_timeout: Duration,
+    /// JSON-lines file of requests sent at start and after each reload to fill the cache.
+    pub warm: Option<std::path::PathBuf>,
 }

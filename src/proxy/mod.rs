@@ -18,6 +18,7 @@ pub use upstream::Ready;
 mod verdict;
 
 use crate::app::App;
+use crate::cache;
 use crate::keys;
 use crate::snapshot::{Route, Snapshot};
 use async_trait::async_trait;
@@ -86,7 +87,7 @@ impl ProxyHttp for Switchyard {
             ctx.status = 404;
             session.set_keepalive(None);
             let msg = "no route matches this request";
-            respond::json_error(session, 404, "no_route", msg, &request_id, None).await?;
+            respond::json_error(session, 404, "no_route", msg, &request_id, None, &[]).await?;
             return Ok(true);
         };
         ctx.route = Some(ri);
@@ -106,8 +107,16 @@ impl ProxyHttp for Switchyard {
                     .inc();
                 let secs = wait.as_secs_f64().ceil().max(1.0) as u32;
                 let msg = "too many requests from this client; retry later";
-                respond::json_error(session, 429, "rate_limited", msg, &request_id, Some(secs))
-                    .await?;
+                respond::json_error(
+                    session,
+                    429,
+                    "rate_limited",
+                    msg,
+                    &request_id,
+                    Some(secs),
+                    &[],
+                )
+                .await?;
                 return Ok(true);
             }
         }
@@ -122,13 +131,35 @@ impl ProxyHttp for Switchyard {
                     "request body is larger than this route's limit of {} bytes",
                     route.cfg.max_request_body
                 );
-                respond::json_error(session, 413, "body_too_large", &msg, &request_id, None)
-                    .await?;
+                let bypass = route
+                    .cache
+                    .as_ref()
+                    .map(|_| ("x-cache-status", "BYPASS".into()));
+                let code = "body_too_large";
+                let more = bypass.as_slice();
+                respond::json_error(session, 413, code, &msg, &request_id, None, more).await?;
                 return Ok(true);
             }
             Err(BodyError::Downstream(e)) => return Err(e),
         };
         let stream = request::wants_stream(&body);
+        let deadline = ctx.start + route.cfg.timeouts.total;
+
+        // 2b. Cache (routes with `cache` only): answer from the store or from an identical
+        //     request in flight, else go on carrying a pass that records the answer.
+        let mut cache = None;
+        if route.cache.is_some() {
+            match cache::admit(route, session, &body, &request_id, deadline).await? {
+                cache::Admit::Answered { status, cut } => {
+                    ctx.status = status;
+                    if cut {
+                        session.set_keepalive(None);
+                    }
+                    return Ok(true);
+                }
+                cache::Admit::Upstream(pass) => cache = Some(pass),
+            }
+        }
         let up_req = request::upstream_request(session, body.len(), &request_id, false)?;
 
         // 3. Cluster by the split; sticky keys always land on the same side.
@@ -144,7 +175,6 @@ impl ProxyHttp for Switchyard {
         .cluster;
 
         // 4. Tries until one commits.
-        let deadline = ctx.start + route.cfg.timeouts.total;
         route.active.fetch_add(1, Ordering::Relaxed);
         let _active = scopeguard(|| {
             route.active.fetch_sub(1, Ordering::Relaxed);
@@ -265,6 +295,7 @@ impl ProxyHttp for Switchyard {
                         route.cfg.timeouts.idle,
                         deadline,
                         &request_id,
+                        cache.as_mut(),
                     )
                     .await;
                     ticket.committed(status, end);
@@ -295,20 +326,41 @@ impl ProxyHttp for Switchyard {
             route.attempts.observe(f64::from(ctx.tries));
         }
 
-        // 5. Nothing could serve: fallback, else a JSON error.
+        // 5. Nothing could serve: a stored answer (stale-if-error), else fallback, else a JSON
+        //    error.
+        if let Some(pass) = &mut cache {
+            if pass.serve_stored(session, &request_id).await? {
+                ctx.status = 200;
+                return Ok(true);
+            }
+        }
+        let more: Vec<_> = cache
+            .as_ref()
+            .map(|p| p.status_header())
+            .into_iter()
+            .collect();
         match refusal {
             Some(admit::Refusal::OverBudget { retry_after, .. }) if last.is_none() => {
                 ctx.status = 429;
                 let secs = retry_after.as_secs_f64().ceil().max(1.0) as u32;
                 let msg = "the upstream's request budget is used up; retry later";
-                respond::json_error(session, 429, "rate_limited", msg, &request_id, Some(secs))
-                    .await?;
+                respond::json_error(
+                    session,
+                    429,
+                    "rate_limited",
+                    msg,
+                    &request_id,
+                    Some(secs),
+                    &more,
+                )
+                .await?;
                 return Ok(true);
             }
             Some(admit::Refusal::Busy { .. }) if last.is_none() => {
                 ctx.status = 503;
                 let msg = "every model server is at capacity; retry shortly";
-                respond::json_error(session, 503, "overloaded", msg, &request_id, Some(1)).await?;
+                respond::json_error(session, 503, "overloaded", msg, &request_id, Some(1), &more)
+                    .await?;
                 return Ok(true);
             }
             _ => {}
@@ -332,7 +384,7 @@ impl ProxyHttp for Switchyard {
                 .fallbacks
                 .with_label_values(&[route.cfg.name.as_str(), reason])
                 .inc();
-            respond::fallback(session, fb, stream, reason, &request_id).await?;
+            respond::fallback(session, fb, stream, reason, &request_id, &more).await?;
         } else {
             ctx.status = status;
             let msg = match last {
@@ -348,7 +400,8 @@ impl ProxyHttp for Switchyard {
             } else {
                 None
             };
-            respond::json_error(session, status, code, &msg, &request_id, retry_after).await?;
+            respond::json_error(session, status, code, &msg, &request_id, retry_after, &more)
+                .await?;
         }
         Ok(true)
     }

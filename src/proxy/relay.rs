@@ -7,6 +7,7 @@
 
 use super::respond::sse_error_event;
 use super::upstream::Ready;
+use crate::cache::Pass;
 use pingora::connectors::http::Connector;
 use pingora::proxy::Session;
 use std::time::Duration;
@@ -26,6 +27,9 @@ pub enum RelayEnd {
 }
 
 /// Relay `ready` to the client. `idle` bounds the gap between chunks, `deadline` the request.
+/// On a cached route `tee` records the answer (and marks it with `x-cache-status`); while it is
+/// recording, the upstream is read to its end even if the client leaves, so the answer can still
+/// be stored and handed to coalesced requests.
 pub async fn relay(
     session: &mut Session,
     mut ready: Ready,
@@ -33,6 +37,7 @@ pub async fn relay(
     idle: Duration,
     deadline: Instant,
     request_id: &str,
+    mut tee: Option<&mut Pass<'_>>,
 ) -> RelayEnd {
     let mut header = std::mem::replace(
         &mut ready.header,
@@ -43,6 +48,9 @@ pub async fn relay(
     }
     // The downstream speaks its own protocol version (Pingora's h2 writer ignores this field).
     header.set_version(http::Version::HTTP_11);
+    if let Some(t) = tee.as_deref_mut() {
+        t.head(&mut header);
+    }
     let _ = header.insert_header("x-request-id", request_id);
     let is_sse = header
         .headers
@@ -50,59 +58,81 @@ pub async fn relay(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("text/event-stream"));
     let header_only = ready.done && ready.first.is_none();
-    if session
+    if let (true, Some(t)) = (header_only, tee.as_deref_mut()) {
+        t.end(true);
+    }
+    let mut client_gone = session
         .write_response_header(header, header_only)
         .await
-        .is_err()
-    {
-        ready.session.shutdown().await;
-        return RelayEnd::ClientGone;
-    }
+        .is_err();
     if header_only {
         ready.release(connector).await;
-        return RelayEnd::Complete;
-    }
-    if let Some(first) = ready.first.take() {
-        if session
-            .write_response_body(Some(first), ready.done)
-            .await
-            .is_err()
-        {
-            ready.session.shutdown().await;
-            return RelayEnd::ClientGone;
-        }
-        if ready.done {
-            ready.release(connector).await;
-            return RelayEnd::Complete;
-        }
-    }
-    loop {
-        let by = (Instant::now() + idle).min(deadline);
-        let (failure, chunk) = match timeout_at(by, ready.session.read_response_body()).await {
-            Err(_) => (
-                Some("upstream stalled past the idle or total timeout"),
-                None,
-            ),
-            Ok(Err(_)) => (Some("upstream connection failed mid-response"), None),
-            Ok(Ok(chunk)) => (None, chunk),
+        return if client_gone {
+            RelayEnd::ClientGone
+        } else {
+            RelayEnd::Complete
         };
-        if let Some(msg) = failure {
+    }
+    let mut next = ready.first.take().map(|first| (Some(first), ready.done));
+    loop {
+        if client_gone && !tee.as_deref().is_some_and(|t| t.recording()) {
             ready.session.shutdown().await;
-            if is_sse {
-                let ev = sse_error_event(msg, request_id);
-                let _ = session.write_response_body(Some(ev), true).await;
-                return RelayEnd::UpstreamFailedSse;
+            if let Some(t) = tee {
+                t.end(false);
             }
-            return RelayEnd::UpstreamFailed;
-        }
-        let end = chunk.is_none() || ready.session.response_done();
-        if session.write_response_body(chunk, end).await.is_err() {
-            ready.session.shutdown().await;
             return RelayEnd::ClientGone;
+        }
+        let (chunk, end) = match next.take() {
+            Some(c) => c,
+            None => {
+                let by = (Instant::now() + idle).min(deadline);
+                let (failure, chunk) =
+                    match timeout_at(by, ready.session.read_response_body()).await {
+                        Err(_) => (
+                            Some("upstream stalled past the idle or total timeout"),
+                            None,
+                        ),
+                        Ok(Err(_)) => (Some("upstream connection failed mid-response"), None),
+                        Ok(Ok(chunk)) => (None, chunk),
+                    };
+                if let Some(msg) = failure {
+                    ready.session.shutdown().await;
+                    if let Some(t) = tee {
+                        t.end(false);
+                    }
+                    if client_gone {
+                        return RelayEnd::ClientGone;
+                    }
+                    if is_sse {
+                        let ev = sse_error_event(msg, request_id);
+                        let _ = session.write_response_body(Some(ev), true).await;
+                        return RelayEnd::UpstreamFailedSse;
+                    }
+                    return RelayEnd::UpstreamFailed;
+                }
+                let end = chunk.is_none() || ready.session.response_done();
+                (chunk, end)
+            }
+        };
+        if let Some(t) = tee.as_deref_mut() {
+            if let Some(c) = &chunk {
+                t.chunk(c);
+            }
+            // Stored before the client gets the last bytes, so its next request finds it.
+            if end {
+                t.end(true);
+            }
+        }
+        if !client_gone {
+            client_gone = session.write_response_body(chunk, end).await.is_err();
         }
         if end {
             ready.release(connector).await;
-            return RelayEnd::Complete;
+            return if client_gone {
+                RelayEnd::ClientGone
+            } else {
+                RelayEnd::Complete
+            };
         }
     }
 }

@@ -34,7 +34,8 @@ pub fn error_body(code: &str, message: &str, request_id: &str) -> Bytes {
     Bytes::from(v.to_string())
 }
 
-/// A JSON error answer; `retry_after` in seconds where the client should come back later.
+/// A JSON error answer; `retry_after` in seconds where the client should come back later;
+/// `more` headers (such as `x-cache-status`).
 pub async fn json_error(
     session: &mut Session,
     status: u16,
@@ -42,27 +43,31 @@ pub async fn json_error(
     message: &str,
     request_id: &str,
     retry_after: Option<u32>,
+    more: &[(&'static str, String)],
 ) -> Result<()> {
     let mut extra = vec![("x-request-id", request_id.to_string())];
     if let Some(s) = retry_after {
         extra.push(("retry-after", s.to_string()));
     }
+    extra.extend_from_slice(more);
     let body = error_body(code, message, request_id);
     write_full(session, status, "application/json", body, &extra).await
 }
 
-/// The route's fallback, shaped for a stream or a plain request.
+/// The route's fallback, shaped for a stream or a plain request, with `more` headers.
 pub async fn fallback(
     session: &mut Session,
     fb: &Fallback,
     stream: bool,
     reason: &str,
     request_id: &str,
+    more: &[(&'static str, String)],
 ) -> Result<()> {
-    let extra = [
+    let mut extra = vec![
         ("x-switchyard-fallback", reason.to_string()),
         ("x-request-id", request_id.to_string()),
     ];
+    extra.extend_from_slice(more);
     if stream {
         write_full(
             session,

@@ -230,7 +230,9 @@ async fn model_request(
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
         headers.insert(
             http::header::CACHE_CONTROL,
-            HeaderValue::from_static("no-cache"),
+            knobs
+                .cache_control
+                .unwrap_or(HeaderValue::from_static("no-cache")),
         );
         return Ok(resp);
     }
@@ -243,10 +245,11 @@ async fn model_request(
     )
     .await;
     drop(guard);
-    Ok(json_response(
-        StatusCode::OK,
-        &complete_body(&answer, knobs.tokens),
-    ))
+    let mut resp = json_response(StatusCode::OK, &complete_body(&answer, knobs.tokens));
+    if let Some(cc) = knobs.cache_control {
+        resp.headers_mut().insert(http::header::CACHE_CONTROL, cc);
+    }
+    Ok(resp)
 }
 
 fn complete_body(a: &Answer, tokens: usize) -> Value {

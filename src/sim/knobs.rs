@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use http::HeaderMap;
+use http::{HeaderMap, HeaderValue};
 
 use super::config::{Failure, SimConfig};
 
@@ -26,6 +26,8 @@ pub mod header {
     pub const FAIL_AFTER_TOKENS: &str = "x-sim-fail-after-tokens";
     /// Stream this many tokens, then stall forever.
     pub const HANG_AFTER_TOKENS: &str = "x-sim-hang-after-tokens";
+    /// Send this value as the answer's `cache-control` header (e.g. `no-store`), to test caches.
+    pub const CACHE_CONTROL: &str = "x-sim-cache-control";
     /// Response header naming the instance that answered.
     pub const INSTANCE: &str = "x-sim-instance";
 }
@@ -43,6 +45,8 @@ pub(crate) struct Knobs {
     pub header_failure: Option<Option<Failure>>,
     pub fail_after_tokens: Option<usize>,
     pub hang_after_tokens: Option<usize>,
+    /// `cache-control` of a successful answer (streams default to `no-cache`).
+    pub cache_control: Option<HeaderValue>,
 }
 
 /// A knob header whose value cannot be understood.
@@ -102,6 +106,8 @@ impl Knobs {
             header_failure,
             fail_after_tokens: number(headers, header::FAIL_AFTER_TOKENS, "a token count")?,
             hang_after_tokens: number(headers, header::HANG_AFTER_TOKENS, "a token count")?,
+            cache_control: text(headers, header::CACHE_CONTROL)?
+                .and_then(|v| HeaderValue::from_str(v).ok()),
         })
     }
 }
@@ -180,6 +186,9 @@ mod tests {
         assert_eq!(k.header_failure, Some(Some(Failure::Status(502))));
         let k = knobs(&[(header::FAIL, "none")], Some(Failure::Reset)).expect("ok");
         assert_eq!(k.header_failure, Some(None));
+        assert_eq!(k.cache_control, None);
+        let k = knobs(&[(header::CACHE_CONTROL, "no-store")], None).expect("ok");
+        assert_eq!(k.cache_control, Some(HeaderValue::from_static("no-store")));
     }
 
     #[test]

@@ -188,3 +188,29 @@ async fn sim_serves_h2c_streams() {
         ("tok0 tok1 ", End::Aborted)
     );
 }
+
+#[tokio::test]
+async fn sim_cache_control_knob_sets_the_answer_header() {
+    let sim = start(fast()).await;
+    let client = reqwest::Client::new();
+    let plain = chat(&sim, &client, &hello(false))
+        .send()
+        .await
+        .expect("send");
+    assert!(!plain.headers().contains_key("cache-control"));
+    let stream = chat(&sim, &client, &hello(true))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(stream.headers()["cache-control"], "no-cache");
+    for body in [hello(false), hello(true)] {
+        let resp = chat(&sim, &client, &body)
+            .header(header::CACHE_CONTROL, "private, no-store")
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.headers()["cache-control"], "private, no-store");
+        resp.bytes().await.expect("body");
+    }
+}

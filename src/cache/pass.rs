@@ -1,0 +1,299 @@
+//! The cache stage of the request path: [`admit`] answers from the store or from an identical
+//! request in flight, or sends the request on with a [`Pass`] that records, shares and stores the
+//! committed answer, and answers stale when nothing upstream can.
+
+use super::coalesce::{self, FlightEnd, Head, Role};
+use super::key::{self, CacheKey, RequestControl};
+use super::serve::{self, Followed};
+use super::store::{self, Entry, Found};
+use super::{result_index, RouteCache, Status, COALESCED};
+use crate::config::CacheConfig;
+use crate::snapshot::Route;
+use bytes::Bytes;
+use pingora::http::ResponseHeader;
+use pingora::prelude::*;
+use pingora::proxy::Session;
+use std::sync::Arc;
+use tokio::time::Instant;
+
+/// What the request path does after [`admit`].
+pub enum Admit<'a> {
+    /// The cache answered (HIT or a coalesced answer); the request is over.
+    Answered {
+        status: u16,
+        /// The answer was cut short: do not reuse the client connection.
+        cut: bool,
+    },
+    /// Go on to the tries, with the pass that records and stores the answer.
+    Upstream(Pass<'a>),
+}
+
+/// The cache stage of a request on a cached route: answer it from the store, follow an identical
+/// request in flight, or let it go upstream with a [`Pass`].
+pub async fn admit<'a>(
+    route: &'a Route,
+    session: &mut Session,
+    body: &Bytes,
+    request_id: &str,
+    deadline: Instant,
+) -> Result<Admit<'a>> {
+    let (Some(cache), Some(cfg)) = (route.cache.as_deref(), route.cfg.cache.as_ref()) else {
+        return Err(Error::explain(
+            ErrorType::InternalError,
+            "cache stage on a route without cache",
+        ));
+    };
+    let bypass = || Admit::Upstream(Pass::new(cache, cfg, Status::Bypass, None));
+    let req = session.req_header();
+    let control = key::request_control(&req.headers);
+    if control == RequestControl::NoStore {
+        return Ok(bypass());
+    }
+    let json = key::parse_json(body);
+    if cfg.deterministic_only && !key::deterministic(json.as_ref()) {
+        return Ok(bypass());
+    }
+    let path = req.uri.path_and_query().map_or("/", |p| p.as_str());
+    let k = key::key(
+        &route.cfg.name,
+        &req.method,
+        path,
+        &req.headers,
+        &cfg.vary_headers,
+        body,
+        json.as_ref(),
+    );
+    if control == RequestControl::NoCache {
+        return Ok(Admit::Upstream(Pass::new(
+            cache,
+            cfg,
+            Status::Miss,
+            Some(k),
+        )));
+    }
+    let status = match cache
+        .store
+        .lookup(&k, Instant::now(), cfg.ttl, cfg.stale_if_error)
+    {
+        Found::Fresh(e, age) => {
+            cache.results[result_index(Status::Hit)].inc();
+            serve::entry(session, &e, age, Status::Hit, request_id).await?;
+            return Ok(Admit::Answered {
+                status: 200,
+                cut: false,
+            });
+        }
+        Found::Expired(..) => Status::Expired,
+        Found::Missing => Status::Miss,
+    };
+    match cache.flights.join(k) {
+        Role::Leader(flight) => {
+            let mut pass = Pass::new(cache, cfg, status, Some(k));
+            pass.leader = Some(flight);
+            Ok(Admit::Upstream(pass))
+        }
+        Role::Follower(f) => {
+            let idle = route.cfg.timeouts.idle;
+            let t = cfg.lock_timeout;
+            match serve::follow(session, f, status, request_id, t, idle, deadline).await? {
+                Followed::OnOwn => Ok(Admit::Upstream(Pass::new(cache, cfg, status, Some(k)))),
+                done => {
+                    cache.results[COALESCED].inc();
+                    Ok(Admit::Answered {
+                        status: 200,
+                        cut: matches!(done, Followed::Cut),
+                    })
+                }
+            }
+        }
+    }
+}
+
+/// What is being recorded of a committed answer.
+struct Recording {
+    head: Arc<Head>,
+    chunks: Vec<Bytes>,
+    len: usize,
+    /// Entry size so far (headers and bookkeeping included).
+    size: usize,
+}
+
+/// A cacheable request on its way upstream: marks the answer with `x-cache-status`, records it
+/// for the store, publishes it to coalesced followers, and can answer stale when nothing else
+/// can. Counted in `switchyard_cache_requests_total` when dropped, by its final status.
+pub struct Pass<'a> {
+    cache: &'a RouteCache,
+    cfg: &'a CacheConfig,
+    status: Status,
+    /// `None` for BYPASS.
+    key: Option<CacheKey>,
+    /// Set when this request leads a flight.
+    leader: Option<Arc<coalesce::Flight>>,
+    recording: Option<Recording>,
+}
+
+impl<'a> Pass<'a> {
+    fn new(
+        cache: &'a RouteCache,
+        cfg: &'a CacheConfig,
+        status: Status,
+        key: Option<CacheKey>,
+    ) -> Self {
+        Pass {
+            cache,
+            cfg,
+            status,
+            key,
+            leader: None,
+            recording: None,
+        }
+    }
+
+    /// The `x-cache-status` header every answer on a cached route carries.
+    pub fn status_header(&self) -> (&'static str, String) {
+        ("x-cache-status", self.status.header().to_string())
+    }
+
+    /// The committed answer's header, before it is written: decide whether to record it, share
+    /// it with followers, and mark it.
+    pub fn head(&mut self, header: &mut ResponseHeader) {
+        if self.key.is_some() {
+            let length = header
+                .headers
+                .get(http::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok());
+            let storable = header.status == 200
+                && key::response_storable(&header.headers)
+                && length.is_none_or(|n| n <= self.cfg.max_entry_bytes);
+            if storable {
+                let headers = serve::kept_headers(header);
+                let sse = header
+                    .headers
+                    .get(http::header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|v| v.starts_with("text/event-stream"));
+                let size = store::entry_size(&headers, 0);
+                let head = Arc::new(Head {
+                    headers,
+                    content_length: length,
+                    sse,
+                });
+                if let Some(f) = &self.leader {
+                    f.publish_head(head.clone());
+                }
+                self.recording = Some(Recording {
+                    head,
+                    chunks: Vec::new(),
+                    len: 0,
+                    size,
+                });
+            } else {
+                self.release();
+            }
+        }
+        let _ = header.insert_header("x-cache-status", self.status.header());
+    }
+
+    /// Still recording: worth reading the upstream to its end even if the client has left.
+    pub fn recording(&self) -> bool {
+        self.recording.is_some()
+    }
+
+    /// A body chunk of the committed answer.
+    pub fn chunk(&mut self, chunk: &Bytes) {
+        if let Some(f) = &self.leader {
+            f.publish_chunk(chunk.clone());
+        }
+        let Some(rec) = &mut self.recording else {
+            return;
+        };
+        rec.size += chunk.len();
+        if rec.size as u64 > self.cfg.max_entry_bytes {
+            // Too large to store: stop recording; followers already on it still get the rest,
+            // but nobody new joins a flight whose answer will not be stored.
+            self.recording = None;
+            if let (Some(f), Some(k)) = (&self.leader, &self.key) {
+                self.cache.flights.leave(k, f);
+            }
+            return;
+        }
+        rec.len += chunk.len();
+        rec.chunks.push(chunk.clone());
+    }
+
+    /// The committed answer ended; `complete` when the upstream sent all of it.
+    pub fn end(&mut self, complete: bool) {
+        if let (true, Some(rec), Some(k)) = (complete, self.recording.take(), self.key) {
+            let body = serve::concat(&rec.chunks, rec.len);
+            if !rec.head.sse || serve::sse_done(&body) {
+                let headers = rec.head.headers.clone();
+                let entry = Entry::new(k, Instant::now(), headers, body, rec.head.sse);
+                // Stored before the flight leaves the board: a request arriving now finds one
+                // or the other.
+                self.cache.put(entry);
+            }
+        }
+        self.recording = None;
+        if let Some(f) = self.leader.take() {
+            f.finish(if complete {
+                FlightEnd::Complete
+            } else {
+                FlightEnd::Interrupted
+            });
+            if let Some(k) = &self.key {
+                self.cache.flights.leave(k, &f);
+            }
+        }
+    }
+
+    /// Send this request's followers on their own (no shareable answer).
+    fn release(&mut self) {
+        if let Some(f) = self.leader.take() {
+            f.finish(FlightEnd::Released);
+            if let Some(k) = &self.key {
+                self.cache.flights.leave(k, &f);
+            }
+        }
+    }
+
+    /// No upstream could answer: serve an expired entry within `stale_if_error` (STALE), or a
+    /// fresh one an identical request stored meanwhile (HIT). Returns whether it answered.
+    pub async fn serve_stored(&mut self, session: &mut Session, request_id: &str) -> Result<bool> {
+        self.release();
+        let Some(k) = &self.key else {
+            return Ok(false);
+        };
+        let c = self.cfg;
+        let (e, age, status) =
+            match self
+                .cache
+                .store
+                .lookup(k, Instant::now(), c.ttl, c.stale_if_error)
+            {
+                Found::Fresh(e, age) => (e, age, Status::Hit),
+                Found::Expired(e, age) => (e, age, Status::Stale),
+                Found::Missing => return Ok(false),
+            };
+        self.status = status;
+        serve::entry(session, &e, age, status, request_id).await?;
+        Ok(true)
+    }
+}
+
+impl Drop for Pass<'_> {
+    fn drop(&mut self) {
+        // A leader that never committed (every try failed) releases its followers.
+        if let Some(f) = self.leader.take() {
+            f.finish(if f.has_head() {
+                FlightEnd::Interrupted
+            } else {
+                FlightEnd::Released
+            });
+            if let Some(k) = &self.key {
+                self.cache.flights.leave(k, &f);
+            }
+        }
+        self.cache.results[result_index(self.status)].inc();
+    }
+}

@@ -1,0 +1,191 @@
+//! Writing answers that come from the cache: a stored entry (HIT, STALE) or a flight another
+//! request leads (a coalesced follower).
+
+use super::coalesce::{FlightEnd, Follower, Next};
+use super::store::Entry;
+use super::Status;
+use crate::proxy::respond::sse_error_event;
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue};
+use pingora::http::ResponseHeader;
+use pingora::prelude::*;
+use pingora::proxy::Session;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// Response headers that describe one connection or one exchange, not the answer: never stored.
+const NOT_KEPT: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "content-length",
+    "set-cookie",
+    "age",
+    "x-request-id",
+    "x-cache-status",
+];
+
+/// Is a response header worth keeping in an entry?
+pub fn keep_header(name: &HeaderName) -> bool {
+    !NOT_KEPT.contains(&name.as_str())
+}
+
+/// The headers of `h` that an entry keeps.
+pub fn kept_headers(h: &ResponseHeader) -> Vec<(HeaderName, HeaderValue)> {
+    h.headers
+        .iter()
+        .filter(|(k, _)| keep_header(k))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+fn header(
+    headers: &[(HeaderName, HeaderValue)],
+    status: Status,
+    request_id: &str,
+    length: Option<u64>,
+) -> Result<Box<ResponseHeader>> {
+    let mut resp = ResponseHeader::build(200, Some(headers.len() + 4))?;
+    for (k, v) in headers {
+        resp.append_header(k.clone(), v.clone())?;
+    }
+    resp.insert_header("x-cache-status", status.header())?;
+    resp.insert_header("x-request-id", request_id)?;
+    match length {
+        Some(n) => resp.insert_header(http::header::CONTENT_LENGTH, n.to_string())?,
+        // Chunked on HTTP/1.1 (Pingora's h2 writer drops the header).
+        None => resp.insert_header(http::header::TRANSFER_ENCODING, "chunked")?,
+    }
+    Ok(Box::new(resp))
+}
+
+/// Answer with a stored entry, `age` old, marked `status` (HIT or STALE).
+pub async fn entry(
+    session: &mut Session,
+    e: &Entry,
+    age: Duration,
+    status: Status,
+    request_id: &str,
+) -> Result<()> {
+    let length = (!e.sse).then_some(e.body.len() as u64);
+    let mut resp = header(&e.headers, status, request_id, length)?;
+    resp.insert_header(http::header::AGE, age.as_secs().to_string())?;
+    session.write_response_header(resp, false).await?;
+    session
+        .write_response_body(Some(e.body.clone()), true)
+        .await
+}
+
+/// How following a flight ended.
+pub enum Followed {
+    /// The follower's client got the leader's answer (or as much of it as the leader got).
+    Served,
+    /// The leader released its followers or took longer than `lock_timeout`: go upstream.
+    OnOwn,
+    /// The answer was cut short (or the client left) after its head; the request is over.
+    Cut,
+}
+
+/// Relay the flight `f` to this follower's client. `lock_timeout` bounds the wait for the
+/// leader's head; afterwards each chunk must come within `idle` (the leader's own relay gives up
+/// after that long too) and everything before `deadline`.
+pub async fn follow(
+    session: &mut Session,
+    mut f: Follower,
+    status: Status,
+    request_id: &str,
+    lock_timeout: Duration,
+    idle: Duration,
+    deadline: Instant,
+) -> Result<Followed> {
+    let Some(head) = f.head((Instant::now() + lock_timeout).min(deadline)).await else {
+        return Ok(Followed::OnOwn);
+    };
+    let resp = header(&head.headers, status, request_id, head.content_length)?;
+    if session.write_response_header(resp, false).await.is_err() {
+        return Ok(Followed::Cut);
+    }
+    loop {
+        // A little past the leader's own idle limit, so that its verdict arrives first.
+        let until = (Instant::now() + idle + Duration::from_secs(1)).min(deadline);
+        match f.next(until).await {
+            Next::Chunks(chunks) => {
+                for c in chunks {
+                    if session.write_response_body(Some(c), false).await.is_err() {
+                        return Ok(Followed::Cut);
+                    }
+                }
+            }
+            Next::End(FlightEnd::Complete) => {
+                return Ok(match session.write_response_body(None, true).await {
+                    Ok(()) => Followed::Served,
+                    Err(_) => Followed::Cut,
+                });
+            }
+            Next::End(_) | Next::TimedOut => {
+                if head.sse {
+                    let msg = "the shared upstream answer was cut short";
+                    let ev = sse_error_event(msg, request_id);
+                    let _ = session.write_response_body(Some(ev), true).await;
+                }
+                return Ok(Followed::Cut);
+            }
+        }
+    }
+}
+
+/// Does an SSE body end with the `data: [DONE]` event (a stream that completed)?
+pub fn sse_done(body: &[u8]) -> bool {
+    let end = body
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace())
+        .map_or(0, |i| i + 1);
+    body[..end].ends_with(b"data: [DONE]") || body[..end].ends_with(b"data:[DONE]")
+}
+
+/// Concatenate recorded chunks into one buffer.
+pub fn concat(chunks: &[Bytes], len: usize) -> Bytes {
+    if let [one] = chunks {
+        return one.clone();
+    }
+    let mut buf = bytes::BytesMut::with_capacity(len);
+    for c in chunks {
+        buf.extend_from_slice(c);
+    }
+    buf.freeze()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_completed_streams_count_as_done() {
+        assert!(sse_done(b"data: {}\n\ndata: [DONE]\n\n"));
+        assert!(sse_done(b"data: [DONE]"));
+        assert!(!sse_done(b"data: {}\n\n"));
+        assert!(!sse_done(b"data: {}\n\nevent: error\ndata: {}\n\n"));
+        assert!(!sse_done(b""));
+    }
+
+    #[test]
+    fn per_exchange_headers_are_not_kept() {
+        let mut h = ResponseHeader::build(200, None).unwrap();
+        h.insert_header("content-type", "application/json").unwrap();
+        h.insert_header("x-sim-instance", "a").unwrap();
+        h.insert_header("content-length", "10").unwrap();
+        h.insert_header("transfer-encoding", "chunked").unwrap();
+        h.insert_header("set-cookie", "s=1").unwrap();
+        h.insert_header("x-request-id", "r").unwrap();
+        let kept: Vec<String> = kept_headers(&h)
+            .iter()
+            .map(|(k, _)| k.to_string())
+            .collect();
+        assert_eq!(kept, vec!["content-type", "x-sim-instance"]);
+    }
+}

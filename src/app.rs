@@ -2,7 +2,9 @@
 //! config snapshot (one `ArcSwap`), peer state that outlives snapshots, metrics, and the
 //! upstream connection pool.
 
+use crate::access_log::AccessLog;
 use crate::config::{self, Config, ConfigError};
+use crate::listen::TlsCerts;
 use crate::metrics::Metrics;
 use crate::peer::PeerRegistry;
 use crate::snapshot::Snapshot;
@@ -11,7 +13,7 @@ use pingora::connectors::http::Connector;
 use pingora::connectors::ConnectorOptions;
 use sha2::{Digest, Sha256};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 pub struct App {
@@ -27,6 +29,12 @@ pub struct App {
     last_reload_error: Mutex<Option<String>>,
     /// Serialises reloads: builds happen one at a time, away from the request path.
     reload_lock: tokio::sync::Mutex<()>,
+    /// Certificates of the TLS listeners; `tls.reload()` re-reads them in place.
+    pub tls: TlsCerts,
+    /// The access log (off unless configured); `access_log.reopen()` after a rotation.
+    pub access_log: AccessLog,
+    /// Requests in flight on every listener, against `limits.max_concurrent_requests`.
+    pub active_requests: AtomicUsize,
 }
 
 /// Hex SHA-256 of the config text, shown in `/status` so operators can tell what is loaded.
@@ -52,6 +60,9 @@ impl App {
             first_probe_round_done: AtomicBool::new(!any_checks),
             last_reload_error: Mutex::new(None),
             reload_lock: tokio::sync::Mutex::new(()),
+            tls: TlsCerts::default(),
+            access_log: AccessLog::default(),
+            active_requests: AtomicUsize::new(0),
         })
     }
 

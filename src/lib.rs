@@ -6,6 +6,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod access_log;
 pub mod admin;
 pub mod app;
 pub mod balance;
@@ -13,6 +14,7 @@ pub mod breaker;
 pub mod config;
 pub mod demo;
 pub mod health;
+pub mod listen;
 pub mod metrics;
 pub mod peer;
 pub mod proxy;

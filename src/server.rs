@@ -70,7 +70,8 @@ pub fn build(opts: &RunOptions) -> Result<(Server, Arc<App>), config::ConfigErro
     let mut server_options = HttpServerOptions::default();
     server_options.h2c = true;
     // Fixed at start (Pingora reads them per connection from here, not from our snapshot).
-    server_options.keepalive_request_limit = Some(limits.keepalive_requests);
+    // Pingora counts reuses: N requests on a connection are N - 1 reuses.
+    server_options.keepalive_request_limit = Some(limits.keepalive_requests - 1);
     server_options.h2_idle_timeout = Some(limits.keepalive_timeout);
     let mut proxy_app = http_proxy(&server.configuration, Switchyard { app: app.clone() });
     proxy_app.server_options = Some(server_options);

@@ -4,7 +4,7 @@
 
 use crate::access_log::AccessLog;
 use crate::config::{self, Config, ConfigError};
-use crate::listen::TlsCerts;
+use crate::listen::{TlsCerts, TlsError};
 use crate::metrics::Metrics;
 use crate::peer::PeerRegistry;
 use crate::snapshot::Snapshot;
@@ -146,5 +146,22 @@ impl App {
             .unwrap_or_else(|p| p.into_inner()) = None;
         log::info!("config generation {generation} in force");
         generation
+    }
+
+    /// The edge's part of a config reload, to call after a successful one: point the access log
+    /// at the configured target and reopen its file (for log rotation), then re-read every TLS
+    /// listener's certificate and key in place. Returns how many certificates were reloaded; on
+    /// error the certificates in force stay (the access log error is logged, not returned).
+    pub fn reload_edge(&self) -> Result<usize, TlsError> {
+        let snap = self.snapshot();
+        let dropped = self.metrics.access_log_dropped.clone();
+        if let Err(e) = self
+            .access_log
+            .apply(snap.config.access_log.as_ref(), dropped)
+        {
+            log::error!("access log: cannot open the configured target, keeping the old one: {e}");
+        }
+        self.access_log.reopen();
+        self.tls.reload()
     }
 }

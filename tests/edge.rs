@@ -713,3 +713,36 @@ async fn access_log_has_one_json_line_per_request_and_no_secrets() {
     assert_eq!(metric(&m, "switchyard_access_log_dropped_total", &[]), 0.0);
     assert!(m.contains("switchyard_access_log_dropped_total"));
 }
+
+/// The one call the config reload makes for the edge: certificates re-read, access log
+/// retargeted and reopened.
+#[tokio::test]
+async fn reload_edge_rereads_certificates_and_retargets_the_access_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let (files, _) = self_signed(dir.path(), "r");
+    let config = |log: &Path| {
+        let text = format!(
+            "listeners:\n  - addr: \"127.0.0.1:1\"\n{}access_log: {{ path: {} }}\n",
+            one_cluster("127.0.0.1:2".parse().unwrap(), ""),
+            log.display()
+        );
+        switchyard::config::parse(&text, "r.yaml").unwrap()
+    };
+    let (log_a, log_b) = (dir.path().join("a.log"), dir.path().join("b.log"));
+    let app = switchyard::app::App::new(config(&log_a), String::new(), None);
+    let resolver = app.tls.add(&files).unwrap();
+    app.reload_edge().unwrap();
+    assert!(
+        log_a.exists(),
+        "the access log is opened by the first reload_edge"
+    );
+
+    let before = resolver.current().cert[0].clone();
+    let (next, _) = self_signed(dir.path(), "r2");
+    std::fs::rename(&next.cert, &files.cert).unwrap();
+    std::fs::rename(&next.key, &files.key).unwrap();
+    app.install(config(&log_b), String::new());
+    assert_eq!(app.reload_edge().unwrap(), 1);
+    assert_ne!(resolver.current().cert[0], before);
+    assert!(log_b.exists(), "the access log follows the new config");
+}

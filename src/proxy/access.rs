@@ -4,7 +4,7 @@
 use super::Ctx;
 use crate::access_log::{AccessLog, Entry};
 use pingora::proxy::Session;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 /// Log the request if the access log is on.
 pub(super) fn log(log: &AccessLog, session: &Session, ctx: &Ctx) {
@@ -25,7 +25,7 @@ pub(super) fn log(log: &AccessLog, session: &Session, ctx: &Ctx) {
     // A local answer (error, fallback) goes out whole at the end: its first byte is its last.
     let ttfb = session
         .response_written()
-        .map(|_| ctx.ttfb.unwrap_or(duration).as_secs_f64() * 1000.0);
+        .map(|_| ms(ctx.ttfb.unwrap_or(duration)));
     log.log(&Entry {
         time: humantime::format_rfc3339_millis(arrived).to_string(),
         request_id: ctx.request_id.as_deref().unwrap_or(""),
@@ -39,10 +39,15 @@ pub(super) fn log(log: &AccessLog, session: &Session, ctx: &Ctx) {
         tries: ctx.tries,
         cache: None,
         ttfb_ms: ttfb,
-        duration_ms: duration.as_secs_f64() * 1000.0,
+        duration_ms: ms(duration),
         bytes_sent: session.body_bytes_sent(),
         bytes_received: session.body_bytes_read(),
         tls: ctx.tls,
         http: if session.is_http2() { "2" } else { "1.1" },
     });
+}
+
+/// Milliseconds, to the microsecond.
+fn ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1e6).round() / 1e3
 }

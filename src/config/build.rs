@@ -1,12 +1,12 @@
 //! File layer -> runtime config, with every check that needs more than one value.
 
+use super::edge;
 use super::file::*;
 use super::types::*;
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Method};
 use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
 /// A validation failure at `path`; `config::parse` adds the file and line.
@@ -15,9 +15,9 @@ pub struct BuildError {
     pub message: String,
 }
 
-type Result<T> = std::result::Result<T, BuildError>;
+pub(super) type Result<T> = std::result::Result<T, BuildError>;
 
-fn err<T>(path: impl Into<String>, message: impl Into<String>) -> Result<T> {
+pub(super) fn err<T>(path: impl Into<String>, message: impl Into<String>) -> Result<T> {
     Err(BuildError {
         path: path.into(),
         message: message.into(),
@@ -43,12 +43,12 @@ pub fn build(f: FileConfig) -> Result<Config> {
             return err(path, format!("duplicate listener address {addr}"));
         }
         let tls = match &l.tls {
-            Some(t) => Some(tls_files(&format!("listeners[{i}].tls"), t)?),
+            Some(t) => Some(edge::tls_files(&format!("listeners[{i}].tls"), t)?),
             None => None,
         };
         listeners.push(Listener { addr, tls });
     }
-    let admin = admin(f.admin.as_ref())?;
+    let admin = edge::admin(f.admin.as_ref())?;
     let admin_addr = admin.addr;
     if seen.contains(&admin_addr) {
         return err("admin.addr", format!("{admin_addr} is also a listener"));
@@ -82,146 +82,9 @@ pub fn build(f: FileConfig) -> Result<Config> {
         admin,
         clusters,
         routes,
-        limits: limits(&f.limits)?,
-        access_log: access_log(f.access_log.as_ref())?,
+        limits: edge::limits(&f.limits)?,
+        access_log: edge::access_log(f.access_log.as_ref())?,
     })
-}
-
-/// Certificate and key must load and match now, so that `switchyard check` and a reload catch
-/// what would otherwise fail at start (Pingora panics on a bad certificate).
-fn tls_files(base: &str, t: &TlsFile) -> Result<TlsFiles> {
-    let files = TlsFiles {
-        cert: PathBuf::from(t.cert.trim()),
-        key: PathBuf::from(t.key.trim()),
-    };
-    match crate::listen::tls::load(&files) {
-        Ok(_) => Ok(files),
-        Err(e) if e.is_key() => err(format!("{base}.key"), e.to_string()),
-        Err(e) => err(format!("{base}.cert"), e.to_string()),
-    }
-}
-
-/// Shortest admin token accepted: a token is the only thing between the network and `/reload`.
-const MIN_TOKEN_LEN: usize = 16;
-
-fn admin(a: Option<&AdminFile>) -> Result<AdminSettings> {
-    let addr = match a.and_then(|a| a.addr.as_deref()) {
-        Some(s) => socket_addr("admin.addr", s)?,
-        None => DEFAULT_ADMIN.parse().expect("valid default"),
-    };
-    let token = match a.map(|a| (a.token.as_deref(), a.token_file.as_deref())) {
-        Some((Some(_), Some(_))) => {
-            return err(
-                "admin.token_file",
-                "give admin.token or admin.token_file, not both",
-            )
-        }
-        Some((Some(t), None)) => Some(admin_token("admin.token", t)?),
-        Some((None, Some(file))) => {
-            let text = std::fs::read_to_string(file.trim())
-                .or_else(|e| err("admin.token_file", format!("cannot read {file}: {e}")))?;
-            Some(admin_token("admin.token_file", &text)?)
-        }
-        Some((None, None)) | None => None,
-    };
-    if token.is_none() && !addr.ip().is_loopback() {
-        return err(
-            "admin.addr",
-            format!(
-                "{addr} is not a loopback address: set admin.token or admin.token_file, or \
-                 bind the admin listener to 127.0.0.1"
-            ),
-        );
-    }
-    Ok(AdminSettings { addr, token })
-}
-
-fn admin_token(path: &str, raw: &str) -> Result<AdminToken> {
-    let t = raw.trim();
-    if t.len() < MIN_TOKEN_LEN {
-        return err(
-            path,
-            format!(
-                "the token must be at least {MIN_TOKEN_LEN} characters (e.g. `openssl rand -hex 32`)"
-            ),
-        );
-    }
-    if !t.bytes().all(|b| b.is_ascii_graphic()) {
-        return err(path, "the token must be printable ASCII without spaces");
-    }
-    Ok(AdminToken::new(t.to_string()))
-}
-
-pub const DEFAULT_MAX_HEADER_BYTES: usize = 64 * 1024;
-
-fn limits(l: &LimitsFile) -> Result<Limits> {
-    let max_header_bytes = match l.max_header_bytes {
-        Some(s) if s.0 < 1024 => return err("limits.max_header_bytes", "must be at least 1KiB"),
-        // Pingora refuses HTTP/1.1 headers over 1 MiB before switchyard sees them.
-        Some(s) if s.0 > 1024 * 1024 => {
-            return err("limits.max_header_bytes", "must be at most 1MiB")
-        }
-        Some(s) => s.0 as usize,
-        None => DEFAULT_MAX_HEADER_BYTES,
-    };
-    let keepalive_timeout = match l.keepalive_timeout {
-        Some(d) if d.0 < Duration::from_secs(1) => {
-            return err(
-                "limits.keepalive_timeout",
-                "must be at least 1s (Pingora counts it in whole seconds)",
-            )
-        }
-        Some(d) => Duration::from_secs(d.0.as_secs_f64().ceil() as u64),
-        None => Duration::from_secs(60),
-    };
-    let at_least_one = |key: &str, v: Option<u32>, default: u32| match v {
-        Some(0) => err(format!("limits.{key}"), "must be at least 1"),
-        Some(n) => Ok(n),
-        None => Ok(default),
-    };
-    Ok(Limits {
-        max_header_bytes,
-        client_body_timeout: positive(
-            "limits.client_body_timeout",
-            l.client_body_timeout,
-            Duration::from_secs(30),
-        )?,
-        keepalive_timeout,
-        keepalive_requests: at_least_one("keepalive_requests", l.keepalive_requests, 1000)?,
-        max_connections: at_least_one("max_connections", l.max_connections, 10_000)? as usize,
-        max_concurrent_requests: at_least_one(
-            "max_concurrent_requests",
-            l.max_concurrent_requests,
-            4096,
-        )? as usize,
-    })
-}
-
-fn access_log(a: Option<&AccessLogFile>) -> Result<Option<AccessLogConfig>> {
-    let Some(a) = a else { return Ok(None) };
-    let p = a.path.trim();
-    if p == "stderr" {
-        return Ok(Some(AccessLogConfig::Stderr));
-    }
-    if p.is_empty() {
-        return err("access_log.path", "give a file path or \"stderr\"");
-    }
-    let path = PathBuf::from(p);
-    // The file itself is opened (created) at start, not by `check`; its directory must exist.
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    if !dir.is_dir() {
-        return err(
-            "access_log.path",
-            format!("directory {} does not exist", dir.display()),
-        );
-    }
-    if path.is_dir() {
-        return err("access_log.path", format!("{p} is a directory"));
-    }
-    Ok(Some(AccessLogConfig::File(path)))
 }
 
 fn server(s: &ServerFile) -> Result<ServerSettings> {
@@ -247,7 +110,7 @@ fn server(s: &ServerFile) -> Result<ServerSettings> {
     })
 }
 
-fn socket_addr(path: &str, s: &str) -> Result<SocketAddr> {
+pub(super) fn socket_addr(path: &str, s: &str) -> Result<SocketAddr> {
     s.trim().parse().or_else(|_| {
         err(
             path,
@@ -274,7 +137,11 @@ fn name(path: &str, n: &str) -> Result<()> {
     }
 }
 
-fn positive(path: &str, d: Option<super::units::Dur>, default: Duration) -> Result<Duration> {
+pub(super) fn positive(
+    path: &str,
+    d: Option<super::units::Dur>,
+    default: Duration,
+) -> Result<Duration> {
     match d {
         Some(d) if d.0.is_zero() => err(path, "must be greater than zero"),
         Some(d) => Ok(d.0),

@@ -46,6 +46,12 @@ impl ServeHttp for Admin {
         let query = session.req_header().uri.query().map(str::to_string);
         let _ = session.drain_request_body().await;
         let get = method == http::Method::GET || method == http::Method::HEAD;
+        if !get {
+            // Every method that can change something needs the token (when one is set).
+            if let Some(denied) = self.unauthorized(session) {
+                return denied;
+            }
+        }
         match (get, method == http::Method::POST, path.as_str()) {
             (true, _, "/metrics") => {
                 self.refresh_gauges();
@@ -79,6 +85,34 @@ impl ServeHttp for Admin {
 }
 
 impl Admin {
+    /// When a token is configured, the 401 JSON answer for a request without
+    /// `authorization: Bearer <admin.token>`; `None` lets the request through. Every mutating
+    /// endpoint must pass this check: `response` applies it to all methods but GET and HEAD.
+    pub fn unauthorized(&self, session: &ServerSession) -> Option<Response<Vec<u8>>> {
+        let snap = self.app.snapshot();
+        let token = snap.config.admin.token.as_ref()?;
+        let presented = session
+            .req_header()
+            .headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| bearer(v.as_bytes()));
+        match presented {
+            Some(p) if token.matches(p) => None,
+            _ => {
+                let mut resp = json_response(
+                    StatusCode::UNAUTHORIZED,
+                    json!({"error": {"message": "this admin endpoint needs authorization: Bearer <admin token>",
+                                     "code": "unauthorized"}}),
+                );
+                resp.headers_mut().insert(
+                    http::header::WWW_AUTHENTICATE,
+                    http::HeaderValue::from_static("Bearer"),
+                );
+                Some(resp)
+            }
+        }
+    }
+
     /// Gauges that change with time alone (an OPEN breaker turning HALF_OPEN) are set at scrape.
     fn refresh_gauges(&self) {
         let snap = self.app.snapshot();
@@ -176,6 +210,14 @@ impl Admin {
         v["pid"] = json!(std::process::id());
         v
     }
+}
+
+/// The credentials of an `authorization: Bearer <token>` header value.
+fn bearer(value: &[u8]) -> Option<&[u8]> {
+    let (scheme, rest) = value.split_at_checked(7)?;
+    scheme
+        .eq_ignore_ascii_case(b"bearer ")
+        .then(|| rest.trim_ascii())
 }
 
 /// One peer's breaker, as `/health/circuit-breaker` and `/status` show it.

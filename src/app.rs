@@ -2,8 +2,10 @@
 //! config snapshot (one `ArcSwap`), peer state that outlives snapshots, metrics, and the
 //! upstream connection pool.
 
+use crate::access_log::AccessLog;
 use crate::cache::Caches;
 use crate::config::{self, Config, ConfigError};
+use crate::listen::{TlsCerts, TlsError};
 use crate::metrics::Metrics;
 use crate::snapshot::{Registries, Snapshot};
 use arc_swap::ArcSwap;
@@ -11,7 +13,7 @@ use pingora::connectors::http::Connector;
 use pingora::connectors::ConnectorOptions;
 use sha2::{Digest, Sha256};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 pub struct App {
@@ -32,6 +34,12 @@ pub struct App {
     needs_upgrade: Mutex<Vec<String>>,
     /// Serialises reloads: builds happen one at a time, away from the request path.
     reload_lock: tokio::sync::Mutex<()>,
+    /// Certificates of the TLS listeners; `tls.reload()` re-reads them in place.
+    pub tls: TlsCerts,
+    /// The access log (off unless configured); `access_log.reopen()` after a rotation.
+    pub access_log: AccessLog,
+    /// Requests in flight on every listener, against `limits.max_concurrent_requests`.
+    pub active_requests: AtomicUsize,
     /// Each cached route's store, kept across reloads.
     pub caches: Caches,
 }
@@ -98,6 +106,9 @@ impl App {
             needs_upgrade: Mutex::new(Vec::new()),
             reload_lock: tokio::sync::Mutex::new(()),
             caches,
+            tls: TlsCerts::default(),
+            access_log: AccessLog::default(),
+            active_requests: AtomicUsize::new(0),
         })
     }
 
@@ -173,7 +184,14 @@ impl App {
             }),
         };
         match result {
-            Ok((cfg, d)) => Ok(self.install(cfg, d)),
+            Ok((cfg, d)) => {
+                let generation = self.install(cfg, d);
+                // Certificates and the access log file follow the new config in place.
+                if let Err(e) = self.reload_edge() {
+                    log::error!("TLS certificates not reloaded, the ones in force stay: {e}");
+                }
+                Ok(generation)
+            }
             Err(e) => {
                 log::error!("config reload failed, keeping the config in force: {e}");
                 self.metrics
@@ -211,5 +229,22 @@ impl App {
             .unwrap_or_else(|p| p.into_inner()) = None;
         log::info!("config generation {generation} in force");
         generation
+    }
+
+    /// The edge's part of a config reload, to call after a successful one: point the access log
+    /// at the configured target and reopen its file (for log rotation), then re-read every TLS
+    /// listener's certificate and key in place. Returns how many certificates were reloaded; on
+    /// error the certificates in force stay (the access log error is logged, not returned).
+    pub fn reload_edge(&self) -> Result<usize, TlsError> {
+        let snap = self.snapshot();
+        let dropped = self.metrics.access_log_dropped.clone();
+        if let Err(e) = self
+            .access_log
+            .apply(snap.config.access_log.as_ref(), dropped)
+        {
+            log::error!("access log: cannot open the configured target, keeping the old one: {e}");
+        }
+        self.access_log.reopen();
+        self.tls.reload()
     }
 }

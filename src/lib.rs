@@ -6,6 +6,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod access_log;
 pub mod admin;
 pub mod app;
 pub mod balance;
@@ -16,6 +17,7 @@ pub mod demo;
 pub mod health;
 pub mod keys;
 pub mod limits;
+pub mod listen;
 pub mod metrics;
 pub mod peer;
 pub mod proxy;

@@ -5,8 +5,8 @@
 //! handles are resolved once per config snapshot (see `snapshot`), not per request.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 /// Buckets for request and upstream latency: LLM requests take from milliseconds (cache hits)
@@ -62,6 +62,12 @@ pub struct Metrics {
     pub cache_entries: IntGaugeVec,
     /// `switchyard_cache_evictions_total{route}`: entries pushed out to stay under `max_bytes`.
     pub cache_evictions: IntCounterVec,
+    /// `switchyard_downstream_connections`: client connections being served.
+    pub downstream_connections: IntGauge,
+    /// `switchyard_limit_rejected_total{limit}`: connections and requests refused by a limit.
+    pub limit_rejected: IntCounterVec,
+    /// `switchyard_access_log_dropped_total`
+    pub access_log_dropped: IntCounter,
 }
 
 impl Metrics {
@@ -216,6 +222,21 @@ impl Metrics {
                     "Cache entries evicted to stay under max_bytes, by route."
                 ),
                 &["route"]
+            )),
+            downstream_connections: reg!(IntGauge::new(
+                "switchyard_downstream_connections",
+                "Client connections being served (after the TLS handshake)."
+            )),
+            limit_rejected: reg!(IntCounterVec::new(
+                Opts::new(
+                    "switchyard_limit_rejected_total",
+                    "Client connections and requests refused by an edge limit, by limit."
+                ),
+                &["limit"]
+            )),
+            access_log_dropped: reg!(IntCounter::new(
+                "switchyard_access_log_dropped_total",
+                "Access log lines dropped because the writer was behind or a write failed."
             )),
             registry,
         }

@@ -6,11 +6,12 @@ use crate::app::{self, App};
 use crate::config::{self, Config};
 use crate::health::HealthChecker;
 use crate::keys::KeyProber;
+use crate::listen::{self, ConnLimit};
 use crate::proxy::Switchyard;
 use crate::reload::ReloadTriggers;
 use pingora::apps::http_app::HttpServer;
 use pingora::apps::HttpServerOptions;
-use pingora::proxy::ProxyServiceBuilder;
+use pingora::proxy::http_proxy;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::Server;
 use pingora::services::background::background_service;
@@ -64,18 +65,29 @@ pub fn build(opts: &RunOptions) -> Result<(Server, Arc<App>), config::ConfigErro
 
     let listeners = cfg.listeners.clone();
     let admin_addr = cfg.admin.addr;
+    let limits = cfg.limits.clone();
+    let access_log = cfg.access_log.clone();
     let app = App::new(cfg, app::digest(&text), Some(opts.config_path.clone()));
 
     let mut server_options = HttpServerOptions::default();
     server_options.h2c = true;
-    let mut proxy =
-        ProxyServiceBuilder::new(&server.configuration, Switchyard { app: app.clone() })
-            .name("switchyard")
-            .server_options(server_options)
-            .build();
-    for l in &listeners {
-        proxy.add_tcp(&l.addr.to_string());
-    }
+    // Fixed at start (Pingora reads them per connection from here, not from our snapshot).
+    // Pingora counts reuses: N requests on a connection are N - 1 reuses.
+    server_options.keepalive_request_limit = Some(limits.keepalive_requests - 1);
+    server_options.h2_idle_timeout = Some(limits.keepalive_timeout);
+    let mut proxy_app = http_proxy(&server.configuration, Switchyard { app: app.clone() });
+    proxy_app.server_options = Some(server_options);
+    let mut proxy = Service::new(
+        "switchyard".to_string(),
+        ConnLimit::new(proxy_app, app.clone()),
+    );
+    listen::add_listeners(&mut proxy, &listeners, &app.tls).map_err(|(i, e)| {
+        let key = if e.is_key() { "key" } else { "cert" };
+        invalid(&file, format!("listeners[{i}].tls.{key}"), e.to_string())
+    })?;
+    app.access_log
+        .apply(access_log.as_ref(), app.metrics.access_log_dropped.clone())
+        .map_err(|e| invalid(&file, "access_log.path".into(), format!("cannot open: {e}")))?;
     let mut admin = Service::new(
         "switchyard admin".to_string(),
         HttpServer::new_app(Admin { app: app.clone() }),
@@ -136,6 +148,16 @@ fn successor_command(opts: &RunOptions) -> Vec<std::ffi::OsString> {
         cmd.push("--daemon".into());
     }
     cmd
+}
+
+/// A config error found while building the server (a file that changed since it was checked).
+fn invalid(file: &str, path: String, message: String) -> config::ConfigError {
+    config::ConfigError::Invalid(config::Invalid {
+        file: file.to_string(),
+        line: None,
+        path,
+        message,
+    })
 }
 
 /// Build and run until the process is told to stop. Returns only on a config error.

@@ -21,6 +21,8 @@ pub enum Admit<'a> {
     /// The cache answered (HIT or a coalesced answer); the request is over.
     Answered {
         status: u16,
+        /// The `x-cache-status` it carried.
+        cache: &'static str,
         /// The answer was cut short: do not reuse the client connection.
         cut: bool,
     },
@@ -80,6 +82,7 @@ pub async fn admit<'a>(
             serve::entry(session, &e, age, Status::Hit, request_id).await?;
             return Ok(Admit::Answered {
                 status: 200,
+                cache: Status::Hit.header(),
                 cut: false,
             });
         }
@@ -101,6 +104,7 @@ pub async fn admit<'a>(
                     cache.results[COALESCED].inc();
                     Ok(Admit::Answered {
                         status: 200,
+                        cache: status.header(),
                         cut: matches!(done, Followed::Cut),
                     })
                 }
@@ -150,6 +154,11 @@ impl<'a> Pass<'a> {
     }
 
     /// The `x-cache-status` header every answer on a cached route carries.
+    /// The `x-cache-status` this request carries.
+    pub fn status(&self) -> &'static str {
+        self.status.header()
+    }
+
     pub fn status_header(&self) -> (&'static str, String) {
         ("x-cache-status", self.status.header().to_string())
     }

@@ -152,7 +152,11 @@ async fn warm(app: &App, snap: &Snapshot) {
         .iter()
         .filter_map(|r| Some((&r.cfg, r.cfg.cache.as_ref()?.warm.as_ref()?)))
         .collect();
-    let Some(listener) = snap.config.listeners.first() else {
+    // Warm-up speaks plain HTTP: use the first listener without TLS.
+    let Some(listener) = snap.config.listeners.iter().find(|l| l.tls.is_none()) else {
+        if !routes.is_empty() {
+            log::warn!("cache warm-up needs a plain-HTTP listener; none is configured");
+        }
         return;
     };
     if routes.is_empty() {

@@ -1,5 +1,6 @@
 //! File layer -> runtime config, with every check that needs more than one value.
 
+use super::edge;
 use super::file::*;
 use super::types::*;
 use bytes::Bytes;
@@ -41,12 +42,14 @@ pub fn build(f: FileConfig) -> Result<Config> {
         if !seen.insert(addr) {
             return err(path, format!("duplicate listener address {addr}"));
         }
-        listeners.push(Listener { addr });
+        let tls = match &l.tls {
+            Some(t) => Some(edge::tls_files(&format!("listeners[{i}].tls"), t)?),
+            None => None,
+        };
+        listeners.push(Listener { addr, tls });
     }
-    let admin_addr = match &f.admin {
-        Some(a) => socket_addr("admin.addr", &a.addr)?,
-        None => DEFAULT_ADMIN.parse().expect("valid default"),
-    };
+    let admin = edge::admin(f.admin.as_ref())?;
+    let admin_addr = admin.addr;
     if seen.contains(&admin_addr) {
         return err("admin.addr", format!("{admin_addr} is also a listener"));
     }
@@ -76,9 +79,11 @@ pub fn build(f: FileConfig) -> Result<Config> {
     Ok(Config {
         server,
         listeners,
-        admin: AdminSettings { addr: admin_addr },
+        admin,
         clusters,
         routes,
+        limits: edge::limits(&f.limits)?,
+        access_log: edge::access_log(f.access_log.as_ref())?,
     })
 }
 
@@ -105,7 +110,7 @@ fn server(s: &ServerFile) -> Result<ServerSettings> {
     })
 }
 
-fn socket_addr(path: &str, s: &str) -> Result<SocketAddr> {
+pub(super) fn socket_addr(path: &str, s: &str) -> Result<SocketAddr> {
     s.trim().parse().or_else(|_| {
         err(
             path,

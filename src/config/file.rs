@@ -21,6 +21,10 @@ pub struct FileConfig {
     pub clusters: BTreeMap<String, ClusterFile>,
     #[serde(default)]
     pub routes: Vec<RouteFile>,
+    #[serde(default)]
+    pub limits: LimitsFile,
+    #[serde(default)]
+    pub access_log: Option<AccessLogFile>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -37,12 +41,41 @@ pub struct ServerFile {
 #[serde(deny_unknown_fields)]
 pub struct ListenerFile {
     pub addr: String,
+    #[serde(default)]
+    pub tls: Option<TlsFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFile {
+    pub cert: String,
+    pub key: String,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdminFile {
-    pub addr: String,
+    pub addr: Option<String>,
+    pub token: Option<String>,
+    pub token_file: Option<String>,
+}
+
+/// Protections of the client-facing side (`limits:`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsFile {
+    pub max_header_bytes: Option<Size>,
+    pub client_body_timeout: Option<Dur>,
+    pub keepalive_timeout: Option<Dur>,
+    pub keepalive_requests: Option<u32>,
+    pub max_connections: Option<u32>,
+    pub max_concurrent_requests: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessLogFile {
+    pub path: String,
 }
 
 #[derive(Debug, Deserialize)]

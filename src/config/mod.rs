@@ -10,6 +10,7 @@
 //! ```
 
 mod build;
+mod edge;
 pub mod file;
 mod locate;
 mod types;

@@ -245,3 +245,203 @@ fn cache_defaults_and_errors_name_the_key_path() {
         assert_eq!(inv.line, Some(*line), "for {block:?}: {e}");
     }
 }
+/// `GOOD` with `extra` top-level YAML appended.
+fn with(extra: &str) -> String {
+    format!("{GOOD}{extra}")
+}
+
+fn bad(text: &str) -> Invalid {
+    match parse(text, "edge.yaml") {
+        Err(ConfigError::Invalid(inv)) => inv,
+        other => panic!("expected a config error, got {other:?}"),
+    }
+}
+
+#[test]
+fn edge_keys_default_to_safe_values() {
+    let c = parse(GOOD, "good.yaml").unwrap();
+    assert_eq!(c.limits.max_header_bytes, 64 * 1024);
+    assert_eq!(c.limits.client_body_timeout, Duration::from_secs(30));
+    assert_eq!(c.limits.keepalive_timeout, Duration::from_secs(60));
+    assert_eq!(c.limits.keepalive_requests, 1000);
+    assert_eq!(c.limits.max_connections, 10_000);
+    assert_eq!(c.limits.max_concurrent_requests, 4096);
+    assert_eq!(c.access_log, None);
+    assert_eq!(c.admin.token, None);
+    assert_eq!(c.listeners[0].tls, None);
+}
+
+#[test]
+fn limits_parse_and_reject_bad_values_by_key() {
+    let c = parse(
+        &with("limits:\n  max_header_bytes: 8KiB\n  client_body_timeout: 500ms\n  keepalive_timeout: 1500ms\n  keepalive_requests: 10\n  max_connections: 5\n  max_concurrent_requests: 2\n"),
+        "x",
+    )
+    .unwrap();
+    assert_eq!(c.limits.max_header_bytes, 8 * 1024);
+    assert_eq!(c.limits.client_body_timeout, Duration::from_millis(500));
+    // Pingora counts keep-alive in whole seconds: rounded up, never down to "forever".
+    assert_eq!(c.limits.keepalive_timeout, Duration::from_secs(2));
+    assert_eq!(
+        (
+            c.limits.keepalive_requests,
+            c.limits.max_connections,
+            c.limits.max_concurrent_requests
+        ),
+        (10, 5, 2)
+    );
+    for (yaml, path) in [
+        ("max_header_bytes: 100", "limits.max_header_bytes"),
+        ("max_header_bytes: 2MiB", "limits.max_header_bytes"),
+        ("client_body_timeout: 0s", "limits.client_body_timeout"),
+        ("keepalive_timeout: 500ms", "limits.keepalive_timeout"),
+        ("max_connections: 0", "limits.max_connections"),
+        (
+            "max_concurrent_requests: 0",
+            "limits.max_concurrent_requests",
+        ),
+        ("max_conections: 10", "limits.max_conections"),
+    ] {
+        let inv = bad(&with(&format!("limits:\n  {yaml}\n")));
+        assert_eq!(inv.path, path, "{yaml}: {inv}");
+        assert_eq!(inv.line, Some(33), "{yaml}: {inv}");
+    }
+}
+
+#[test]
+fn admin_token_rules() {
+    let token = "0123456789abcdef0123";
+    // A public admin address needs a token.
+    let public = GOOD.replace("addr: \"127.0.0.1:9901\"", "addr: \"0.0.0.0:9901\"");
+    let inv = bad(&public);
+    assert_eq!(
+        (inv.path.as_str(), inv.line),
+        ("admin.addr", Some(7)),
+        "{inv}"
+    );
+    assert!(inv.message.contains("admin.token"), "{inv}");
+    let c = parse(
+        &public.replace(
+            "addr: \"0.0.0.0:9901\"",
+            &format!("addr: \"0.0.0.0:9901\"\n  token: \"{token}\""),
+        ),
+        "x",
+    )
+    .unwrap();
+    let t = c.admin.token.expect("token");
+    assert!(t.matches(token.as_bytes()));
+    assert!(!t.matches(b"0123456789abcdef0124"));
+    assert!(!t.matches(b""));
+    assert!(
+        !format!("{t:?}").contains(token),
+        "Debug must not print the token"
+    );
+
+    // token_file: trimmed; unreadable, too short, or given with token: errors by key.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("token");
+    std::fs::write(&file, format!("  {token}\n")).unwrap();
+    let admin = |extra: &str| {
+        GOOD.replace(
+            "addr: \"127.0.0.1:9901\"",
+            &format!("addr: \"127.0.0.1:9901\"\n  {extra}"),
+        )
+    };
+    let c = parse(&admin(&format!("token_file: {}", file.display())), "x").unwrap();
+    assert!(c.admin.token.unwrap().matches(token.as_bytes()));
+    for (extra, path) in [
+        (
+            "token_file: /nonexistent/token".to_string(),
+            "admin.token_file",
+        ),
+        ("token: short".to_string(), "admin.token"),
+        (
+            "token: \"has a space in it, sadly\"".to_string(),
+            "admin.token",
+        ),
+        (
+            format!("token: \"{token}\"\n  token_file: {}", file.display()),
+            "admin.token_file",
+        ),
+    ] {
+        let inv = bad(&admin(&extra));
+        assert_eq!(inv.path, path, "{extra}: {inv}");
+    }
+    // The address alone may be left out.
+    let c = parse(
+        &GOOD.replace("addr: \"127.0.0.1:9901\"", &format!("token: \"{token}\"")),
+        "x",
+    )
+    .unwrap();
+    assert_eq!(c.admin.addr, "127.0.0.1:9901".parse().unwrap());
+}
+
+#[test]
+fn tls_files_are_checked_when_the_config_is_built() {
+    let dir = tempfile::tempdir().unwrap();
+    let write_pair = |name: &str| {
+        let c = rcgen::generate_simple_self_signed(vec![name.to_string()]).unwrap();
+        let (cert, key) = (
+            dir.path().join(format!("{name}.crt")),
+            dir.path().join(format!("{name}.key")),
+        );
+        std::fs::write(&cert, c.cert.pem()).unwrap();
+        std::fs::write(&key, c.key_pair.serialize_pem()).unwrap();
+        (cert, key)
+    };
+    let (cert, key) = write_pair("a.test");
+    let (_, other_key) = write_pair("b.test");
+    let listener = |cert: &std::path::Path, key: &std::path::Path| {
+        GOOD.replace(
+            "  - addr: \"127.0.0.1:8080\"\n",
+            &format!(
+                "  - addr: \"127.0.0.1:8080\"\n  - addr: \"127.0.0.1:8443\"\n    tls: {{ cert: {}, key: {} }}\n",
+                cert.display(),
+                key.display()
+            ),
+        )
+    };
+    let c = parse(&listener(&cert, &key), "x").unwrap();
+    assert_eq!(c.listeners[1].tls.as_ref().unwrap().cert, cert);
+
+    let missing = dir.path().join("missing.crt");
+    let inv = bad(&listener(&missing, &key));
+    assert_eq!(
+        (inv.path.as_str(), inv.line),
+        ("listeners[1].tls.cert", Some(7)),
+        "{inv}"
+    );
+    assert!(inv.message.contains("missing.crt"), "{inv}");
+    let inv = bad(&listener(&cert, &other_key));
+    assert_eq!(inv.path, "listeners[1].tls.key", "{inv}");
+    assert!(inv.message.contains("does not belong"), "{inv}");
+    let inv = bad(&listener(&key, &key));
+    assert_eq!(inv.path, "listeners[1].tls.cert", "{inv}");
+}
+
+#[test]
+fn access_log_targets() {
+    let c = parse(&with("access_log: { path: stderr }\n"), "x").unwrap();
+    assert_eq!(c.access_log, Some(AccessLogConfig::Stderr));
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("access.log");
+    let c = parse(
+        &with(&format!("access_log: {{ path: {} }}\n", p.display())),
+        "x",
+    )
+    .unwrap();
+    assert_eq!(c.access_log, Some(AccessLogConfig::File(p)));
+    // check does not create the file, but its directory must exist.
+    assert!(!dir.path().join("access.log").exists());
+    let inv = bad(&with("access_log: { path: /nonexistent/dir/access.log }\n"));
+    assert_eq!(
+        (inv.path.as_str(), inv.line),
+        ("access_log.path", Some(32)),
+        "{inv}"
+    );
+    let inv = bad(&with(&format!(
+        "access_log: {{ path: {} }}\n",
+        dir.path().display()
+    )));
+    assert_eq!(inv.path, "access_log.path", "{inv}");
+}

@@ -9,7 +9,9 @@
 //! over a 4 MiB prompt. Pingora still does the listening, HTTP/1.1 and h2c parsing, keep-alive,
 //! connection pooling (its `Connector`) and graceful upgrades.
 
+mod access;
 mod admit;
+mod limits;
 mod relay;
 mod request;
 pub mod respond;
@@ -45,6 +47,16 @@ pub struct Ctx {
     cluster: Option<usize>,
     tries: u32,
     status: u16,
+    /// Index in `cluster.peers` of the last try.
+    peer: Option<usize>,
+    /// Arrival to the committed upstream response going out.
+    ttfb: Option<Duration>,
+    /// The client connection is TLS.
+    tls: bool,
+    /// Kept for the access log, only when it is on.
+    request_id: Option<String>,
+    /// `x-cache-status` of the answer, on cached routes.
+    cache: Option<&'static str>,
 }
 
 #[async_trait]
@@ -59,6 +71,11 @@ impl ProxyHttp for Switchyard {
             cluster: None,
             tries: 0,
             status: 0,
+            peer: None,
+            ttfb: None,
+            tls: false,
+            request_id: None,
+            cache: None,
         }
     }
 
@@ -74,6 +91,30 @@ impl ProxyHttp for Switchyard {
         let snap = self.app.snapshot();
         ctx.snapshot = Some(snap.clone());
         let request_id = request::request_id(session);
+
+        // 0. Edge limits: requests in flight, header size; idle keep-alive (HTTP/1.1).
+        let limits = &snap.config.limits;
+        ctx.tls = session
+            .digest()
+            .and_then(|d| d.ssl_digest.as_ref())
+            .is_some();
+        if self.app.access_log.is_on() {
+            ctx.request_id = Some(request_id.clone());
+        }
+        session.set_keepalive(Some(limits.keepalive_timeout.as_secs()));
+        let _request_slot = match limits::admit(session.req_header(), limits, &self.app) {
+            Ok(slot) => slot,
+            Err(refusal) => {
+                ctx.status = refusal.status();
+                self.app
+                    .metrics
+                    .limit_rejected
+                    .with_label_values(&[refusal.limit()])
+                    .inc();
+                refusal.respond(session, limits, &request_id).await?;
+                return Ok(true);
+            }
+        };
 
         // 1. Route.
         let req = session.req_header();
@@ -122,7 +163,13 @@ impl ProxyHttp for Switchyard {
         }
 
         // 2. Body: read whole (bounded), so that every try can replay it.
-        let body = match request::read_body(session, route.cfg.max_request_body).await {
+        let body = match request::read_body(
+            session,
+            route.cfg.max_request_body,
+            limits.client_body_timeout,
+        )
+        .await
+        {
             Ok(b) => b,
             Err(BodyError::TooLarge) => {
                 ctx.status = 413;
@@ -140,6 +187,27 @@ impl ProxyHttp for Switchyard {
                 respond::json_error(session, 413, code, &msg, &request_id, None, more).await?;
                 return Ok(true);
             }
+            Err(BodyError::Timeout) => {
+                ctx.status = 408;
+                session.set_keepalive(None);
+                self.app
+                    .metrics
+                    .limit_rejected
+                    .with_label_values(&["client_body_timeout"])
+                    .inc();
+                let msg = format!("no request body data for {:?}", limits.client_body_timeout);
+                respond::json_error(
+                    session,
+                    408,
+                    "client_body_timeout",
+                    &msg,
+                    &request_id,
+                    None,
+                    &[],
+                )
+                .await?;
+                return Ok(true);
+            }
             Err(BodyError::Downstream(e)) => return Err(e),
         };
         let stream = request::wants_stream(&body);
@@ -150,17 +218,21 @@ impl ProxyHttp for Switchyard {
         let mut cache = None;
         if route.cache.is_some() {
             match cache::admit(route, session, &body, &request_id, deadline).await? {
-                cache::Admit::Answered { status, cut } => {
+                cache::Admit::Answered { status, cache, cut } => {
                     ctx.status = status;
+                    ctx.cache = Some(cache);
                     if cut {
                         session.set_keepalive(None);
                     }
                     return Ok(true);
                 }
-                cache::Admit::Upstream(pass) => cache = Some(pass),
+                cache::Admit::Upstream(pass) => {
+                    ctx.cache = Some(pass.status());
+                    cache = Some(pass);
+                }
             }
         }
-        let up_req = request::upstream_request(session, body.len(), &request_id, false)?;
+        let up_req = request::upstream_request(session, body.len(), &request_id, ctx.tls)?;
 
         // 3. Cluster by the split; sticky keys always land on the same side.
         let sticky = route
@@ -243,6 +315,7 @@ impl ProxyHttp for Switchyard {
             }
             ctx.tries += 1;
             ctx.cluster = Some(ci);
+            ctx.peer = tried.last().map(|&(_, pi)| pi); // the peer just picked
             let _peer_inflight = peer.state.start_request();
             peer.inflight_gauge.inc();
             let _gauge = scopeguard(|| peer.inflight_gauge.dec());
@@ -288,6 +361,7 @@ impl ProxyHttp for Switchyard {
                     ctx.status = status;
                     drop(retry_slot.take());
                     route.attempts.observe(f64::from(ctx.tries));
+                    ctx.ttfb = Some(ctx.start.elapsed());
                     let end = relay::relay(
                         session,
                         ready,
@@ -331,6 +405,7 @@ impl ProxyHttp for Switchyard {
         if let Some(pass) = &mut cache {
             if pass.serve_stored(session, &request_id).await? {
                 ctx.status = 200;
+                ctx.cache = Some("STALE");
                 return Ok(true);
             }
         }
@@ -428,7 +503,8 @@ impl ProxyHttp for Switchyard {
         }
     }
 
-    async fn logging(&self, _session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
+        access::log(&self.app.access_log, session, ctx);
         let Some(snap) = ctx.snapshot.as_ref() else {
             return;
         };

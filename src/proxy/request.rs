@@ -7,20 +7,28 @@ use pingora::http::RequestHeader;
 use pingora::prelude::*;
 use pingora::proxy::Session;
 use std::hash::{Hash, Hasher};
+use std::time::Duration;
 
 /// Reading the body failed in a way the client must be told about.
 pub enum BodyError {
     /// Over `max_request_body`.
     TooLarge,
+    /// The client sent nothing for `limits.client_body_timeout`.
+    Timeout,
     /// The client went away or sent a broken body.
     Downstream(Box<Error>),
 }
 
-/// Read the whole request body, up to `limit` bytes.
+/// Read the whole request body, up to `limit` bytes, waiting at most `idle` for each piece (as
+/// nginx's `client_body_timeout`: the time between two reads, not the whole body).
 pub async fn read_body(
     session: &mut Session,
     limit: usize,
+    idle: Duration,
 ) -> std::result::Result<Bytes, BodyError> {
+    // Pingora's own HTTP/1.1 read timeout (60s by default) agrees with ours; its HTTP/2 session
+    // has none, so each read is also bounded here.
+    session.set_read_timeout(Some(idle));
     let declared = session
         .req_header()
         .headers
@@ -32,7 +40,10 @@ pub async fn read_body(
     }
     let mut buf = BytesMut::with_capacity(declared.unwrap_or(0) as usize);
     loop {
-        match session.read_request_body().await {
+        let Ok(read) = tokio::time::timeout(idle, session.read_request_body()).await else {
+            return Err(BodyError::Timeout);
+        };
+        match read {
             Ok(Some(chunk)) => {
                 if buf.len() + chunk.len() > limit {
                     return Err(BodyError::TooLarge);
@@ -45,6 +56,7 @@ pub async fn read_body(
                 }
             }
             Ok(None) => return Ok(buf.freeze()),
+            Err(e) if e.etype() == &ErrorType::ReadTimedout => return Err(BodyError::Timeout),
             Err(e) => return Err(BodyError::Downstream(e)),
         }
     }

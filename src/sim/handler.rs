@@ -120,6 +120,11 @@ pub(crate) async fn handle(
     shared: Arc<Shared>,
     req: Request<hyper::body::Incoming>,
 ) -> Result<Response<SimBody>, NoResponse> {
+    let echo = req
+        .headers()
+        .get(header::ECHO_HEADER)
+        .and_then(|name| req.headers().get(name.to_str().ok()?))
+        .cloned();
     let mut resp = match (req.method(), req.uri().path()) {
         (&Method::POST, "/v1/chat/completions") => model_request(&shared, req, Kind::Chat).await?,
         (&Method::POST, "/v1/completions") => model_request(&shared, req, Kind::Text).await?,
@@ -132,6 +137,9 @@ pub(crate) async fn handle(
     };
     resp.headers_mut()
         .insert(header::INSTANCE, shared.instance.clone());
+    if let Some(v) = echo {
+        resp.headers_mut().insert(header::ECHO, v);
+    }
     Ok(resp)
 }
 

@@ -30,6 +30,12 @@ pub mod header {
     pub const CACHE_CONTROL: &str = "x-sim-cache-control";
     /// Response header naming the instance that answered.
     pub const INSTANCE: &str = "x-sim-instance";
+    /// Names a request header whose value the answer repeats in [`ECHO`] (to see what a proxy
+    /// sent upstream, such as `x-forwarded-proto`).
+    pub const ECHO_HEADER: &str = "x-sim-echo-header";
+    /// Response header carrying the value of the request header named by [`ECHO_HEADER`];
+    /// absent when that request header is.
+    pub const ECHO: &str = "x-sim-echo";
 }
 
 /// Upper bound on `x-sim-tokens`, so a typo cannot make the simulator build a gigabyte answer.

@@ -63,16 +63,37 @@ pub struct Balancer {
     log_path: PathBuf,
 }
 
+/// Additions to the generated head of a test config.
+#[derive(Debug, Default)]
+pub struct Head {
+    /// More `listeners:` items, each starting with `  - addr:`.
+    pub listeners: String,
+    /// More `admin:` keys, each line indented by two spaces.
+    pub admin: String,
+    /// A directory to use instead of a new temporary one (to place files before the start).
+    pub dir: Option<tempfile::TempDir>,
+}
+
 impl Balancer {
     /// Start switchyard with `body` (clusters and routes) plus a generated `server`, `listeners`
     /// and `admin` section on free ports. Waits until the admin listener answers.
     pub async fn start(body: &str) -> Balancer {
+        Self::start_with(Head::default(), body).await
+    }
+
+    /// [`Balancer::start`] with additions to the generated head.
+    pub async fn start_with(extra: Head, body: &str) -> Balancer {
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let dir = tempfile::tempdir().expect("tempdir");
+        let dir = match extra.dir {
+            Some(d) => d,
+            None => tempfile::tempdir().expect("tempdir"),
+        };
         let head = format!(
-            "server:\n  threads: 2\n  grace_period: 1s\n  graceful_shutdown_timeout: 1s\n  pid_file: {d}/sy.pid\n  upgrade_sock: {d}/upgrade.sock\nlisteners:\n  - addr: \"{addr}\"\nadmin:\n  addr: \"{admin}\"\n",
-            d = dir.path().display()
+            "server:\n  threads: 2\n  grace_period: 1s\n  graceful_shutdown_timeout: 1s\n  pid_file: {d}/sy.pid\n  upgrade_sock: {d}/upgrade.sock\nlisteners:\n  - addr: \"{addr}\"\n{l}admin:\n  addr: \"{admin}\"\n{a}",
+            d = dir.path().display(),
+            l = extra.listeners,
+            a = extra.admin,
         );
         let config_path = dir.path().join("switchyard.yaml");
         std::fs::write(&config_path, format!("{head}{body}")).expect("write config");

@@ -214,3 +214,24 @@ async fn sim_cache_control_knob_sets_the_answer_header() {
         resp.bytes().await.expect("body");
     }
 }
+
+#[tokio::test]
+async fn sim_echoes_the_request_header_named_by_the_echo_knob() {
+    let sim = start(fast()).await;
+    let client = reqwest::Client::new();
+    let resp = chat(&sim, &client, &hello(false))
+        .header(header::ECHO_HEADER, "x-forwarded-proto")
+        .header("x-forwarded-proto", "https")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()[header::ECHO], "https");
+    // Without the named header (or without the knob) there is nothing to echo.
+    let resp = chat(&sim, &client, &hello(false))
+        .header(header::ECHO_HEADER, "x-forwarded-proto")
+        .send()
+        .await
+        .expect("send");
+    assert!(resp.headers().get(header::ECHO).is_none());
+}

@@ -1,0 +1,123 @@
+//! Listening: the client-facing endpoints of the proxy service (cleartext with h2c, or TLS with
+//! HTTP/2 by ALPN) and the cap on client connections open at once.
+//!
+//! Pingora 0.9 has no connection cap of its own (its `ConnectionFilter` only sees an address, is
+//! behind a feature, and is never told when a connection ends), so [`ConnLimit`] wraps the proxy
+//! application: Pingora calls `process_new` once per accepted connection (after the TLS
+//! handshake) and it returns when the connection is done, keep-alive requests and HTTP/2 streams
+//! included. A connection over the cap is closed before a byte of HTTP is read, as Envoy's
+//! `global_downstream_max_connections` does.
+
+pub mod tls;
+
+use crate::app::App;
+use crate::config::Listener;
+use async_trait::async_trait;
+use pingora::apps::ServerApp;
+use pingora::listeners::tls::TlsSettings;
+use pingora::protocols::Stream;
+use pingora::server::ShutdownWatch;
+use pingora::services::listening::Service;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+pub use tls::{TlsCerts, TlsError};
+
+/// Add every listener to `service`. TLS listeners get their certificates from `certs` (a
+/// resolver each, so they can be reloaded in place) and offer HTTP/2 and HTTP/1.1 by ALPN. An
+/// error comes with the index of the listener whose files failed to load.
+pub fn add_listeners<A>(
+    service: &mut Service<A>,
+    listeners: &[Listener],
+    certs: &TlsCerts,
+) -> Result<(), (usize, TlsError)> {
+    for (i, l) in listeners.iter().enumerate() {
+        let addr = l.addr.to_string();
+        match &l.tls {
+            None => service.add_tcp(&addr),
+            Some(files) => {
+                let resolver = certs.add(files).map_err(|e| (i, e))?;
+                // The paths are ignored once a resolver is set; they only label the settings.
+                let mut settings = TlsSettings::intermediate(
+                    &files.cert.to_string_lossy(),
+                    &files.key.to_string_lossy(),
+                )
+                .map_err(|e| (i, TlsError::Settings(e)))?;
+                settings.set_cert_resolver(resolver);
+                settings.enable_h2();
+                service.add_tls_with_settings(&addr, None, settings);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A [`ServerApp`] that lets at most `limits.max_connections` client connections (read from the
+/// config in force, so a reload changes it) be served at once, and closes the others at once.
+pub struct ConnLimit<A> {
+    inner: Arc<A>,
+    app: Arc<App>,
+    open: AtomicUsize,
+}
+
+impl<A> ConnLimit<A> {
+    pub fn new(inner: A, app: Arc<App>) -> Self {
+        ConnLimit {
+            inner: Arc::new(inner),
+            app,
+            open: AtomicUsize::new(0),
+        }
+    }
+
+    /// The wrapped application.
+    pub fn inner(&self) -> &A {
+        &self.inner
+    }
+}
+
+#[async_trait]
+impl<A: ServerApp + Send + Sync + 'static> ServerApp for ConnLimit<A> {
+    async fn process_new(
+        self: &Arc<Self>,
+        stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        let max = self.app.snapshot().config.limits.max_connections;
+        let metrics = &self.app.metrics;
+        let before = self.open.fetch_add(1, Ordering::AcqRel);
+        let mut open = OpenConnection {
+            limit: self,
+            served: false,
+        };
+        if before >= max {
+            metrics
+                .limit_rejected
+                .with_label_values(&["max_connections"])
+                .inc();
+            log::debug!("connection cap of {max} reached: closing a new connection");
+            return None; // dropping the stream closes it
+        }
+        open.served = true;
+        metrics.downstream_connections.inc();
+        self.inner.process_new(stream, shutdown).await
+    }
+
+    async fn cleanup(&self) {
+        self.inner.cleanup().await
+    }
+}
+
+/// Counts one connection in `ConnLimit::open` (and, once served, in the gauge) until dropped,
+/// also when the task is cancelled.
+struct OpenConnection<'a, A> {
+    limit: &'a ConnLimit<A>,
+    served: bool,
+}
+
+impl<A> Drop for OpenConnection<'_, A> {
+    fn drop(&mut self) {
+        self.limit.open.fetch_sub(1, Ordering::AcqRel);
+        if self.served {
+            self.limit.app.metrics.downstream_connections.dec();
+        }
+    }
+}

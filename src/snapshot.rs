@@ -78,8 +78,9 @@ pub struct Peer {
     /// `addr` as text: the label in metrics and the admin API.
     pub name: String,
     pub inflight_gauge: IntGauge,
-    /// Pingora peer template; the request path sets per-try timeouts on a clone.
-    pub http_peer: HttpPeer,
+    /// The Pingora peer every try connects to (its per-try timeouts are the request path's own
+    /// timers, so one shared value serves all tries).
+    pub http_peer: Arc<HttpPeer>,
 }
 
 impl Peer {
@@ -158,7 +159,7 @@ impl Snapshot {
                             inflight_gauge: metrics
                                 .peer_inflight
                                 .with_label_values(&[c.name.as_str(), name.as_str()]),
-                            http_peer: HttpPeer::new(p.addr, false, String::new()),
+                            http_peer: Arc::new(crate::proxy::upstream::http_peer(p.addr)),
                             name,
                             state,
                         }

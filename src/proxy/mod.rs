@@ -15,7 +15,7 @@ mod limits;
 mod relay;
 mod request;
 pub mod respond;
-pub(crate) mod upstream;
+pub mod upstream;
 pub use upstream::Ready;
 mod verdict;
 

@@ -6,12 +6,13 @@
 //! message is cut short (no final chunk), so the client can tell it is incomplete.
 
 use super::respond::sse_error_event;
+use super::upstream::timeout_at;
 use super::upstream::Ready;
 use crate::cache::Pass;
 use pingora::connectors::http::Connector;
 use pingora::proxy::Session;
 use std::time::Duration;
-use tokio::time::{timeout_at, Instant};
+use tokio::time::Instant;
 
 /// How a committed response ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

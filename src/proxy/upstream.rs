@@ -13,8 +13,28 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::protocols::http::client::HttpSession;
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{ErrorType, RetryType};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
-use tokio::time::{timeout_at, Instant};
+use tokio::time::Instant;
+
+/// The Pingora peer for `addr`, as every try uses it.
+pub fn http_peer(addr: SocketAddr) -> HttpPeer {
+    let mut p = HttpPeer::new(addr, false, String::new());
+    p.options.idle_timeout = Some(POOL_IDLE);
+    p
+}
+
+/// `fut`, unless `deadline` passes first. Pingora's coarse (10 ms) timer wheel, not tokio's: a
+/// tokio timer that fires earlier than the driver's next wake costs a wake-up syscall, and a try
+/// sets several of them.
+pub async fn timeout_at<F: Future>(deadline: Instant, fut: F) -> Result<F::Output, ()> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    pingora::time::fast_timeout::fast_timeout(left, fut)
+        .await
+        .map_err(|_| ())
+}
 
 /// How long an idle pooled connection to a peer is kept.
 const POOL_IDLE: Duration = Duration::from_secs(60);
@@ -71,8 +91,8 @@ pub struct Ready {
     pub done: bool,
     /// Time from request sent to response header.
     pub ttfb: Duration,
-    /// The peer template used, for returning the connection to the pool.
-    pub peer: HttpPeer,
+    /// The peer, for returning the connection to the pool.
+    pub peer: Arc<HttpPeer>,
 }
 
 /// Largest error body read to judge an API key by.
@@ -88,7 +108,7 @@ impl Ready {
     pub async fn release(mut self, connector: &Connector) {
         if self.session.response_done() {
             connector
-                .release_http_session(self.session, &self.peer, Some(POOL_IDLE))
+                .release_http_session(self.session, &*self.peer, Some(POOL_IDLE))
                 .await;
         } else {
             self.session.shutdown().await;
@@ -122,7 +142,7 @@ fn stale_pooled(e: &pingora::Error, reused: bool) -> bool {
 #[allow(clippy::too_many_arguments)]
 pub async fn try_once(
     connector: &Connector,
-    template: &HttpPeer,
+    peer: &Arc<HttpPeer>,
     req: &RequestHeader,
     body: &Bytes,
     stream: bool,
@@ -138,15 +158,12 @@ pub async fn try_once(
             return Err(TryError::FirstByteTimeout);
         }
         let connect_by = (now + t.connect).min(deadline);
-        let mut peer = template.clone();
-        peer.options.connection_timeout = Some(connect_by - now);
-        peer.options.idle_timeout = Some(POOL_IDLE);
-        let (mut s, reused) = match timeout_at(connect_by, connector.get_http_session(&peer)).await
-        {
-            Err(_) => return Err(TryError::ConnectTimeout),
-            Ok(Err(e)) => return Err(classify(&e)),
-            Ok(Ok(pair)) => pair,
-        };
+        let (mut s, reused) =
+            match timeout_at(connect_by, connector.get_http_session(&**peer)).await {
+                Err(_) => return Err(TryError::ConnectTimeout),
+                Ok(Err(e)) => return Err(classify(&e)),
+                Ok(Ok(pair)) => pair,
+            };
         let reused = reused && !fresh_only;
         let sent_by = (Instant::now() + t.first_byte).min(deadline);
         let send = async {
@@ -216,7 +233,7 @@ pub async fn try_once(
             first,
             done,
             ttfb,
-            peer,
+            peer: peer.clone(),
         });
     }
     Err(TryError::Reset)

@@ -146,7 +146,7 @@ impl ProxyHttp for Switchyard {
                     .rate_limited
                     .with_label_values(&["client", route.cfg.name.as_str()])
                     .inc();
-                let secs = wait.as_secs_f64().ceil().max(1.0) as u32;
+                let secs = respond::retry_after_secs(wait);
                 let msg = "too many requests from this client; retry later";
                 respond::json_error(
                     session,
@@ -417,7 +417,7 @@ impl ProxyHttp for Switchyard {
         match refusal {
             Some(admit::Refusal::OverBudget { retry_after, .. }) if last.is_none() => {
                 ctx.status = 429;
-                let secs = retry_after.as_secs_f64().ceil().max(1.0) as u32;
+                let secs = respond::retry_after_secs(retry_after);
                 let msg = "the upstream's request budget is used up; retry later";
                 respond::json_error(
                     session,

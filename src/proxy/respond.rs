@@ -25,6 +25,11 @@ pub async fn write_full(
     session.write_response_body(Some(body), true).await
 }
 
+/// Whole seconds for `retry-after`: rounded up, at least 1.
+pub fn retry_after_secs(wait: std::time::Duration) -> u32 {
+    wait.as_secs_f64().ceil().max(1.0) as u32
+}
+
 /// `{"error":{"message":..,"type":"switchyard_error","code":..},"request_id":..}`
 pub fn error_body(code: &str, message: &str, request_id: &str) -> Bytes {
     let v = serde_json::json!({

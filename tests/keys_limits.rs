@@ -76,14 +76,12 @@ async fn rejected_key_is_taken_out_and_probed_back() {
     );
     // The provider accepts the key again: the probe brings it back.
     s.set_key_rule("sk-bad", None);
-    let start = Instant::now();
-    while key_status(&lb, 0, &bad).await["usable"] != true {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "probe never re-enabled the key"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until(
+        Duration::from_secs(10),
+        "probe re-enables the key",
+        || async { key_status(&lb, 0, &bad).await["usable"] == true },
+    )
+    .await;
     let before = s.key_hits("sk-bad");
     for _ in 0..6 {
         ok_post(&c, &lb).await;
@@ -111,13 +109,12 @@ async fn retry_after_cools_a_key_for_about_that_long() {
     s.set_key_rule("sk-b", None);
     let id = switchyard::keys::fingerprint("sk-b");
     assert_eq!(key_status(&lb, 0, &id).await["usable"], false);
-    while key_status(&lb, 0, &id).await["usable"] != true {
-        assert!(
-            t0.elapsed() < Duration::from_secs(6),
-            "still cooling after 6 s"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until(
+        Duration::from_secs(6),
+        "cooled key usable again",
+        || async { key_status(&lb, 0, &id).await["usable"] == true },
+    )
+    .await;
     let cooled = t0.elapsed();
     assert!(
         cooled >= Duration::from_millis(1500) && cooled <= Duration::from_millis(3500),
@@ -152,18 +149,12 @@ async fn cluster_without_a_usable_key_leaves_the_split_until_one_recovers() {
         "{probes} requests reached a cluster with no usable key"
     );
     s.set_key_rule("sk-only", None);
-    let start = Instant::now();
-    loop {
-        let r = ok_post(&c, &lb).await;
-        if r.headers()["x-sim-instance"] == "provider" {
-            break;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "secondary never came back"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until(
+        Duration::from_secs(10),
+        "secondary takes traffic again",
+        || async { ok_post(&c, &lb).await.headers()["x-sim-instance"] == "provider" },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -226,20 +226,11 @@ async fn sighup_and_file_replacement_by_rename_both_reload() {
     let lb = Balancer::start(&config(&[&p1], &s1, (1, 0))).await;
     let wait_generation = |want: u64| {
         let lb = &lb;
-        async move {
-            let start = Instant::now();
-            loop {
-                let g = lb.generation().await;
-                if g >= want {
-                    return g;
-                }
-                assert!(
-                    start.elapsed() < Duration::from_secs(10),
-                    "generation stuck at {g}, want {want}"
-                );
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
+        wait_until(
+            Duration::from_secs(10),
+            "config generation",
+            move || async move { lb.generation().await >= want },
+        )
     };
     assert_eq!(lb.generation().await, 1);
     // File replaced by a rename (as editors and config managers do): no other trigger.
@@ -287,14 +278,12 @@ async fn binary_upgrade_under_load_loses_nothing() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let start = Instant::now();
-    while !old.exited() {
-        assert!(
-            start.elapsed() < Duration::from_secs(15),
-            "old process did not exit after its grace period"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_until(
+        Duration::from_secs(15),
+        "old process did not exit after its grace period",
+        || std::future::ready(old.exited()),
+    )
+    .await;
     let r = client()
         .post(old.url("/v1/chat/completions"))
         .body("{}")
@@ -355,14 +344,10 @@ async fn sigusr2_starts_a_successor_that_takes_over_under_load() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop.store(true, Ordering::Relaxed);
     while load.join_next().await.is_some() {}
-    let start = Instant::now();
-    while !old.exited() {
-        assert!(
-            start.elapsed() < Duration::from_secs(15),
-            "old process still running"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_until(Duration::from_secs(15), "old process still running", || {
+        std::future::ready(old.exited())
+    })
+    .await;
     let r = client()
         .post(old.url("/v1/chat/completions"))
         .body("{}")

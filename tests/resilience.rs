@@ -46,7 +46,7 @@ async fn post(
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn killed_peer_under_load_loses_no_request_and_returns_via_half_open() {
     let a = sim("a").await;
-    let mut b = sim("b").await;
+    let b = sim("b").await;
     let b_addr = b.addr();
     let body = format!(
         "clusters:\n{}{}",
@@ -132,12 +132,6 @@ async fn killed_peer_under_load_loses_no_request_and_returns_via_half_open() {
     );
 
     // Restart the peer on the same port: it comes back through HALF_OPEN trials and takes traffic.
-    b = sim_with(SimConfig {
-        name: "b".into(),
-        ..SimConfig::default()
-    })
-    .await;
-    drop(b);
     let b = SimHandle::start(
         b_addr,
         SimConfig {
@@ -398,14 +392,10 @@ async fn health_check_thresholds_are_honoured() {
     let before = a.stats().health_hits();
     a.set_health_status(503);
     // Wait until it is marked unhealthy, then check it took at least 4 failed probes.
-    let start = Instant::now();
-    while peer0_health(&lb).await != "unhealthy" {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "never marked unhealthy"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until(Duration::from_secs(10), "peer marked unhealthy", || async {
+        peer0_health(&lb).await == "unhealthy"
+    })
+    .await;
     let probes = a.stats().health_hits() - before;
     assert!(
         probes >= 4,
@@ -423,14 +413,10 @@ async fn health_check_thresholds_are_honoured() {
     assert_eq!(a.stats().requests(), hits);
     let before = a.stats().health_hits();
     a.set_health_status(200);
-    let start = Instant::now();
-    while peer0_health(&lb).await != "healthy" {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "never healthy again"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until(Duration::from_secs(10), "peer healthy again", || async {
+        peer0_health(&lb).await == "healthy"
+    })
+    .await;
     let probes = a.stats().health_hits() - before;
     assert!(
         probes >= 3,

@@ -51,7 +51,8 @@ impl std::fmt::Debug for KeyState {
     }
 }
 
-/// Why a key was taken out (a metric label).
+/// Why a key was taken out (a metric label): `quota_body` says the answer's body mentions quota
+/// (as `insufficient_quota` does).
 pub fn reason_for(status: u16, quota_body: bool) -> &'static str {
     match status {
         _ if quota_body => "quota",
@@ -205,7 +206,8 @@ pub fn judge(
         .map(Duration::from_secs);
     let now = Instant::now();
     if key.on_failure(cond.cooldown, retry_after, &pool.cfg, now) {
-        let reason = reason_for(status, cond.body.is_some());
+        let says_quota = String::from_utf8_lossy(body).contains("quota");
+        let reason = reason_for(status, says_quota);
         log::warn!(
             "API key {} of cluster {} taken out ({reason}, status {status})",
             key.id,
@@ -299,6 +301,16 @@ mod tests {
                 success_threshold: 1,
             }),
         }
+    }
+
+    #[test]
+    fn reasons_follow_the_answer() {
+        assert_eq!(reason_for(401, false), "unauthorized");
+        assert_eq!(reason_for(402, false), "quota");
+        assert_eq!(reason_for(429, false), "rate_limited");
+        assert_eq!(reason_for(429, true), "quota");
+        // A body condition about something else is not called quota.
+        assert_eq!(reason_for(400, false), "other");
     }
 
     #[test]

@@ -250,6 +250,22 @@ impl Drop for Balancer {
     }
 }
 
+/// Poll `check` every 50 ms until it holds; fail the test, naming `what`, once `limit` passed.
+pub async fn wait_until<F, Fut>(limit: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    loop {
+        if check().await {
+            return;
+        }
+        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Send a signal by name to a process.
 pub fn signal(pid: u32, sig: &str) {
     let ok = Command::new("kill")

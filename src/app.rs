@@ -9,8 +9,7 @@ use crate::listen::{TlsCerts, TlsError};
 use crate::metrics::Metrics;
 use crate::snapshot::{Registries, Snapshot};
 use arc_swap::ArcSwap;
-use pingora::connectors::http::Connector;
-use pingora::connectors::ConnectorOptions;
+use pingora::connectors::{ConnectorOptions, TransportConnector};
 use sha2::{Digest, Sha256};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -21,8 +20,9 @@ pub struct App {
     /// Peer, key and limiter state that outlives snapshots.
     pub state: Registries,
     pub metrics: Metrics,
-    /// Pingora's HTTP connector: keeps pooled keep-alive connections to every peer.
-    pub connector: Connector,
+    /// Pingora's transport connector: connects, and keeps pooled keep-alive connections to every
+    /// peer (the HTTP/1.1 exchange on them is in `proxy::upstream`).
+    pub connector: TransportConnector,
     /// The file the config came from (reloads read it again).
     pub config_path: Option<PathBuf>,
     /// Set once the first round of active health checks has finished.
@@ -98,7 +98,7 @@ impl App {
             snapshot: ArcSwap::from_pointee(snap),
             state,
             metrics,
-            connector: Connector::new(Some(ConnectorOptions::new(1024))),
+            connector: TransportConnector::new(Some(ConnectorOptions::new(1024))),
             config_path,
             first_probe_round_done: AtomicBool::new(!any_checks),
             last_reload_error: Mutex::new(None),

@@ -11,9 +11,9 @@ use crate::keys::{KeyPool, KeyRegistry};
 use crate::limits::{AdmissionQueue, Budget, ClientLimiter, LimiterRegistry};
 use crate::metrics::Metrics;
 use crate::peer::{Health, PeerRegistry, PeerState};
+use crate::proxy::upstream::Target;
 use crate::split::Split;
 use http::Method;
-use pingora::upstreams::peer::HttpPeer;
 use prometheus::{Histogram, IntGauge};
 use std::collections::HashSet;
 use std::sync::atomic::AtomicU64;
@@ -80,7 +80,7 @@ pub struct Peer {
     pub inflight_gauge: IntGauge,
     /// The Pingora peer every try connects to (its per-try timeouts are the request path's own
     /// timers, so one shared value serves all tries).
-    pub http_peer: Arc<HttpPeer>,
+    pub target: Arc<Target>,
 }
 
 impl Peer {
@@ -159,7 +159,7 @@ impl Snapshot {
                             inflight_gauge: metrics
                                 .peer_inflight
                                 .with_label_values(&[c.name.as_str(), name.as_str()]),
-                            http_peer: Arc::new(crate::proxy::upstream::http_peer(p.addr)),
+                            target: Arc::new(Target::new(p.addr)),
                             name,
                             state,
                         }

@@ -233,6 +233,7 @@ impl ProxyHttp for Switchyard {
             }
         }
         let up_req = request::upstream_request(session, body.len(), &request_id, ctx.tls)?;
+        let up_head = upstream::wire(&up_req)?;
 
         // 3. Cluster by the split; sticky keys always land on the same side.
         let sticky = route
@@ -320,22 +321,22 @@ impl ProxyHttp for Switchyard {
             peer.inflight_gauge.inc();
             let _gauge = scopeguard(|| peer.inflight_gauge.dec());
             // With an API-key pool, this try carries its own key (replacing the client's).
-            let keyed_req;
-            let (req_for_try, capture) = match (&cluster.keys, key) {
+            let keyed_head;
+            let (head, capture) = match (&cluster.keys, key) {
                 (Some(pool), Some(k)) => {
                     tried_keys.push((ci, k));
                     let mut r = up_req.clone();
                     r.insert_header(pool.cfg.header.clone(), pool.keys[k].header_value().clone())?;
-                    keyed_req = r;
-                    (&keyed_req, pool.capture_statuses.as_slice())
+                    keyed_head = upstream::wire(&r)?;
+                    (&keyed_head, pool.capture_statuses.as_slice())
                 }
-                _ => (&up_req, &[][..]),
+                _ => (&up_head, &[][..]),
             };
             let started = Instant::now();
             let result = upstream::try_once(
                 &self.app.connector,
-                &peer.http_peer,
-                req_for_try,
+                &peer.target,
+                head,
                 &body,
                 stream,
                 &route.cfg.timeouts,

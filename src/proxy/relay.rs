@@ -9,7 +9,7 @@ use super::respond::sse_error_event;
 use super::upstream::timeout_at;
 use super::upstream::Ready;
 use crate::cache::Pass;
-use pingora::connectors::http::Connector;
+use pingora::connectors::TransportConnector;
 use pingora::proxy::Session;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -34,7 +34,7 @@ pub enum RelayEnd {
 pub async fn relay(
     session: &mut Session,
     mut ready: Ready,
-    connector: &Connector,
+    pool: &TransportConnector,
     idle: Duration,
     deadline: Instant,
     request_id: &str,
@@ -67,7 +67,7 @@ pub async fn relay(
         .await
         .is_err();
     if header_only {
-        ready.release(connector).await;
+        ready.release(pool).await;
         return if client_gone {
             RelayEnd::ClientGone
         } else {
@@ -87,15 +87,14 @@ pub async fn relay(
             Some(c) => c,
             None => {
                 let by = (Instant::now() + idle).min(deadline);
-                let (failure, chunk) =
-                    match timeout_at(by, ready.session.read_response_body()).await {
-                        Err(_) => (
-                            Some("upstream stalled past the idle or total timeout"),
-                            None,
-                        ),
-                        Ok(Err(_)) => (Some("upstream connection failed mid-response"), None),
-                        Ok(Ok(chunk)) => (None, chunk),
-                    };
+                let (failure, chunk) = match timeout_at(by, ready.session.read_body_bytes()).await {
+                    Err(_) => (
+                        Some("upstream stalled past the idle or total timeout"),
+                        None,
+                    ),
+                    Ok(Err(_)) => (Some("upstream connection failed mid-response"), None),
+                    Ok(Ok(chunk)) => (None, chunk),
+                };
                 if let Some(msg) = failure {
                     ready.session.shutdown().await;
                     if let Some(t) = tee {
@@ -111,7 +110,7 @@ pub async fn relay(
                     }
                     return RelayEnd::UpstreamFailed;
                 }
-                let end = chunk.is_none() || ready.session.response_done();
+                let end = chunk.is_none() || ready.session.is_body_done();
                 (chunk, end)
             }
         };
@@ -128,7 +127,7 @@ pub async fn relay(
             client_gone = session.write_response_body(chunk, end).await.is_err();
         }
         if end {
-            ready.release(connector).await;
+            ready.release(pool).await;
             return if client_gone {
                 RelayEnd::ClientGone
             } else {

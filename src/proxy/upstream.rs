@@ -1,29 +1,50 @@
 //! One try against one peer, up to the commit point.
 //!
-//! A try connects (under `connect`), sends the request and the whole buffered body, and waits
-//! for the response header (under `first_byte`). For a streaming request that answered 2xx it
+//! A try takes a pooled connection or connects (under `connect`), sends the request and the whole
+//! buffered body, and waits for the response header (under `first_byte`, counted from the start
+//! of the send). For a streaming request that answered 2xx it
 //! also waits for the first body chunk under the same `first_byte` budget, so a model that
 //! accepts and then stalls before its first token is failed over too. Only then is the try
 //! [`Ready`] to commit; everything before is invisible to the client.
 
 use crate::config::Timeouts;
-use bytes::Bytes;
-use pingora::connectors::http::Connector;
+use bytes::{Buf, Bytes, BytesMut};
+use pingora::connectors::TransportConnector;
 use pingora::http::{RequestHeader, ResponseHeader};
-use pingora::protocols::http::client::HttpSession;
-use pingora::upstreams::peer::HttpPeer;
+use pingora::protocols::http::v1::client::{http_req_header_to_wire, HttpSession};
+use pingora::upstreams::peer::{HttpPeer, Peer};
 use pingora::{ErrorType, RetryType};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
 
-/// The Pingora peer for `addr`, as every try uses it.
-pub fn http_peer(addr: SocketAddr) -> HttpPeer {
-    let mut p = HttpPeer::new(addr, false, String::new());
-    p.options.idle_timeout = Some(POOL_IDLE);
-    p
+/// Where every try to one peer connects: the Pingora peer and its key in the connection pool.
+pub struct Target {
+    pub peer: HttpPeer,
+    pool_key: u64,
+}
+
+impl Target {
+    pub fn new(addr: SocketAddr) -> Self {
+        let mut peer = HttpPeer::new(addr, false, String::new());
+        peer.options.idle_timeout = Some(POOL_IDLE);
+        let pool_key = peer.reuse_hash();
+        Target { peer, pool_key }
+    }
+}
+
+/// The request header as HTTP/1.1 bytes, ready to be followed by the body.
+pub fn wire(req: &RequestHeader) -> pingora::Result<Bytes> {
+    match http_req_header_to_wire(req) {
+        Some(b) => Ok(b.freeze()),
+        None => pingora::Error::e_explain(
+            ErrorType::InvalidHTTPHeader,
+            "the request line has a byte HTTP/1.1 forbids",
+        ),
+    }
 }
 
 /// `fut`, unless `deadline` passes first. Pingora's coarse (10 ms) timer wheel, not tokio's: a
@@ -92,7 +113,7 @@ pub struct Ready {
     /// Time from request sent to response header.
     pub ttfb: Duration,
     /// The peer, for returning the connection to the pool.
-    pub peer: Arc<HttpPeer>,
+    pub target: Arc<Target>,
 }
 
 /// Largest error body read to judge an API key by.
@@ -104,12 +125,14 @@ impl Ready {
         self.session.shutdown().await;
     }
 
-    /// Put the connection back in the pool if the response was read to its end.
-    pub async fn release(mut self, connector: &Connector) {
-        if self.session.response_done() {
-            connector
-                .release_http_session(self.session, &*self.peer, Some(POOL_IDLE))
-                .await;
+    /// Put the connection back in the pool if the response was read to its end (and neither
+    /// side asked to close it).
+    pub async fn release(mut self, pool: &TransportConnector) {
+        if self.session.is_body_done() {
+            self.session.respect_keepalive();
+            if let Some(stream) = self.session.reuse().await {
+                pool.release_stream(stream, self.target.pool_key, Some(POOL_IDLE));
+            }
         } else {
             self.session.shutdown().await;
         }
@@ -138,12 +161,13 @@ fn stale_pooled(e: &pingora::Error, reused: bool) -> bool {
     reused && matches!(e.retry, RetryType::ReusedOnly | RetryType::Decided(true))
 }
 
-/// Run one try. `retry_statuses` are the statuses that count as failures to retry.
+/// Run one try: `head` is the request header on the wire (see [`wire`]), `body` the whole
+/// body. `retry_statuses` are the statuses that count as failures to retry.
 #[allow(clippy::too_many_arguments)]
 pub async fn try_once(
-    connector: &Connector,
-    peer: &Arc<HttpPeer>,
-    req: &RequestHeader,
+    pool: &TransportConnector,
+    target: &Arc<Target>,
+    head: &[u8],
     body: &Bytes,
     stream: bool,
     t: &Timeouts,
@@ -151,46 +175,54 @@ pub async fn try_once(
     retry_statuses: &[u16],
     capture_statuses: &[u16],
 ) -> Result<Ready, TryError> {
+    let peer = &target.peer;
     // A stale pooled connection is retried once on a fresh one, at no cost to the try.
     for fresh_only in [false, true] {
         let now = Instant::now();
         if now >= deadline {
             return Err(TryError::FirstByteTimeout);
         }
-        let connect_by = (now + t.connect).min(deadline);
-        let (mut s, reused) =
-            match timeout_at(connect_by, connector.get_http_session(&**peer)).await {
-                Err(_) => return Err(TryError::ConnectTimeout),
-                Ok(Err(e)) => return Err(classify(&e)),
-                Ok(Ok(pair)) => pair,
-            };
-        let reused = reused && !fresh_only;
-        let sent_by = (Instant::now() + t.first_byte).min(deadline);
-        let send = async {
-            s.write_request_header(Box::new(req.clone())).await?;
-            if !body.is_empty() {
-                s.write_request_body(body.clone(), true).await?;
-            }
-            s.finish_request_body().await
+        // A pooled connection is at hand at once; only a new one needs the connect timer.
+        let pooled = match fresh_only {
+            false => pool.reused_stream(peer).await,
+            true => None,
         };
-        match timeout_at(sent_by, send).await {
+        let reused = pooled.is_some();
+        let mut conn = match pooled {
+            Some(c) => c,
+            None => {
+                match timeout_at((now + t.connect).min(deadline), pool.new_stream(peer)).await {
+                    Err(_) => return Err(TryError::ConnectTimeout),
+                    Ok(Err(e)) => return Err(classify(&e)),
+                    Ok(Ok(c)) => c,
+                }
+            }
+        };
+        // Header and body leave in one vectored write (Pingora's own client writes the header
+        // alone first: one more syscall, and one more wake-up of the peer, per request).
+        let first_byte_by = (Instant::now() + t.first_byte).min(deadline);
+        let send = async {
+            conn.write_all_buf(&mut head.chain(&body[..])).await?;
+            conn.flush().await
+        };
+        match timeout_at(first_byte_by, send).await {
             Err(_) => return Err(TryError::FirstByteTimeout),
-            Ok(Err(e)) if stale_pooled(&e, reused) => continue,
-            Ok(Err(e)) => return Err(classify(&e)),
+            Ok(Err(_)) if reused => continue,
+            Ok(Err(_)) => return Err(TryError::Reset),
             Ok(Ok(())) => {}
         }
         let sent = Instant::now();
-        let first_byte_by = (sent + t.first_byte).min(deadline);
+        let mut s = HttpSession::new_with_options(conn, peer);
         // Informational (1xx) headers are skipped.
         let mut header = None;
         for _ in 0..8 {
-            match timeout_at(first_byte_by, s.read_response_header()).await {
+            match timeout_at(first_byte_by, s.read_response()).await {
                 Err(_) => return Err(TryError::FirstByteTimeout),
                 Ok(Err(e)) if stale_pooled(&e, reused) => break,
                 Ok(Err(e)) => return Err(classify(&e)),
-                Ok(Ok(())) => {}
+                Ok(Ok(_)) => {}
             }
-            match s.response_header() {
+            match s.resp_header() {
                 Some(h) if h.status.is_informational() => continue,
                 Some(h) => {
                     header = Some(Box::new(h.clone()));
@@ -209,31 +241,31 @@ pub async fn try_once(
         let mut first = None;
         if capture_statuses.contains(&status) {
             // Read the (small) error body, so the caller can judge the API key by it.
-            let mut buf = bytes::BytesMut::new();
-            while !s.response_done() && buf.len() < MAX_CAPTURE {
-                match timeout_at(first_byte_by, s.read_response_body()).await {
+            let mut buf = BytesMut::new();
+            while !s.is_body_done() && buf.len() < MAX_CAPTURE {
+                match timeout_at(first_byte_by, s.read_body_ref()).await {
                     Err(_) => return Err(TryError::FirstByteTimeout),
                     Ok(Err(e)) => return Err(classify(&e)),
-                    Ok(Ok(Some(chunk))) => buf.extend_from_slice(&chunk),
+                    Ok(Ok(Some(chunk))) => buf.extend_from_slice(chunk),
                     Ok(Ok(None)) => break,
                 }
             }
             first = Some(buf.freeze());
-        } else if stream && header.status.is_success() && !s.response_done() {
-            match timeout_at(first_byte_by, s.read_response_body()).await {
+        } else if stream && header.status.is_success() && !s.is_body_done() {
+            match timeout_at(first_byte_by, s.read_body_bytes()).await {
                 Err(_) => return Err(TryError::FirstByteTimeout),
                 Ok(Err(e)) => return Err(classify(&e)),
                 Ok(Ok(chunk)) => first = chunk,
             }
         }
-        let done = s.response_done();
+        let done = s.is_body_done();
         return Ok(Ready {
             session: s,
             header,
             first,
             done,
             ttfb,
-            peer: peer.clone(),
+            target: target.clone(),
         });
     }
     Err(TryError::Reset)

@@ -9,7 +9,7 @@ use crate::listen::{TlsCerts, TlsError};
 use crate::metrics::Metrics;
 use crate::snapshot::{Registries, Snapshot};
 use arc_swap::ArcSwap;
-use pingora::connectors::{ConnectorOptions, TransportConnector};
+use pingora::connectors::TransportConnector;
 use sha2::{Digest, Sha256};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -20,8 +20,8 @@ pub struct App {
     /// Peer, key and limiter state that outlives snapshots.
     pub state: Registries,
     pub metrics: Metrics,
-    /// Pingora's transport connector: connects, and keeps pooled keep-alive connections to every
-    /// peer (the HTTP/1.1 exchange on them is in `proxy::upstream`).
+    /// Pingora's transport connector: opens new connections to peers (idle keep-alive ones are
+    /// kept per peer, in `PeerState::idle`; the HTTP/1.1 exchange is in `proxy::upstream`).
     pub connector: TransportConnector,
     /// The file the config came from (reloads read it again).
     pub config_path: Option<PathBuf>,
@@ -98,7 +98,7 @@ impl App {
             snapshot: ArcSwap::from_pointee(snap),
             state,
             metrics,
-            connector: TransportConnector::new(Some(ConnectorOptions::new(1024))),
+            connector: TransportConnector::new(None),
             config_path,
             first_probe_round_done: AtomicBool::new(!any_checks),
             last_reload_error: Mutex::new(None),

@@ -67,6 +67,8 @@ pub struct PeerState {
     /// Shared by the cluster's peers: wakes a request waiting in the admission queue when a try
     /// to the cluster ends.
     pub freed: Arc<tokio::sync::Notify>,
+    /// Idle keep-alive connections to the peer.
+    pub idle: Arc<crate::proxy::pool::IdlePool>,
 }
 
 /// Consecutive passes and failures of active probes.
@@ -101,6 +103,7 @@ impl PeerState {
             usable_since_ms: AtomicU64::new(0),
             epoch: Instant::now(),
             probe_streak: Mutex::new(ProbeStreak::default()),
+            idle: Arc::default(),
         }
     }
 

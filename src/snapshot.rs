@@ -159,7 +159,7 @@ impl Snapshot {
                             inflight_gauge: metrics
                                 .peer_inflight
                                 .with_label_values(&[c.name.as_str(), name.as_str()]),
-                            target: Arc::new(Target::new(p.addr)),
+                            target: Arc::new(Target::new(p.addr, state.idle.clone())),
                             name,
                             state,
                         }

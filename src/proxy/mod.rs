@@ -12,6 +12,7 @@
 mod access;
 mod admit;
 mod limits;
+pub(crate) mod pool;
 mod relay;
 mod request;
 pub mod respond;
@@ -366,7 +367,6 @@ impl ProxyHttp for Switchyard {
                     let end = relay::relay(
                         session,
                         ready,
-                        &self.app.connector,
                         route.cfg.timeouts.idle,
                         deadline,
                         &request_id,

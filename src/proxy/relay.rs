@@ -9,7 +9,6 @@ use super::respond::sse_error_event;
 use super::upstream::timeout_at;
 use super::upstream::Ready;
 use crate::cache::Pass;
-use pingora::connectors::TransportConnector;
 use pingora::proxy::Session;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -34,7 +33,6 @@ pub enum RelayEnd {
 pub async fn relay(
     session: &mut Session,
     mut ready: Ready,
-    pool: &TransportConnector,
     idle: Duration,
     deadline: Instant,
     request_id: &str,
@@ -67,7 +65,7 @@ pub async fn relay(
         .await
         .is_err();
     if header_only {
-        ready.release(pool).await;
+        ready.release().await;
         return if client_gone {
             RelayEnd::ClientGone
         } else {
@@ -127,7 +125,7 @@ pub async fn relay(
             client_gone = session.write_response_body(chunk, end).await.is_err();
         }
         if end {
-            ready.release(pool).await;
+            ready.release().await;
             return if client_gone {
                 RelayEnd::ClientGone
             } else {

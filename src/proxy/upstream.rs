@@ -7,12 +7,13 @@
 //! accepts and then stalls before its first token is failed over too. Only then is the try
 //! [`Ready`] to commit; everything before is invisible to the client.
 
+use super::pool::IdlePool;
 use crate::config::Timeouts;
 use bytes::{Buf, Bytes, BytesMut};
 use pingora::connectors::TransportConnector;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::protocols::http::v1::client::{http_req_header_to_wire, HttpSession};
-use pingora::upstreams::peer::{HttpPeer, Peer};
+use pingora::upstreams::peer::HttpPeer;
 use pingora::{ErrorType, RetryType};
 use std::future::Future;
 use std::net::SocketAddr;
@@ -21,18 +22,19 @@ use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
 
-/// Where every try to one peer connects: the Pingora peer and its key in the connection pool.
+/// Where every try to one peer connects: the Pingora peer (for new connections) and the peer's
+/// idle keep-alive connections.
 pub struct Target {
     pub peer: HttpPeer,
-    pool_key: u64,
+    idle: Arc<IdlePool>,
 }
 
 impl Target {
-    pub fn new(addr: SocketAddr) -> Self {
-        let mut peer = HttpPeer::new(addr, false, String::new());
-        peer.options.idle_timeout = Some(POOL_IDLE);
-        let pool_key = peer.reuse_hash();
-        Target { peer, pool_key }
+    pub fn new(addr: SocketAddr, idle: Arc<IdlePool>) -> Self {
+        Target {
+            peer: HttpPeer::new(addr, false, String::new()),
+            idle,
+        }
     }
 }
 
@@ -56,9 +58,6 @@ pub async fn timeout_at<F: Future>(deadline: Instant, fut: F) -> Result<F::Outpu
         .await
         .map_err(|_| ())
 }
-
-/// How long an idle pooled connection to a peer is kept.
-const POOL_IDLE: Duration = Duration::from_secs(60);
 
 /// Why a try failed before it could commit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -127,11 +126,11 @@ impl Ready {
 
     /// Put the connection back in the pool if the response was read to its end (and neither
     /// side asked to close it).
-    pub async fn release(mut self, pool: &TransportConnector) {
+    pub async fn release(mut self) {
         if self.session.is_body_done() {
             self.session.respect_keepalive();
             if let Some(stream) = self.session.reuse().await {
-                pool.release_stream(stream, self.target.pool_key, Some(POOL_IDLE));
+                self.target.idle.put(stream);
             }
         } else {
             self.session.shutdown().await;
@@ -165,7 +164,7 @@ fn stale_pooled(e: &pingora::Error, reused: bool) -> bool {
 /// body. `retry_statuses` are the statuses that count as failures to retry.
 #[allow(clippy::too_many_arguments)]
 pub async fn try_once(
-    pool: &TransportConnector,
+    connector: &TransportConnector,
     target: &Arc<Target>,
     head: &[u8],
     body: &Bytes,
@@ -184,14 +183,17 @@ pub async fn try_once(
         }
         // A pooled connection is at hand at once; only a new one needs the connect timer.
         let pooled = match fresh_only {
-            false => pool.reused_stream(peer).await,
+            false => target.idle.take(),
             true => None,
         };
         let reused = pooled.is_some();
         let mut conn = match pooled {
             Some(c) => c,
             None => {
-                match timeout_at((now + t.connect).min(deadline), pool.new_stream(peer)).await {
+                // Boxed: connecting (TCP, maybe TLS) is a large future and a rare one; inline, it
+                // would make every try's future, and so every request's, as large.
+                let connect = Box::pin(connector.new_stream(peer));
+                match timeout_at((now + t.connect).min(deadline), connect).await {
                     Err(_) => return Err(TryError::ConnectTimeout),
                     Ok(Err(e)) => return Err(classify(&e)),
                     Ok(Ok(c)) => c,

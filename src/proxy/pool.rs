@@ -85,7 +85,6 @@ fn still_open(stream: &mut Stream) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use pingora::protocols::UniqueID;
     use tokio::io::AsyncWriteExt;
     use tokio::net::{TcpListener, TcpStream};
 

@@ -250,6 +250,24 @@ async fn metrics_parse_as_prometheus_text_and_count_requests() {
     for _ in 0..3 {
         assert_eq!(c.get(lb.url("/other")).send().await.unwrap().status(), 404);
     }
+    // A request is counted once its answer has gone out, so the last ones may still be on
+    // their way into the counters when the client has its answers: wait for them.
+    wait_until(
+        Duration::from_secs(5),
+        "all 10 requests counted",
+        || async {
+            let text = lb.metrics().await;
+            let counted = |code: &str| {
+                text.lines()
+                    .filter(|l| l.starts_with("switchyard_requests_total{"))
+                    .filter(|l| l.contains(&format!("code=\"{code}\"")))
+                    .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                    .sum::<f64>()
+            };
+            counted("200") >= 7.0 && counted("404") >= 3.0
+        },
+    )
+    .await;
     let text = lb.metrics().await;
     let lines = text.lines().map(|l| Ok(l.to_string()));
     let scrape = prometheus_parse::Scrape::parse(lines).expect("prometheus text");

@@ -6,6 +6,8 @@ mod common;
 
 use common::*;
 use sha2::{Digest, Sha256};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 fn cluster_yaml(name: &str, peers: &[&SimHandle], extra: &str) -> String {
@@ -550,5 +552,96 @@ async fn weight_zero_cluster_is_a_backup_used_only_when_the_others_are_out() {
         let r = post(&c, &lb, chat("x", false), &[]).await;
         assert_eq!(r.status(), 200);
         assert_eq!(r.headers()["x-sim-instance"], "backup");
+    }
+}
+
+/// A bare HTTP/1.1 peer that answers every request with a small JSON 200. With `close_after_one`
+/// it closes each connection after its first answer without saying so (no `connection: close`),
+/// as a peer whose keep-alive timeout is shorter than ours does. Returns its address and the
+/// number of connections it accepted.
+async fn bare_peer(close_after_one: bool) -> (String, Arc<AtomicUsize>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                loop {
+                    // One request: the header, then `content-length` bytes of body.
+                    let head_end = loop {
+                        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break i + 4;
+                        }
+                        let mut chunk = [0u8; 4096];
+                        match conn.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    };
+                    let head = String::from_utf8_lossy(&buf[..head_end]).to_lowercase();
+                    let len: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .and_then(|v| v.trim().parse().ok())
+                        .unwrap_or(0);
+                    while buf.len() < head_end + len {
+                        let mut chunk = [0u8; 4096];
+                        match conn.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    buf.drain(..head_end + len);
+                    let body = r#"{"object":"chat.completion","choices":[]}"#;
+                    let answer = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    if conn.write_all(answer.as_bytes()).await.is_err() || close_after_one {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_upstream_connections_are_reused_and_ones_the_peer_closed_are_skipped() {
+    for close_after_one in [false, true] {
+        let (addr, accepted) = bare_peer(close_after_one).await;
+        let body = format!(
+            "clusters:\n  c:\n    peers: [ {{ addr: \"{addr}\" }} ]\n{}",
+            route_yaml(&[("c", 1)], "")
+        );
+        let lb = Balancer::start(&body).await;
+        let c = client();
+        for i in 0..5 {
+            let r = post(&c, &lb, chat(&format!("{i}"), false), &[]).await;
+            assert_eq!(
+                r.status(),
+                200,
+                "request {i}, close_after_one={close_after_one}"
+            );
+            // Time for the peer's close to reach switchyard's idle connection.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let m = lb.metrics().await;
+        let retries = metric(&m, "switchyard_upstream_retry_total", &[("cluster", "c")]);
+        assert_eq!(retries, 0.0, "a closed idle connection is no failed try");
+        let opened = accepted.load(Ordering::SeqCst);
+        if close_after_one {
+            assert_eq!(opened, 5, "each request needed a new connection");
+        } else {
+            assert_eq!(
+                opened, 1,
+                "one kept-alive connection served all five requests"
+            );
+        }
     }
 }

@@ -16,7 +16,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 
 duration=5 repeat=3 connections=64 wrk_threads=1 quick=0 build=1 keep=0
-ttft_requests=200 bin="" ttft_client="" out="" targets="direct,nginx,haproxy,switchyard,cache,ttft"
+ttft_requests=200 bin="" ttft_client="" floor_client="" out="" targets="direct,nginx,haproxy,pingora,switchyard,cache,ttft"
 proxy_cpu="" load_cpu="" backend_workers=1 ready_timeout=20 noise_limit=15
 
 usage() {
@@ -33,6 +33,8 @@ usage: benches/wrk/run.sh [options]
   --bin PATH           switchyard binary to test (default: cargo build --release in this repo)
   --no-build           do not build switchyard; use the binary already built
   --ttft-client PATH   an already built benches/ttft.rs executable (default: cargo builds it)
+  --floor-bin PATH     an already built benches/pingora_floor.rs executable (default: cargo
+                       builds it); the "pingora" target is Pingora's proxy with no logic
   --proxy-cpu N        CPU for the proxy under test (default 0 when there are 2+ CPUs)
   --load-cpu N         CPU for wrk, the stand-in backend and the simulator (default 1)
   --backend-workers N  nginx workers of the stand-in backend (default $backend_workers)
@@ -55,6 +57,7 @@ while [ $# -gt 0 ]; do
     --bin) bin=$2; build=0; shift 2 ;;
     --no-build) build=0; shift ;;
     --ttft-client) ttft_client=$2; shift 2 ;;
+    --floor-bin) floor_client=$2; shift 2 ;;
     --proxy-cpu) proxy_cpu=$2; shift 2 ;;
     --load-cpu) load_cpu=$2; shift 2 ;;
     --backend-workers) backend_workers=$2; shift 2 ;;
@@ -193,28 +196,32 @@ body='{"model":"bench-model","messages":[{"role":"system","content":"You are a c
 post=(-X POST -H 'content-type: application/json' --data-binary "$body")
 
 # ---------------------------------------------------------------------------------------------
-# Build, before anything runs: one release build of the switchyard binary and the ttft client
-# (benches/ttft.rs), so both share the same compiled crate.
+# Build, before anything runs: one release build of the switchyard binary, the ttft client
+# (benches/ttft.rs) and the Pingora floor (benches/pingora_floor.rs), so all share one compiled
+# crate.
 # ---------------------------------------------------------------------------------------------
-sy_bin="" sy_problem="" ttft_bin=$ttft_client ttft_problem=""
+sy_bin="" sy_problem="" ttft_bin=$ttft_client ttft_problem="" floor_bin=$floor_client floor_problem=""
 sy_rev=$(git -C "$repo" describe --always --dirty 2>/dev/null || echo unknown)
 [ -n "$bin" ] && sy_rev="binary given with --bin"
-if want switchyard || want cache || want ttft; then
+if want switchyard || want cache || want ttft || want pingora; then
   target_dir=$(cd "$repo" && cargo metadata --format-version 1 --no-deps 2>/dev/null |
     sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p' || true)
   target_dir=${target_dir:-${CARGO_TARGET_DIR:-$repo/target}}
   cargo_targets=()
   [ "$build" = 1 ] && [ -z "$bin" ] && cargo_targets+=(--bin switchyard)
   want ttft && [ -z "$ttft_client" ] && cargo_targets+=(--bench ttft)
+  want pingora && [ -z "$floor_client" ] && cargo_targets+=(--bench pingora_floor)
   if [ ${#cargo_targets[@]} -gt 0 ]; then
     log "cargo build --release ${cargo_targets[*]} (in $repo; log: $tmp/cargo-build.log)"
     if (cd "$repo" && cargo build --release "${cargo_targets[@]}" --message-format=json \
       >"$tmp/cargo-build.json" 2>"$tmp/cargo-build.log"); then
       ttft_bin=$(grep '"name":"ttft"' "$tmp/cargo-build.json" |
         sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -n 1 || true)
+      [ -n "$floor_client" ] || floor_bin=$(grep '"name":"pingora_floor"' "$tmp/cargo-build.json" |
+        sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -n 1 || true)
     else
       sy_problem="cargo build --release failed (see $tmp/cargo-build.log)"
-      ttft_problem=$sy_problem
+      ttft_problem=$sy_problem floor_problem=$sy_problem
     fi
   fi
   sy_bin=${bin:-$target_dir/release/switchyard}
@@ -223,6 +230,9 @@ if want switchyard || want cache || want ttft; then
   fi
   if want ttft && [ -z "$ttft_problem" ] && [ ! -x "$ttft_bin" ]; then
     ttft_problem="the ttft client was not built (is the [[bench]] entry for ttft in Cargo.toml?)"
+  fi
+  if want pingora && [ -z "$floor_problem" ] && [ ! -x "$floor_bin" ]; then
+    floor_problem="the Pingora floor was not built (is the [[bench]] entry for pingora_floor in Cargo.toml?)"
   fi
   [ -n "$sy_problem" ] && log "switchyard rows skipped: $sy_problem"
 fi
@@ -370,6 +380,25 @@ EOF
   log "haproxy on port ${port[haproxy]}"
 fi
 
+# The floor: Pingora's own proxy with no logic (benches/pingora_floor.rs), to one backend port of
+# the primary group. It does less than the balancers (no split, no retries): what Pingora itself
+# costs per request, before anything switchyard adds.
+if want pingora; then
+  if [ -n "$floor_problem" ]; then
+    note[pingora]="failed: $floor_problem"
+  else
+    port[pingora]=$(free_port)
+    start pingora "${on_proxy_cpu[@]}" "$floor_bin" --listen "127.0.0.1:${port[pingora]}" \
+      --upstream "127.0.0.1:$b1" --threads 1
+    pid_of[pingora]=$started_pid
+    if wait_ok "http://127.0.0.1:${port[pingora]}$chat_path" 10 "${post[@]}"; then
+      log "pingora (no logic) on port ${port[pingora]}"
+    else
+      note[pingora]="failed: did not answer within 10 s (log: $tmp/pingora.log)"
+    fi
+  fi
+fi
+
 # ---------------------------------------------------------------------------------------------
 # switchyard: the plain route, the cached route, and a route to the simulator for streaming.
 # ---------------------------------------------------------------------------------------------
@@ -470,7 +499,7 @@ fi
 # Measurements: rounds of every target in turn, so drift hits them all alike.
 # ---------------------------------------------------------------------------------------------
 rows=()
-for t in direct nginx haproxy switchyard cache; do
+for t in direct nginx haproxy pingora switchyard cache; do
   want "$t" || continue
   rows+=("$t")
 done
@@ -535,7 +564,7 @@ secondary_share() {
 declare -A share
 for t in "${rows[@]}"; do
   runnable "$t" || continue
-  case "$t" in direct|cache) ;; *) share[$t]=$(secondary_share "$t") ;; esac
+  case "$t" in direct|cache|pingora) ;; *) share[$t]=$(secondary_share "$t") ;; esac
   if [ "$quick" = 0 ]; then
     log "warm-up: $t (1 s)"
     run_wrk "$t" 1 "$tmp/wrk/$t.warmup.txt"
@@ -690,6 +719,7 @@ label() {
     direct) echo "direct (backend, the ceiling)" ;;
     nginx) echo "nginx $(nginx -v 2>&1 | sed 's|.*/||')" ;;
     haproxy) echo "haproxy $(haproxy -v 2>/dev/null | awk 'NR == 1 { print $3 }')" ;;
+    pingora) echo "pingora (no logic)" ;;
     switchyard) echo "switchyard ($sy_rev)" ;;
     cache) echo "switchyard, cache hit" ;;
   esac

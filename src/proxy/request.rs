@@ -69,11 +69,23 @@ pub fn wants_stream(body: &[u8]) -> bool {
         #[serde(default)]
         stream: bool,
     }
-    // Cheap pre-check: most bodies without the word are not streams.
-    if body.is_empty() || !body.windows(8).any(|w| w == b"\"stream\"") {
-        return false;
-    }
-    serde_json::from_slice::<StreamFlag>(body).is_ok_and(|f| f.stream)
+    // Cheap pre-check: only a `"stream"` followed by `: true` can ask for a stream (most bodies
+    // say `"stream": false` or nothing); the parse then confirms it is the top-level key and not
+    // text inside a string.
+    let ws = |b: &[u8]| {
+        b.iter()
+            .position(|c| !c.is_ascii_whitespace())
+            .unwrap_or(b.len())
+    };
+    let says_true = body.windows(8).enumerate().any(|(i, w)| {
+        if w != b"\"stream\"" {
+            return false;
+        }
+        let rest = &body[i + 8..];
+        let rest = &rest[ws(rest)..];
+        rest.first() == Some(&b':') && rest[1 + ws(&rest[1..])..].starts_with(b"true")
+    });
+    says_true && serde_json::from_slice::<StreamFlag>(body).is_ok_and(|f| f.stream)
 }
 
 /// Hash of the request's sticky key, if it has one.
@@ -202,5 +214,9 @@ mod tests {
         assert!(!wants_stream(br#"{"content":"\"stream\" is a word"}"#));
         assert!(!wants_stream(b"not json \"stream\""));
         assert!(!wants_stream(b""));
+        assert!(wants_stream(b"{\"stream\"\n:\ttrue}"));
+        assert!(!wants_stream(br#"{"stream":"true"}"#));
+        assert!(!wants_stream(br#"{"stream""#));
+        assert!(!wants_stream(br#"{"stream":"#));
     }
 }

@@ -40,6 +40,8 @@ pub struct KeyState {
     disabled: AtomicBool,
     pub(crate) probe_passes: AtomicU32,
     epoch: Instant,
+    /// Told when this key is disabled: wakes the prober (see [`KeyRegistry::disabled`]).
+    disabled_signal: Arc<tokio::sync::Notify>,
 }
 
 impl std::fmt::Debug for KeyState {
@@ -64,7 +66,12 @@ pub fn reason_for(status: u16, quota_body: bool) -> &'static str {
 }
 
 impl KeyState {
-    fn new(cluster: &str, key: &str, bearer: bool) -> Option<Self> {
+    fn new(
+        cluster: &str,
+        key: &str,
+        bearer: bool,
+        disabled_signal: Arc<tokio::sync::Notify>,
+    ) -> Option<Self> {
         let mut value = if bearer {
             HeaderValue::from_str(&format!("Bearer {key}")).ok()?
         } else {
@@ -80,6 +87,7 @@ impl KeyState {
             disabled: AtomicBool::new(false),
             probe_passes: AtomicU32::new(0),
             epoch: Instant::now(),
+            disabled_signal,
         })
     }
 
@@ -136,6 +144,7 @@ impl KeyState {
                 if cfg.health_check.is_some() {
                     self.probe_passes.store(0, Ordering::Relaxed);
                     self.disabled.store(true, Ordering::Relaxed);
+                    self.disabled_signal.notify_one();
                 } else {
                     cool(cfg.default_cooldown);
                 }
@@ -229,9 +238,16 @@ pub fn judge(
 #[derive(Default)]
 pub struct KeyRegistry {
     keys: Mutex<HashMap<(String, String), Arc<KeyState>>>,
+    disabled: Arc<tokio::sync::Notify>,
 }
 
 impl KeyRegistry {
+    /// Completes when a key has been disabled since the last call (a key disabled while nobody
+    /// waits is remembered), so the prober can sleep while every key is in.
+    pub async fn disabled(&self) {
+        self.disabled.notified().await
+    }
+
     /// The pool for `cluster`, reusing the state of keys seen before.
     pub fn pool(
         &self,
@@ -249,7 +265,12 @@ impl KeyRegistry {
                 match map.get(&(cluster.to_string(), id.clone())) {
                     Some(s) => Some(s.clone()),
                     None => {
-                        let s = Arc::new(KeyState::new(cluster, k, cfg.bearer)?);
+                        let s = Arc::new(KeyState::new(
+                            cluster,
+                            k,
+                            cfg.bearer,
+                            self.disabled.clone(),
+                        )?);
                         map.insert((cluster.to_string(), id), s.clone());
                         Some(s)
                     }

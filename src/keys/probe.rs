@@ -1,7 +1,8 @@
 //! Probing API keys that were taken out: every `health_check.interval`, each disabled key of a
 //! cluster is tried with the configured request against one of the cluster's peers; after
 //! `success_threshold` passes in a row it is back in the pool. Keys that are only cooling (a 429
-//! with `retry-after`) come back by themselves when the time is up.
+//! with `retry-after`) come back by themselves when the time is up. While no key is disabled the
+//! prober sleeps until one is.
 
 use crate::app::App;
 use crate::config::{HealthCheckConfig, HealthCheckKind};
@@ -15,6 +16,12 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
+
+/// Shortest pause between two passes, so a flapping key cannot make the prober spin.
+const MIN_NAP: Duration = Duration::from_millis(50);
+
+/// Pause while no key is disabled: a safety net only, since disabling a key wakes the prober.
+const IDLE_NAP: Duration = Duration::from_secs(3600);
 
 pub struct KeyProber {
     pub app: Arc<App>,
@@ -88,10 +95,29 @@ impl BackgroundService for KeyProber {
                     }
                 }
             }
+            // Next wake: the earliest probe due of a key that is still disabled, else when a key
+            // is disabled.
+            let next_due = snap
+                .clusters
+                .iter()
+                .filter_map(|c| Some((c, c.keys.as_ref()?)))
+                .filter(|(_, pool)| pool.cfg.health_check.is_some())
+                .flat_map(|(c, pool)| {
+                    pool.keys
+                        .iter()
+                        .filter(|k| k.is_disabled())
+                        .map(|k| due.get(&(c.cfg.name.clone(), k.id.clone())).copied())
+                })
+                .map(|d| d.unwrap_or(now))
+                .min();
             drop(snap);
+            let nap = next_due.map_or(IDLE_NAP, |d| {
+                d.saturating_duration_since(Instant::now()).max(MIN_NAP)
+            });
             tokio::select! {
                 _ = shutdown.changed() => return,
-                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                _ = self.app.state.keys.disabled() => {}
+                _ = tokio::time::sleep(nap) => {}
             }
         }
     }

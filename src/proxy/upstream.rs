@@ -2,10 +2,10 @@
 //!
 //! A try takes a pooled connection or connects (under `connect`), sends the request and the whole
 //! buffered body, and waits for the response header (under `first_byte`, counted from the start
-//! of the send). For a streaming request that answered 2xx it
-//! also waits for the first body chunk under the same `first_byte` budget, so a model that
-//! accepts and then stalls before its first token is failed over too. Only then is the try
-//! [`Ready`] to commit; everything before is invisible to the client.
+//! of the send). For a streaming request that answered 2xx it also waits for the first body chunk
+//! under the same `first_byte` budget, so a model that accepts and then stalls before its first
+//! token is failed over too. Only then is the try [`Ready`] to commit; everything before is
+//! invisible to the client.
 
 use super::pool::IdlePool;
 use crate::config::Timeouts;

@@ -40,14 +40,15 @@ impl IdlePool {
     pub fn take(&self) -> Option<Stream> {
         loop {
             let (mut stream, since) = self.lock().pop()?;
-            if since.elapsed() < IDLE_TIMEOUT && still_open(&mut stream) {
-                return Some(stream);
-            }
-            // Dropped here: closed, or too old (then all below it are older still).
             if since.elapsed() >= IDLE_TIMEOUT {
+                // Every connection below it is older still.
                 self.lock().clear();
                 return None;
             }
+            if still_open(&mut stream) {
+                return Some(stream);
+            }
+            // Closed by the peer: dropped, try the next.
         }
     }
 

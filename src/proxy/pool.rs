@@ -18,10 +18,10 @@ use tokio::io::AsyncReadExt;
 use tokio::time::Instant;
 
 /// Idle connections kept per peer, at most (nginx's `keepalive` directive, per upstream block).
-pub const MAX_IDLE: usize = 256;
+const MAX_IDLE: usize = 256;
 
 /// How long an idle connection is kept.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The idle connections of one peer, most recently released last.
 #[derive(Default)]

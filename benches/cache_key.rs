@@ -11,7 +11,8 @@ use sha2::{Digest, Sha256};
 use std::hint::black_box;
 use std::sync::Arc;
 use switchyard::cache::key::{self, CacheKey};
-use switchyard::cache::store::{Entry, Found, Store};
+use switchyard::cache::memory::MemoryStore as Store;
+use switchyard::cache::store::{Entry, Found};
 use tokio::time::Instant;
 
 /// A chat request whose user message is `words` words long.

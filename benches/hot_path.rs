@@ -53,6 +53,7 @@ fn benches(c: &mut Criterion) {
             let cluster = &snap.clusters[ci];
             let checked = cluster.checked();
             black_box(cluster.balancer.pick(
+                0,
                 |pi| cluster.peers[pi].usable(checked, now),
                 |pi| cluster.peers[pi].state.inflight() as f64,
             ))

@@ -1,8 +1,10 @@
 //! switchyard: an edge load balancer for AI model clusters, built on Cloudflare's Pingora.
 //!
-//! The request path, in the order a request meets it, is in [`proxy`]; the side parts are config,
-//! snapshots, peer state, health checks, breakers, admin and metrics. [`sim`] is the simulated
-//! model server used by the demo, the tests and the benchmarks.
+//! The request path, in the order a request meets it, is in [`proxy`]; it reads one
+//! [`snapshot`] of the config and goes upstream through [`upstream`]. The side parts are config,
+//! reload, the background services (health checks, key probes, cache warm-up), admin and
+//! metrics. `docs/architecture.md` draws the layers and says what each module may import. [`sim`]
+//! is the simulated model server used by the demo, the tests and the benchmarks.
 
 #![forbid(unsafe_code)]
 
@@ -10,11 +12,12 @@ pub mod access_log;
 pub mod admin;
 pub mod app;
 pub mod balance;
+pub mod body;
 pub mod breaker;
 pub mod cache;
 pub mod config;
 pub mod demo;
-pub mod health;
+pub mod downstream;
 pub mod keys;
 pub mod limits;
 pub mod listen;
@@ -22,7 +25,10 @@ pub mod metrics;
 pub mod peer;
 pub mod proxy;
 pub mod reload;
+pub mod respond;
 pub mod server;
+pub mod services;
 pub mod sim;
 pub mod snapshot;
 pub mod split;
+pub mod upstream;

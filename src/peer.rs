@@ -68,7 +68,7 @@ pub struct PeerState {
     /// to the cluster ends.
     pub freed: Arc<tokio::sync::Notify>,
     /// Idle keep-alive connections to the peer.
-    pub idle: Arc<crate::proxy::pool::IdlePool>,
+    pub idle: Arc<crate::upstream::IdlePool>,
 }
 
 /// Consecutive passes and failures of active probes.

@@ -2,13 +2,14 @@
 //! listener, the admin service, and the background services, then run it.
 
 use crate::admin::Admin;
-use crate::app::{self, App};
+use crate::app::App;
 use crate::config::{self, Config};
-use crate::health::HealthChecker;
-use crate::keys::KeyProber;
 use crate::listen::{self, ConnLimit};
 use crate::proxy::Switchyard;
-use crate::reload::ReloadTriggers;
+use crate::reload::triggers::ReloadTriggers;
+use crate::services::health::HealthChecker;
+use crate::services::key_probe::KeyProber;
+use crate::services::warm::Warmer;
 use pingora::apps::http_app::HttpServer;
 use pingora::apps::HttpServerOptions;
 use pingora::proxy::http_proxy;
@@ -48,12 +49,7 @@ fn server_conf(cfg: &Config, daemon: bool) -> ServerConf {
 /// Load the config at `opts.config_path` and build the server (not yet running).
 pub fn build(opts: &RunOptions) -> Result<(Server, Arc<App>), config::ConfigError> {
     let file = opts.config_path.display().to_string();
-    let text =
-        std::fs::read_to_string(&opts.config_path).map_err(|source| config::ConfigError::Read {
-            file: file.clone(),
-            source,
-        })?;
-    let cfg = config::parse(&text, &file)?;
+    let (cfg, digest) = crate::reload::read(&opts.config_path)?;
     let conf = server_conf(&cfg, opts.daemon);
     let pingora_opt = Opt {
         upgrade: opts.upgrade,
@@ -67,7 +63,7 @@ pub fn build(opts: &RunOptions) -> Result<(Server, Arc<App>), config::ConfigErro
     let admin_addr = cfg.admin.addr;
     let limits = cfg.limits.clone();
     let access_log = cfg.access_log.clone();
-    let app = App::new(cfg, app::digest(&text), Some(opts.config_path.clone()));
+    let app = App::new(cfg, digest, Some(opts.config_path.clone()));
 
     let mut server_options = HttpServerOptions::default();
     server_options.h2c = true;
@@ -75,11 +71,16 @@ pub fn build(opts: &RunOptions) -> Result<(Server, Arc<App>), config::ConfigErro
     // Pingora counts reuses: N requests on a connection are N - 1 reuses.
     server_options.keepalive_request_limit = Some(limits.keepalive_requests - 1);
     server_options.h2_idle_timeout = Some(limits.keepalive_timeout);
-    let mut proxy_app = http_proxy(&server.configuration, Switchyard { app: app.clone() });
+    let switchyard = Switchyard::new(
+        app.current.clone(),
+        app.metrics.clone(),
+        app.access_log.clone(),
+    );
+    let mut proxy_app = http_proxy(&server.configuration, switchyard);
     proxy_app.server_options = Some(server_options);
     let mut proxy = Service::new(
         "switchyard".to_string(),
-        ConnLimit::new(proxy_app, app.clone()),
+        ConnLimit::new(proxy_app, app.current.clone(), app.metrics.clone()),
     );
     listen::add_listeners(&mut proxy, &listeners, &app.tls).map_err(|(i, e)| {
         let key = if e.is_key() { "key" } else { "cert" };
@@ -90,7 +91,12 @@ pub fn build(opts: &RunOptions) -> Result<(Server, Arc<App>), config::ConfigErro
         .map_err(|e| invalid(&file, "access_log.path".into(), format!("cannot open: {e}")))?;
     let mut admin = Service::new(
         "switchyard admin".to_string(),
-        HttpServer::new_app(Admin { app: app.clone() }),
+        HttpServer::new_app(Admin {
+            current: app.current.clone(),
+            metrics: app.metrics.clone(),
+            reloader: app.reloader.clone(),
+            probe_round: app.probe_round.clone(),
+        }),
     );
     admin.threads = Some(1);
     admin.add_tcp(&admin_addr.to_string());
@@ -99,23 +105,34 @@ pub fn build(opts: &RunOptions) -> Result<(Server, Arc<App>), config::ConfigErro
     server.add_service(admin);
     server.add_service(background_service(
         "health checks",
-        HealthChecker { app: app.clone() },
+        HealthChecker {
+            current: app.current.clone(),
+            metrics: app.metrics.clone(),
+            probe_round: app.probe_round.clone(),
+        },
     ));
     server.add_service(background_service(
         "api key probes",
-        KeyProber { app: app.clone() },
+        KeyProber {
+            current: app.current.clone(),
+            metrics: app.metrics.clone(),
+            state: app.state.clone(),
+        },
     ));
     server.add_service(background_service(
         "reload triggers",
         ReloadTriggers {
-            app: app.clone(),
+            reloader: app.reloader.clone(),
             successor: successor_command(opts),
             upgrade_sock: PathBuf::from(&server.configuration.upgrade_sock),
         },
     ));
     server.add_service(background_service(
         "cache warm-up",
-        crate::cache::warm::Warmer { app: app.clone() },
+        Warmer {
+            current: app.current.clone(),
+            probe_round: app.probe_round.clone(),
+        },
     ));
     Ok((server, app))
 }

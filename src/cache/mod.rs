@@ -2,11 +2,11 @@
 //! seconds, without the usual mistakes (keys on raw body text, keys that ignore the model or the
 //! sampling parameters, answers shared across tenants, unbounded memory, streams never cached).
 //!
-//! On a route with `cache`, the request path calls [`admit`] once the body is read:
+//! On a route with `cache`, the request path calls [`lookup`] once the body is read:
 //!
 //! ```text
 //! not deterministic / no-store -> BYPASS: on to the tries, nothing recorded
-//! key (key.rs) -> store (store.rs): fresh? -> HIT, replayed here
+//! key (key.rs) -> store (store.rs, memory.rs): fresh? -> HIT, replayed here
 //!   else join the key's flight (coalesce.rs): follower? -> the leader's answer, as it arrives
 //!   else (leader, or released follower) -> MISS / EXPIRED: on to the tries with a [`Pass`]
 //! ```
@@ -18,28 +18,29 @@
 //!
 //! Each route with a cache has its own store and flights ([`RouteCache`]), kept across reloads
 //! in [`Caches`] while the route's `max_bytes` and `vary_headers` stay the same; the other
-//! settings are read from the snapshot per request and change without losing entries.
+//! settings are read from the snapshot per request and change without losing entries. Warming
+//! the cache at start is a background service (`services::warm`).
 
 mod coalesce;
 pub mod key;
+pub mod memory;
 mod pass;
 mod serve;
 pub mod store;
-pub mod warm;
 
 use crate::config::CacheConfig;
 use crate::metrics::Metrics;
-use crate::snapshot::Snapshot;
 use coalesce::Flights;
 use http::HeaderName;
+use memory::MemoryStore;
 use prometheus::{IntCounter, IntGauge};
 use serde_json::{json, Value};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use store::{Entry, Store};
+use store::{CacheStore, Entry};
 
-pub use pass::{admit, Admit, Pass};
+pub use pass::{lookup, Lookup, Pass};
 
 /// Where an answer on a cached route came from (the `x-cache-status` header).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,15 +72,25 @@ impl Status {
 /// Metric label values of `switchyard_cache_requests_total`; `coalesced` counts requests that
 /// got the answer of an identical request in flight.
 const RESULTS: [&str; 6] = ["hit", "miss", "expired", "stale", "bypass", "coalesced"];
-const COALESCED: usize = 5;
 
-fn result_index(s: Status) -> usize {
-    match s {
-        Status::Hit => 0,
-        Status::Miss => 1,
-        Status::Expired => 2,
-        Status::Stale => 3,
-        Status::Bypass => 4,
+/// A result counted in `switchyard_cache_requests_total`: a final status, or `Coalesced`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Counted {
+    Status(Status),
+    Coalesced,
+}
+
+impl Counted {
+    /// Position in [`RESULTS`].
+    fn index(self) -> usize {
+        match self {
+            Counted::Status(Status::Hit) => 0,
+            Counted::Status(Status::Miss) => 1,
+            Counted::Status(Status::Expired) => 2,
+            Counted::Status(Status::Stale) => 3,
+            Counted::Status(Status::Bypass) => 4,
+            Counted::Coalesced => 5,
+        }
     }
 }
 
@@ -103,7 +114,8 @@ impl Shape {
 pub struct RouteCache {
     route: String,
     shape: Shape,
-    pub store: Store,
+    /// Where the answers are kept.
+    pub store: Arc<dyn CacheStore>,
     flights: Flights,
     results: [IntCounter; 6],
     bytes: IntGauge,
@@ -118,7 +130,7 @@ impl RouteCache {
         let c = RouteCache {
             route: route.to_string(),
             shape: Shape::of(cfg),
-            store: Store::new(cfg.max_bytes),
+            store: Arc::new(MemoryStore::new(cfg.max_bytes)),
             flights: Flights::default(),
             results: RESULTS.map(|r| metrics.cache_requests.with_label_values(&[route, r])),
             bytes: metrics.cache_bytes.with_label_values(&[route]),
@@ -137,10 +149,19 @@ impl RouteCache {
         }
     }
 
-    fn put(&self, entry: Entry) {
-        let r = self.store.insert(Arc::new(entry));
+    async fn put(&self, entry: Entry) {
+        let r = self.store.insert(Arc::new(entry)).await;
         self.evictions.inc_by(r.evicted);
         self.update_gauges();
+    }
+
+    fn count(&self, c: Counted) {
+        self.results[c.index()].inc();
+    }
+
+    /// The route this cache belongs to.
+    pub fn route(&self) -> &str {
+        &self.route
     }
 
     /// Drop every entry; returns the entries and bytes dropped.
@@ -150,18 +171,20 @@ impl RouteCache {
         dropped
     }
 
-    fn status_json(&self) -> Value {
+    /// This cache in `/status`.
+    pub fn status_json(&self) -> Value {
+        let n = |c: Counted| self.results[c.index()].get();
         json!({
             "route": self.route,
             "entries": self.store.entries(),
             "bytes": self.store.bytes(),
             "max_bytes": self.store.max_bytes(),
             "in_flight": self.flights.len(),
-            "hits": self.results[0].get(),
-            "misses": self.results[1].get() + self.results[2].get(),
-            "coalesced": self.results[COALESCED].get(),
-            "stale": self.results[3].get(),
-            "bypassed": self.results[4].get(),
+            "hits": n(Counted::Status(Status::Hit)),
+            "misses": n(Counted::Status(Status::Miss)) + n(Counted::Status(Status::Expired)),
+            "coalesced": n(Counted::Coalesced),
+            "stale": n(Counted::Status(Status::Stale)),
+            "bypassed": n(Counted::Status(Status::Bypass)),
             "evictions": self.evictions.get(),
         })
     }
@@ -174,70 +197,33 @@ pub struct Caches {
 }
 
 impl Caches {
-    /// Give each cached route of `snap` its store: the one it had while `max_bytes` and
-    /// `vary_headers` are unchanged, else a new, empty one. Stores of routes that lost their
-    /// cache are dropped (once the last request using them ends).
-    pub fn attach(&self, snap: &mut Snapshot, metrics: &Metrics) {
+    /// The cache of route `name`: the one it had while `max_bytes` and `vary_headers` are
+    /// unchanged, else a new, empty one.
+    pub fn route(&self, name: &str, cfg: &CacheConfig, metrics: &Metrics) -> Arc<RouteCache> {
         let mut stores = self.stores.lock().unwrap_or_else(|e| e.into_inner());
-        let mut next = HashMap::new();
-        for route in &mut snap.routes {
-            let Some(cfg) = &route.cfg.cache else {
-                continue;
-            };
-            let name = route.cfg.name.as_str();
-            let store = match stores.remove(name) {
-                Some(s) if s.shape == Shape::of(cfg) => s,
-                old => {
-                    if let Some(old) = old {
-                        old.retired.store(true, Ordering::Relaxed);
-                        log::info!("cache of route {name}: settings changed, starting empty");
-                    }
-                    Arc::new(RouteCache::new(name, cfg, metrics))
-                }
-            };
-            route.cache = Some(store.clone());
-            next.insert(name.to_string(), store);
+        if let Some(s) = stores.get(name).filter(|s| s.shape == Shape::of(cfg)) {
+            return s.clone();
         }
-        for (name, old) in stores.drain() {
+        if let Some(old) = stores.get(name) {
             old.retired.store(true, Ordering::Relaxed);
-            let _ = metrics.cache_bytes.remove_label_values(&[&name]);
-            let _ = metrics.cache_entries.remove_label_values(&[&name]);
+            log::info!("cache of route {name}: settings changed, starting empty");
         }
-        *stores = next;
+        let store = Arc::new(RouteCache::new(name, cfg, metrics));
+        stores.insert(name.to_string(), store.clone());
+        store
     }
-}
 
-/// `POST /cache/purge[?route=NAME]`: `None` when the named route has no cache.
-pub fn purge(snap: &Snapshot, route: Option<&str>) -> Option<Value> {
-    let mut purged = Vec::new();
-    for r in &snap.routes {
-        let Some(c) = &r.cache else { continue };
-        if route.is_some_and(|name| name != r.cfg.name) {
-            continue;
-        }
-        let (entries, bytes) = c.purge();
-        log::info!("cache of route {}: purged {entries} entries", r.cfg.name);
-        purged.push(json!({"route": r.cfg.name, "entries": entries, "bytes": bytes}));
+    /// Drop the caches of routes not in `keep` (once the last request using them ends).
+    pub fn retain(&self, keep: &HashSet<&str>, metrics: &Metrics) {
+        let mut stores = self.stores.lock().unwrap_or_else(|e| e.into_inner());
+        stores.retain(|name, old| {
+            if keep.contains(name.as_str()) {
+                return true;
+            }
+            old.retired.store(true, Ordering::Relaxed);
+            let _ = metrics.cache_bytes.remove_label_values(&[name]);
+            let _ = metrics.cache_entries.remove_label_values(&[name]);
+            false
+        });
     }
-    if route.is_some() && purged.is_empty() {
-        return None;
-    }
-    Some(json!({"result": "ok", "purged": purged}))
-}
-
-/// The `cache` part of `/status`: totals and each cached route.
-pub fn status_json(snap: &Snapshot) -> Value {
-    let routes: Vec<Value> = snap
-        .routes
-        .iter()
-        .filter_map(|r| r.cache.as_ref().map(|c| c.status_json()))
-        .collect();
-    let sum = |k: &str| routes.iter().filter_map(|r| r[k].as_u64()).sum::<u64>();
-    json!({
-        "entries": sum("entries"),
-        "bytes": sum("bytes"),
-        "hits": sum("hits"),
-        "misses": sum("misses"),
-        "routes": routes,
-    })
 }

@@ -1,4 +1,4 @@
-//! The cache stage of the request path: [`admit`] answers from the store or from an identical
+//! The cache stage of the request path: [`lookup`] answers from the store or from an identical
 //! request in flight, or sends the request on with a [`Pass`] that records, shares and stores the
 //! committed answer, and answers stale when nothing upstream can.
 
@@ -6,18 +6,19 @@ use super::coalesce::{self, FlightEnd, Head, Role};
 use super::key::{self, CacheKey, RequestControl};
 use super::serve::{self, Followed};
 use super::store::{self, Entry, Found};
-use super::{result_index, RouteCache, Status, COALESCED};
+use super::{Counted, RouteCache, Status};
+use crate::body::RequestBody;
 use crate::config::CacheConfig;
-use crate::snapshot::Route;
+use crate::downstream::Downstream;
 use bytes::Bytes;
 use pingora::http::ResponseHeader;
-use pingora::prelude::*;
-use pingora::proxy::Session;
+use pingora::Result;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::time::Instant;
 
-/// What the request path does after [`admit`].
-pub enum Admit<'a> {
+/// What the request path does after [`lookup`].
+pub enum Lookup<'a> {
     /// The cache answered (HIT or a coalesced answer); the request is over.
     Answered {
         status: u16,
@@ -30,57 +31,55 @@ pub enum Admit<'a> {
     Upstream(Pass<'a>),
 }
 
-/// The cache stage of a request on a cached route: answer it from the store, follow an identical
-/// request in flight, or let it go upstream with a [`Pass`].
-pub async fn admit<'a>(
-    route: &'a Route,
-    session: &mut Session,
-    body: &Bytes,
+/// The cache stage of a request on a cached route (its `cache` with its config `cfg`; `idle` is
+/// the route's idle timeout): answer it from the store, follow an identical request in flight,
+/// or let it go upstream with a [`Pass`].
+pub async fn lookup<'a>(
+    cache: &'a RouteCache,
+    cfg: &'a CacheConfig,
+    idle: Duration,
+    client: &mut impl Downstream,
+    body: &RequestBody,
     request_id: &str,
     deadline: Instant,
-) -> Result<Admit<'a>> {
-    let (Some(cache), Some(cfg)) = (route.cache.as_deref(), route.cfg.cache.as_ref()) else {
-        return Err(Error::explain(
-            ErrorType::InternalError,
-            "cache stage on a route without cache",
-        ));
-    };
-    let bypass = || Admit::Upstream(Pass::new(cache, cfg, Status::Bypass, None));
-    let req = session.req_header();
+) -> Result<Lookup<'a>> {
+    let bypass = || Lookup::Upstream(Pass::new(cache, cfg, Status::Bypass, None));
+    let req = client.req_header();
     let control = key::request_control(&req.headers);
     if control == RequestControl::NoStore {
         return Ok(bypass());
     }
-    let json = key::parse_json(body);
-    if cfg.deterministic_only && !key::deterministic(json.as_ref()) {
+    let json = body.json();
+    if cfg.deterministic_only && !key::deterministic(json) {
         return Ok(bypass());
     }
     let path = req.uri.path_and_query().map_or("/", |p| p.as_str());
     let k = key::key(
-        &route.cfg.name,
+        cache.route(),
         &req.method,
         path,
         &req.headers,
         &cfg.vary_headers,
-        body,
-        json.as_ref(),
+        body.bytes(),
+        json,
     );
     if control == RequestControl::NoCache {
-        return Ok(Admit::Upstream(Pass::new(
+        return Ok(Lookup::Upstream(Pass::new(
             cache,
             cfg,
             Status::Miss,
             Some(k),
         )));
     }
-    let status = match cache
+    let found = cache
         .store
         .lookup(&k, Instant::now(), cfg.ttl, cfg.stale_if_error)
-    {
+        .await;
+    let status = match found {
         Found::Fresh(e, age) => {
-            cache.results[result_index(Status::Hit)].inc();
-            serve::entry(session, &e, age, Status::Hit, request_id).await?;
-            return Ok(Admit::Answered {
+            cache.count(Counted::Status(Status::Hit));
+            serve::entry(client, &e, age, Status::Hit, request_id).await?;
+            return Ok(Lookup::Answered {
                 status: 200,
                 cache: Status::Hit.header(),
                 cut: false,
@@ -93,16 +92,15 @@ pub async fn admit<'a>(
         Role::Leader(flight) => {
             let mut pass = Pass::new(cache, cfg, status, Some(k));
             pass.leader = Some(flight);
-            Ok(Admit::Upstream(pass))
+            Ok(Lookup::Upstream(pass))
         }
         Role::Follower(f) => {
-            let idle = route.cfg.timeouts.idle;
             let t = cfg.lock_timeout;
-            match serve::follow(session, f, status, request_id, t, idle, deadline).await? {
-                Followed::OnOwn => Ok(Admit::Upstream(Pass::new(cache, cfg, status, Some(k)))),
+            match serve::follow(client, f, status, request_id, t, idle, deadline).await? {
+                Followed::OnOwn => Ok(Lookup::Upstream(Pass::new(cache, cfg, status, Some(k)))),
                 done => {
-                    cache.results[COALESCED].inc();
-                    Ok(Admit::Answered {
+                    cache.count(Counted::Coalesced);
+                    Ok(Lookup::Answered {
                         status: 200,
                         cache: status.header(),
                         cut: matches!(done, Followed::Cut),
@@ -153,7 +151,6 @@ impl<'a> Pass<'a> {
         }
     }
 
-    /// The `x-cache-status` header every answer on a cached route carries.
     /// The `x-cache-status` this request carries.
     pub fn status(&self) -> &'static str {
         self.status.header()
@@ -177,11 +174,7 @@ impl<'a> Pass<'a> {
                 && length.is_none_or(|n| n <= self.cfg.max_entry_bytes);
             if storable {
                 let headers = serve::kept_headers(header);
-                let sse = header
-                    .headers
-                    .get(http::header::CONTENT_TYPE)
-                    .and_then(|v| v.to_str().ok())
-                    .is_some_and(|v| v.starts_with("text/event-stream"));
+                let sse = crate::respond::is_sse(&header.headers);
                 let size = store::entry_size(&headers, 0);
                 let head = Arc::new(Head {
                     headers,
@@ -232,7 +225,7 @@ impl<'a> Pass<'a> {
     }
 
     /// The committed answer ended; `complete` when the upstream sent all of it.
-    pub fn end(&mut self, complete: bool) {
+    pub async fn end(&mut self, complete: bool) {
         if let (true, Some(rec), Some(k)) = (complete, self.recording.take(), self.key) {
             let body = serve::concat(&rec.chunks, rec.len);
             if !rec.head.sse || serve::sse_done(&body) {
@@ -240,7 +233,7 @@ impl<'a> Pass<'a> {
                 let entry = Entry::new(k, Instant::now(), headers, body, rec.head.sse);
                 // Stored before the flight leaves the board: a request arriving now finds one
                 // or the other.
-                self.cache.put(entry);
+                self.cache.put(entry).await;
             }
         }
         self.recording = None;
@@ -268,24 +261,28 @@ impl<'a> Pass<'a> {
 
     /// No upstream could answer: serve an expired entry within `stale_if_error` (STALE), or a
     /// fresh one an identical request stored meanwhile (HIT). Returns whether it answered.
-    pub async fn serve_stored(&mut self, session: &mut Session, request_id: &str) -> Result<bool> {
+    pub async fn serve_stored(
+        &mut self,
+        client: &mut impl Downstream,
+        request_id: &str,
+    ) -> Result<bool> {
         self.release();
         let Some(k) = &self.key else {
             return Ok(false);
         };
         let c = self.cfg;
-        let (e, age, status) =
-            match self
-                .cache
-                .store
-                .lookup(k, Instant::now(), c.ttl, c.stale_if_error)
-            {
-                Found::Fresh(e, age) => (e, age, Status::Hit),
-                Found::Expired(e, age) => (e, age, Status::Stale),
-                Found::Missing => return Ok(false),
-            };
+        let found = self
+            .cache
+            .store
+            .lookup(k, Instant::now(), c.ttl, c.stale_if_error)
+            .await;
+        let (e, age, status) = match found {
+            Found::Fresh(e, age) => (e, age, Status::Hit),
+            Found::Expired(e, age) => (e, age, Status::Stale),
+            Found::Missing => return Ok(false),
+        };
         self.status = status;
-        serve::entry(session, &e, age, status, request_id).await?;
+        serve::entry(client, &e, age, status, request_id).await?;
         Ok(true)
     }
 }
@@ -303,6 +300,6 @@ impl Drop for Pass<'_> {
                 self.cache.flights.leave(k, &f);
             }
         }
-        self.cache.results[result_index(self.status)].inc();
+        self.cache.count(Counted::Status(self.status));
     }
 }

@@ -4,12 +4,12 @@
 use super::coalesce::{FlightEnd, Follower, Next};
 use super::store::Entry;
 use super::Status;
-use crate::proxy::respond::sse_error_event;
+use crate::downstream::Downstream;
+use crate::respond::sse_error_event;
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue};
 use pingora::http::ResponseHeader;
-use pingora::prelude::*;
-use pingora::proxy::Session;
+use pingora::Result;
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -66,7 +66,7 @@ fn header(
 
 /// Answer with a stored entry, `age` old, marked `status` (HIT or STALE).
 pub async fn entry(
-    session: &mut Session,
+    client: &mut impl Downstream,
     e: &Entry,
     age: Duration,
     status: Status,
@@ -75,10 +75,8 @@ pub async fn entry(
     let length = (!e.sse).then_some(e.body.len() as u64);
     let mut resp = header(&e.headers, status, request_id, length)?;
     resp.insert_header(http::header::AGE, age.as_secs().to_string())?;
-    session.write_response_header(resp, false).await?;
-    session
-        .write_response_body(Some(e.body.clone()), true)
-        .await
+    client.write_header(resp, false).await?;
+    client.write_body(Some(e.body.clone()), true).await
 }
 
 /// How following a flight ended.
@@ -95,7 +93,7 @@ pub enum Followed {
 /// leader's head; afterwards each chunk must come within `idle` (the leader's own relay gives up
 /// after that long too) and everything before `deadline`.
 pub async fn follow(
-    session: &mut Session,
+    client: &mut impl Downstream,
     mut f: Follower,
     status: Status,
     request_id: &str,
@@ -107,7 +105,7 @@ pub async fn follow(
         return Ok(Followed::OnOwn);
     };
     let resp = header(&head.headers, status, request_id, head.content_length)?;
-    if session.write_response_header(resp, false).await.is_err() {
+    if client.write_header(resp, false).await.is_err() {
         return Ok(Followed::Cut);
     }
     loop {
@@ -116,13 +114,13 @@ pub async fn follow(
         match f.next(until).await {
             Next::Chunks(chunks) => {
                 for c in chunks {
-                    if session.write_response_body(Some(c), false).await.is_err() {
+                    if client.write_body(Some(c), false).await.is_err() {
                         return Ok(Followed::Cut);
                     }
                 }
             }
             Next::End(FlightEnd::Complete) => {
-                return Ok(match session.write_response_body(None, true).await {
+                return Ok(match client.write_body(None, true).await {
                     Ok(()) => Followed::Served,
                     Err(_) => Followed::Cut,
                 });
@@ -131,7 +129,7 @@ pub async fn follow(
                 if head.sse {
                     let msg = "the shared upstream answer was cut short";
                     let ev = sse_error_event(msg, request_id);
-                    let _ = session.write_response_body(Some(ev), true).await;
+                    let _ = client.write_body(Some(ev), true).await;
                 }
                 return Ok(Followed::Cut);
             }

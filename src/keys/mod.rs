@@ -5,11 +5,8 @@
 //! Keys are secrets: they are kept only here and in the outgoing header. Logs, metrics, `/status`
 //! and errors name a key by its fingerprint (`k-` and 8 hex digits of its SHA-256). Key state is
 //! keyed by (cluster, fingerprint) in a [`KeyRegistry`] outside the config snapshot, so it
-//! survives reloads (and a re-read keys file).
-
-mod probe;
-
-pub use probe::KeyProber;
+//! survives reloads (and a re-read keys file). Probing disabled keys back in is a background
+//! service (`services::key_probe`).
 
 use crate::config::{ApiKeysConfig, KeyCooldown};
 use http::HeaderValue;
@@ -185,17 +182,18 @@ impl KeyPool {
     }
 }
 
-/// Judge the key used by a try from its answer. Returns true when the answer matched a failover
-/// condition (the try must be retried with another key); updates the key and the metrics.
+/// Judge the key used by a try from its answer (`status`, `headers` and the start of its `body`).
+/// Returns true when the answer matched a failover condition (the try must be retried with
+/// another key); updates the key and the metrics.
 pub fn judge(
     pool: &KeyPool,
     k: usize,
-    ready: &crate::proxy::Ready,
+    status: u16,
+    headers: &http::HeaderMap,
+    body: &[u8],
     metrics: &crate::metrics::Metrics,
 ) -> bool {
     let key = &pool.keys[k];
-    let status = ready.header.status.as_u16();
-    let body = ready.first.as_deref().unwrap_or_default();
     let matched = pool.cfg.conditions.iter().find(|c| {
         c.statuses.contains(&status)
             && c.body
@@ -206,9 +204,7 @@ pub fn judge(
         key.on_success();
         return false;
     };
-    let retry_after = ready
-        .header
-        .headers
+    let retry_after = headers
         .get(http::header::RETRY_AFTER)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok())

@@ -10,8 +10,9 @@
 
 pub mod tls;
 
-use crate::app::App;
 use crate::config::Listener;
+use crate::metrics::Metrics;
+use crate::snapshot::Current;
 use async_trait::async_trait;
 use pingora::apps::ServerApp;
 use pingora::listeners::tls::TlsSettings;
@@ -55,15 +56,18 @@ pub fn add_listeners<A>(
 /// config in force, so a reload changes it) be served at once, and closes the others at once.
 pub struct ConnLimit<A> {
     inner: Arc<A>,
-    app: Arc<App>,
+    current: Arc<Current>,
+    metrics: Arc<Metrics>,
     open: AtomicUsize,
 }
 
 impl<A> ConnLimit<A> {
-    pub fn new(inner: A, app: Arc<App>) -> Self {
+    /// `inner` behind the cap of the config in `current`.
+    pub fn new(inner: A, current: Arc<Current>, metrics: Arc<Metrics>) -> Self {
         ConnLimit {
             inner: Arc::new(inner),
-            app,
+            current,
+            metrics,
             open: AtomicUsize::new(0),
         }
     }
@@ -81,8 +85,8 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for ConnLimit<A> {
         stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
-        let max = self.app.snapshot().config.limits.max_connections;
-        let metrics = &self.app.metrics;
+        let max = self.current.load().config.limits.max_connections;
+        let metrics = &self.metrics;
         let before = self.open.fetch_add(1, Ordering::AcqRel);
         let mut open = OpenConnection {
             limit: self,
@@ -117,7 +121,7 @@ impl<A> Drop for OpenConnection<'_, A> {
     fn drop(&mut self) {
         self.limit.open.fetch_sub(1, Ordering::AcqRel);
         if self.served {
-            self.limit.app.metrics.downstream_connections.dec();
+            self.limit.metrics.downstream_connections.dec();
         }
     }
 }

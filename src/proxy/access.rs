@@ -1,13 +1,15 @@
-//! The access log line of a finished request, built from the request context in `logging`.
-//! What may appear is fixed by [`Entry`]: no header value, query string or body.
+//! The end of a request: its access log line and its metrics, built from the request context
+//! whichever stage answered. What may appear in the log is fixed by [`Entry`]: no header value,
+//! query string or body.
 
-use super::Ctx;
+use super::ctx::Ctx;
 use crate::access_log::{AccessLog, Entry};
-use pingora::proxy::Session;
+use crate::downstream::Downstream;
+use crate::metrics::Metrics;
 use std::time::{Duration, SystemTime};
 
 /// Log the request if the access log is on.
-pub(super) fn log(log: &AccessLog, session: &Session, ctx: &Ctx) {
+pub(super) fn log(log: &AccessLog, client: &impl Downstream, ctx: &Ctx) {
     if !log.is_on() {
         return;
     }
@@ -21,15 +23,15 @@ pub(super) fn log(log: &AccessLog, session: &Session, ctx: &Ctx) {
         .map(|(s, r)| s.routes[r].cfg.name.as_str());
     let cluster = snap.zip(ctx.cluster).map(|(s, c)| &s.clusters[c]);
     let peer = cluster.zip(ctx.peer).map(|(c, p)| c.peers[p].name.as_str());
-    let req = session.req_header();
+    let req = client.req_header();
     // A local answer (error, fallback) goes out whole at the end: its first byte is its last.
-    let ttfb = session
-        .response_written()
-        .map(|_| ms(ctx.ttfb.unwrap_or(duration)));
+    let ttfb = client
+        .response_started()
+        .then(|| ms(ctx.ttfb.unwrap_or(duration)));
     log.log(&Entry {
         time: humantime::format_rfc3339_millis(arrived).to_string(),
         request_id: ctx.request_id.as_deref().unwrap_or(""),
-        client: session.client_addr().and_then(|a| a.as_inet()).copied(),
+        client: client.client_addr(),
         method: req.method.as_str(),
         path: req.uri.path(),
         route,
@@ -40,11 +42,44 @@ pub(super) fn log(log: &AccessLog, session: &Session, ctx: &Ctx) {
         cache: ctx.cache,
         ttfb_ms: ttfb,
         duration_ms: ms(duration),
-        bytes_sent: session.body_bytes_sent(),
-        bytes_received: session.body_bytes_read(),
+        bytes_sent: client.body_bytes_sent(),
+        bytes_received: client.body_bytes_read(),
         tls: ctx.tls,
-        http: if session.is_http2() { "2" } else { "1.1" },
+        http: if client.is_http2() { "2" } else { "1.1" },
     });
+}
+
+/// Count the request in `switchyard_requests_total` and its route's duration histogram.
+pub(super) fn count(metrics: &Metrics, ctx: &Ctx) {
+    let Some(snap) = ctx.snapshot.as_ref() else {
+        return;
+    };
+    let route = ctx.route.map(|r| &snap.routes[r]);
+    let route_name = route.map_or("none", |r| r.cfg.name.as_str());
+    let cluster_name = ctx
+        .cluster
+        .map_or("none", |c| snap.clusters[c].cfg.name.as_str());
+    let mut code_buf = [0u8; 3];
+    metrics
+        .requests
+        .with_label_values(&[
+            route_name,
+            cluster_name,
+            code_str(&mut code_buf, ctx.status),
+        ])
+        .inc();
+    if let Some(r) = route {
+        r.duration.observe(ctx.start.elapsed().as_secs_f64());
+    }
+}
+
+/// The status code as text, without allocating (0 is "000").
+fn code_str(buf: &mut [u8; 3], status: u16) -> &str {
+    let s = status.min(999);
+    buf[0] = b'0' + (s / 100) as u8;
+    buf[1] = b'0' + (s / 10 % 10) as u8;
+    buf[2] = b'0' + (s % 10) as u8;
+    std::str::from_utf8(buf).unwrap_or("000")
 }
 
 /// Milliseconds, to the microsecond.

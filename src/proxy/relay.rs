@@ -5,11 +5,10 @@
 //! cleanly with an `event: error` and a JSON `data:` line; for any other body the downstream
 //! message is cut short (no final chunk), so the client can tell it is incomplete.
 
-use super::respond::sse_error_event;
-use super::upstream::timeout_at;
-use super::upstream::Ready;
 use crate::cache::Pass;
-use pingora::proxy::Session;
+use crate::downstream::Downstream;
+use crate::respond::{is_sse, sse_error_event};
+use crate::upstream::{timeout_at, Ready};
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -31,7 +30,7 @@ pub enum RelayEnd {
 /// recording, the upstream is read to its end even if the client leaves, so the answer can still
 /// be stored and handed to coalesced requests.
 pub async fn relay(
-    session: &mut Session,
+    client: &mut impl Downstream,
     mut ready: Ready,
     idle: Duration,
     deadline: Instant,
@@ -51,19 +50,12 @@ pub async fn relay(
         t.head(&mut header);
     }
     let _ = header.insert_header("x-request-id", request_id);
-    let is_sse = header
-        .headers
-        .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("text/event-stream"));
+    let is_sse = is_sse(&header.headers);
     let header_only = ready.done && ready.first.is_none();
     if let (true, Some(t)) = (header_only, tee.as_deref_mut()) {
-        t.end(true);
+        t.end(true).await;
     }
-    let mut client_gone = session
-        .write_response_header(header, header_only)
-        .await
-        .is_err();
+    let mut client_gone = client.write_header(header, header_only).await.is_err();
     if header_only {
         ready.release().await;
         return if client_gone {
@@ -77,7 +69,7 @@ pub async fn relay(
         if client_gone && !tee.as_deref().is_some_and(|t| t.recording()) {
             ready.session.shutdown().await;
             if let Some(t) = tee {
-                t.end(false);
+                t.end(false).await;
             }
             return RelayEnd::ClientGone;
         }
@@ -96,14 +88,14 @@ pub async fn relay(
                 if let Some(msg) = failure {
                     ready.session.shutdown().await;
                     if let Some(t) = tee {
-                        t.end(false);
+                        t.end(false).await;
                     }
                     if client_gone {
                         return RelayEnd::ClientGone;
                     }
                     if is_sse {
                         let ev = sse_error_event(msg, request_id);
-                        let _ = session.write_response_body(Some(ev), true).await;
+                        let _ = client.write_body(Some(ev), true).await;
                         return RelayEnd::UpstreamFailedSse;
                     }
                     return RelayEnd::UpstreamFailed;
@@ -118,11 +110,11 @@ pub async fn relay(
             }
             // Stored before the client gets the last bytes, so its next request finds it.
             if end {
-                t.end(true);
+                t.end(true).await;
             }
         }
         if !client_gone {
-            client_gone = session.write_response_body(chunk, end).await.is_err();
+            client_gone = client.write_body(chunk, end).await.is_err();
         }
         if end {
             ready.release().await;

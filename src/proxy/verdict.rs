@@ -1,15 +1,17 @@
 //! Feeding each try's outcome to its peer's circuit breaker. A [`Ticket`] holds the breaker's
 //! admission for one try and always gives it back: as a success, a failure, or (when the try
-//! ended without saying anything about the peer, e.g. the client left) a plain release.
+//! ended without saying anything about the peer, e.g. the client left) a plain release. What
+//! counts as a failure is the retry table's `charge` column (`retry::policy`).
 
 use super::relay::RelayEnd;
-use super::upstream::TryError;
+use super::retry;
 use crate::breaker::{Admission, Outcome, Transition};
-use crate::config::FailureOn;
 use crate::metrics::Metrics;
 use crate::snapshot::{Cluster, Peer};
+use crate::upstream::TryError;
 use tokio::time::Instant;
 
+/// The breaker's admission of one try.
 pub struct Ticket<'a> {
     cluster: &'a Cluster,
     peer: &'a Peer,
@@ -31,23 +33,23 @@ impl<'a> Ticket<'a> {
 
     /// A try that failed before its commit point.
     pub fn try_failed(mut self, e: TryError) {
-        let f = self.cluster.cfg.breaker.failure_on;
-        let outcome = match e {
-            TryError::Refused | TryError::ConnectFailure => f.connect.then_some(Outcome::Failure),
-            TryError::ConnectTimeout => (f.connect || f.timeout).then_some(Outcome::Failure),
-            TryError::FirstByteTimeout => f.timeout.then_some(Outcome::Failure),
-            TryError::Reset | TryError::Protocol => f.reset.then_some(Outcome::Failure),
-            TryError::Status(s) => Some(status_outcome(f, s)),
-            TryError::KeyRejected(_) => None,
-        };
+        let f = &self.cluster.cfg.breaker.failure_on;
+        let outcome = retry::policy(e).breaker_failure(f).map(|failed| {
+            if failed {
+                Outcome::Failure
+            } else {
+                Outcome::Success
+            }
+        });
         self.finish(outcome);
     }
 
     /// A committed try, once its response ended.
     pub fn committed(mut self, status: u16, end: RelayEnd) {
-        let f = self.cluster.cfg.breaker.failure_on;
+        let f = &self.cluster.cfg.breaker.failure_on;
         let outcome = match end {
-            RelayEnd::Complete => Some(status_outcome(f, status)),
+            RelayEnd::Complete if retry::status_is_failure(f, status) => Some(Outcome::Failure),
+            RelayEnd::Complete => Some(Outcome::Success),
             RelayEnd::UpstreamFailed | RelayEnd::UpstreamFailedSse => {
                 (f.reset || f.timeout).then_some(Outcome::Failure)
             }
@@ -65,16 +67,14 @@ impl<'a> Ticket<'a> {
         };
         let now = Instant::now();
         let t = breaker.record(adm, outcome, now, || self.cluster.may_eject(now));
+        let labels = [self.cluster.cfg.name.as_str(), self.peer.name.as_str()];
         if matches!(t, Transition::Opened | Transition::Reopened) {
-            self.metrics
-                .breaker_opens
-                .with_label_values(&[self.cluster.cfg.name.as_str(), self.peer.name.as_str()])
-                .inc();
+            self.metrics.breaker_opens.with_label_values(&labels).inc();
         }
         if t != Transition::None {
             self.metrics
                 .breaker_state
-                .with_label_values(&[self.cluster.cfg.name.as_str(), self.peer.name.as_str()])
+                .with_label_values(&labels)
                 .set(breaker.state(now).gauge());
         }
     }
@@ -85,14 +85,5 @@ impl Drop for Ticket<'_> {
         if let Some(adm) = self.adm.take() {
             self.peer.state.breaker.release(adm);
         }
-    }
-}
-
-/// 4xx answers are the client's business, not the peer's.
-fn status_outcome(f: FailureOn, status: u16) -> Outcome {
-    if status >= 500 && f.status_5xx {
-        Outcome::Failure
-    } else {
-        Outcome::Success
     }
 }

@@ -7,36 +7,18 @@
 //! token is failed over too. Only then is the try [`Ready`] to commit; everything before is
 //! invisible to the client.
 
-use super::pool::IdlePool;
+use super::{Target, TryError};
 use crate::config::Timeouts;
 use bytes::{Buf, Bytes, BytesMut};
 use pingora::connectors::TransportConnector;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::protocols::http::v1::client::{http_req_header_to_wire, HttpSession};
-use pingora::upstreams::peer::HttpPeer;
 use pingora::{ErrorType, RetryType};
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
-
-/// Where every try to one peer connects: the Pingora peer (for new connections) and the peer's
-/// idle keep-alive connections.
-pub struct Target {
-    pub peer: HttpPeer,
-    idle: Arc<IdlePool>,
-}
-
-impl Target {
-    pub fn new(addr: SocketAddr, idle: Arc<IdlePool>) -> Self {
-        Target {
-            peer: HttpPeer::new(addr, false, String::new()),
-            idle,
-        }
-    }
-}
 
 /// The request header as HTTP/1.1 bytes, ready to be followed by the body.
 pub fn wire(req: &RequestHeader) -> pingora::Result<Bytes> {
@@ -57,48 +39,6 @@ pub async fn timeout_at<F: Future>(deadline: Instant, fut: F) -> Result<F::Outpu
     pingora::time::fast_timeout::fast_timeout(left, fut)
         .await
         .map_err(|_| ())
-}
-
-/// Why a try failed before it could commit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TryError {
-    /// The peer refused the connection.
-    Refused,
-    /// Any other failure to connect (no route, handshake...).
-    ConnectFailure,
-    /// `connect` passed.
-    ConnectTimeout,
-    /// `first_byte` (or the overall deadline) passed before the commit point.
-    FirstByteTimeout,
-    /// The connection was reset or closed before a full response header.
-    Reset,
-    /// The response was malformed.
-    Protocol,
-    /// The peer answered a status the route retries.
-    Status(u16),
-    /// The answer says the API key used is rejected, out of quota or rate-limited.
-    KeyRejected(u16),
-}
-
-impl TryError {
-    /// Label for metrics and logs.
-    pub fn reason(&self) -> &'static str {
-        match self {
-            TryError::Refused => "refused",
-            TryError::ConnectFailure => "connect_failure",
-            TryError::ConnectTimeout => "connect_timeout",
-            TryError::FirstByteTimeout => "timeout",
-            TryError::Reset => "reset",
-            TryError::Protocol => "protocol_error",
-            TryError::Status(502) => "502",
-            TryError::Status(503) => "503",
-            TryError::Status(504) => "504",
-            TryError::Status(429) => "429",
-            TryError::Status(s) if *s >= 500 => "5xx",
-            TryError::Status(_) => "4xx",
-            TryError::KeyRejected(_) => "api_key",
-        }
-    }
 }
 
 /// A try that reached its commit point.
@@ -160,20 +100,39 @@ fn stale_pooled(e: &pingora::Error, reused: bool) -> bool {
     reused && matches!(e.retry, RetryType::ReusedOnly | RetryType::Decided(true))
 }
 
-/// Run one try: `head` is the request header on the wire (see [`wire`]), `body` the whole
-/// body. `retry_statuses` are the statuses that count as failures to retry.
-#[allow(clippy::too_many_arguments)]
+/// What one try sends and how long it may take.
+pub struct TryRequest<'a> {
+    /// The request header on the wire (see [`wire`]).
+    pub head: &'a [u8],
+    /// The whole request body.
+    pub body: &'a Bytes,
+    /// The request asks for a stream: the commit point is the first body chunk.
+    pub stream: bool,
+    /// The route's timeouts (`connect`, `first_byte`).
+    pub timeouts: &'a Timeouts,
+    /// The request's overall deadline.
+    pub deadline: Instant,
+    /// Statuses that count as failures to retry.
+    pub retry_statuses: &'a [u16],
+    /// Statuses whose (small) body is read before the commit point, to judge an API key by.
+    pub capture_statuses: &'a [u16],
+}
+
+/// Run one try of `req` against `target`.
 pub async fn try_once(
     connector: &TransportConnector,
     target: &Arc<Target>,
-    head: &[u8],
-    body: &Bytes,
-    stream: bool,
-    t: &Timeouts,
-    deadline: Instant,
-    retry_statuses: &[u16],
-    capture_statuses: &[u16],
+    req: &TryRequest<'_>,
 ) -> Result<Ready, TryError> {
+    let TryRequest {
+        head,
+        body,
+        stream,
+        timeouts: t,
+        deadline,
+        retry_statuses,
+        capture_statuses,
+    } = *req;
     let peer = &target.peer;
     // A stale pooled connection is retried once on a fresh one, at no cost to the try.
     for fresh_only in [false, true] {

@@ -7,28 +7,48 @@
 //! Pingora's `HealthCheck` services key health by address *and weight* and cannot check a
 //! response body, so this service writes into switchyard's own [`PeerState`] instead.
 
-use crate::app::App;
-use crate::config::{HealthCheckConfig, HealthCheckKind};
+use super::probe::probe;
+use crate::config::HealthCheckConfig;
+use crate::metrics::Metrics;
 use crate::peer::{Health, PeerState};
+use crate::snapshot::Current;
 use async_trait::async_trait;
-use bytes::BytesMut;
 use pingora::connectors::http::Connector;
-use pingora::http::RequestHeader;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
-use pingora::upstreams::peer::HttpPeer;
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinSet;
-use tokio::time::{timeout, Instant};
+use tokio::time::Instant;
 
-/// Largest body read from a probe answer when `expect_body` is set.
-const MAX_PROBE_BODY: usize = 64 * 1024;
+/// Whether the first round of active health checks has finished: until then `/readyz` says not
+/// ready, and cache warm-up waits.
+#[derive(Debug)]
+pub struct ProbeRound(AtomicBool);
 
+impl ProbeRound {
+    /// Done already when `any_checks` is false (nothing to probe).
+    pub fn new(any_checks: bool) -> Self {
+        ProbeRound(AtomicBool::new(!any_checks))
+    }
+
+    pub fn done(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+
+    fn set_done(&self) {
+        self.0.store(true, Ordering::Release);
+    }
+}
+
+/// The health-check service.
 pub struct HealthChecker {
-    pub app: Arc<App>,
+    pub current: Arc<Current>,
+    pub metrics: Arc<Metrics>,
+    pub probe_round: Arc<ProbeRound>,
 }
 
 type Key = (String, SocketAddr);
@@ -40,7 +60,7 @@ impl BackgroundService for HealthChecker {
         let mut due: HashMap<Key, Instant> = HashMap::new();
         let mut probes: JoinSet<()> = JoinSet::new();
         loop {
-            let snap = self.app.snapshot();
+            let snap = self.current.load();
             let now = Instant::now();
             let mut next_wake = now + Duration::from_secs(1);
             let mut configured = HashSet::new();
@@ -57,10 +77,10 @@ impl BackgroundService for HealthChecker {
                     if at <= now {
                         due.insert(key, now + jittered(hc.interval));
                         let (hc, state, conn) = (hc.clone(), peer.state.clone(), connector.clone());
-                        let app = self.app.clone();
+                        let metrics = self.metrics.clone();
                         probes.spawn(async move {
                             let pass = probe(&conn, &hc, state.addr).await;
-                            record(&app, &hc, &state, pass);
+                            record(&metrics, &hc, &state, pass);
                         });
                     } else {
                         next_wake = next_wake.min(at);
@@ -69,7 +89,7 @@ impl BackgroundService for HealthChecker {
             }
             due.retain(|k, _| configured.contains(k));
             if all_probed {
-                self.app.set_first_probe_round_done();
+                self.probe_round.set_done();
             }
             drop(snap);
             tokio::select! {
@@ -90,7 +110,7 @@ fn jittered(interval: Duration) -> Duration {
 }
 
 /// Apply one probe result to the peer's streak and health.
-fn record(app: &App, hc: &HealthCheckConfig, state: &PeerState, pass: Result<(), String>) {
+fn record(metrics: &Metrics, hc: &HealthCheckConfig, state: &PeerState, pass: Result<(), String>) {
     let mut streak = state.probe_streak.lock().unwrap_or_else(|e| e.into_inner());
     let prev = state.health();
     let next = match &pass {
@@ -126,93 +146,8 @@ fn record(app: &App, hc: &HealthCheckConfig, state: &PeerState, pass: Result<(),
             Err(why) => log::warn!("peer {} is unhealthy: {why}", state.label),
         }
     }
-    app.metrics
+    metrics
         .peer_healthy
         .with_label_values(&[state.cluster.as_str(), state.addr.to_string().as_str()])
         .set(i64::from(next == Health::Healthy));
-}
-
-/// One probe; `Err` says why it failed.
-pub async fn probe(
-    connector: &Connector,
-    hc: &HealthCheckConfig,
-    addr: SocketAddr,
-) -> Result<(), String> {
-    match timeout(hc.timeout, probe_inner(connector, hc, addr)).await {
-        Ok(r) => r,
-        Err(_) => Err(format!("no answer within {:?}", hc.timeout)),
-    }
-}
-
-async fn probe_inner(
-    connector: &Connector,
-    hc: &HealthCheckConfig,
-    addr: SocketAddr,
-) -> Result<(), String> {
-    if hc.kind == HealthCheckKind::Tcp {
-        return tokio::net::TcpStream::connect(addr)
-            .await
-            .map(|_| ())
-            .map_err(|e| format!("connect: {e}"));
-    }
-    let mut peer = HttpPeer::new(addr, false, String::new());
-    peer.options.connection_timeout = Some(hc.timeout);
-    let (mut s, _) = connector
-        .get_http_session(&peer)
-        .await
-        .map_err(|e| format!("connect: {e}"))?;
-    let mut req = RequestHeader::build(hc.method.clone(), hc.path.as_bytes(), None)
-        .map_err(|e| e.to_string())?;
-    req.insert_header(http::header::HOST, addr.to_string())
-        .map_err(|e| e.to_string())?;
-    for (k, v) in &hc.headers {
-        req.insert_header(k.clone(), v.clone())
-            .map_err(|e| e.to_string())?;
-    }
-    let body = hc.body.clone().unwrap_or_default();
-    if !body.is_empty() {
-        req.insert_header(http::header::CONTENT_TYPE, "application/json")
-            .map_err(|e| e.to_string())?;
-    }
-    if !body.is_empty() || hc.method != http::Method::GET {
-        req.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())
-            .map_err(|e| e.to_string())?;
-    }
-    s.write_request_header(Box::new(req))
-        .await
-        .map_err(|e| format!("send: {e}"))?;
-    if !body.is_empty() {
-        s.write_request_body(body, true)
-            .await
-            .map_err(|e| format!("send: {e}"))?;
-    }
-    s.finish_request_body()
-        .await
-        .map_err(|e| format!("send: {e}"))?;
-    s.read_response_header()
-        .await
-        .map_err(|e| format!("read: {e}"))?;
-    let status = s.response_header().map_or(0, |h| h.status.as_u16());
-    let result = if !hc.expect_status.contains(&status) {
-        Err(format!("status {status}"))
-    } else if let Some(re) = &hc.expect_body {
-        let mut buf = BytesMut::new();
-        while buf.len() < MAX_PROBE_BODY {
-            match s.read_response_body().await {
-                Ok(Some(chunk)) => buf.extend_from_slice(&chunk),
-                Ok(None) => break,
-                Err(e) => return Err(format!("read body: {e}")),
-            }
-        }
-        let text = String::from_utf8_lossy(&buf);
-        if re.is_match(&text) {
-            Ok(())
-        } else {
-            Err(format!("body does not match {:?}", re.as_str()))
-        }
-    } else {
-        Ok(())
-    };
-    s.shutdown().await;
-    result
 }

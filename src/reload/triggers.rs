@@ -2,15 +2,15 @@
 //! managers that replace the file by a rename are caught too, because the directory is watched,
 //! not the file). `POST /reload` on the admin listener is the third trigger (see `admin`).
 //!
-//! Every trigger ends in [`App::reload`]: the file is parsed and validated away from the request
-//! path and swapped in with one store, or rejected with the old config still serving.
+//! Every trigger ends in [`Reloader::reload`]: the file is parsed and validated away from the
+//! request path and swapped in with one store, or rejected with the old config still serving.
 //!
 //! `SIGUSR2` starts a binary upgrade the way nginx does: the running process starts its successor
 //! (the binary now at the path it was started from, with `--upgrade`), waits until the successor
 //! listens on the upgrade socket, and sends itself `SIGQUIT` to hand over its listening sockets.
 //! Because the successor is a child, it stays in the same systemd unit (cgroup).
 
-use crate::app::App;
+use super::Reloader;
 use async_trait::async_trait;
 use notify::{RecursiveMode, Watcher};
 use pingora::server::ShutdownWatch;
@@ -25,7 +25,7 @@ use tokio::sync::mpsc;
 const DEBOUNCE: Duration = Duration::from_millis(250);
 
 pub struct ReloadTriggers {
-    pub app: Arc<App>,
+    pub reloader: Arc<Reloader>,
     /// How to start a successor for `SIGUSR2`: program and arguments (with `--upgrade`).
     pub successor: Vec<std::ffi::OsString>,
     /// The upgrade socket the successor will listen on.
@@ -45,17 +45,13 @@ impl BackgroundService for ReloadTriggers {
         let mut usr2 = signal(SignalKind::user_defined2()).ok();
         let (tx, mut file_events) = mpsc::channel::<()>(16);
         // Keep the watcher alive for as long as this service runs.
-        let _watcher = self
-            .app
-            .config_path
-            .as_deref()
-            .and_then(|path| watch(path, tx));
+        let _watcher = self.reloader.config_path().and_then(|path| watch(path, tx));
         loop {
             tokio::select! {
                 _ = shutdown.changed() => return,
                 Some(()) = recv_signal(&mut hup) => {
                     log::info!("SIGHUP: reloading the config");
-                    let _ = self.app.reload().await;
+                    let _ = self.reloader.reload().await;
                 }
                 Some(()) = recv_signal(&mut usr2) => {
                     log::info!("SIGUSR2: starting a successor for a binary upgrade");
@@ -66,9 +62,9 @@ impl BackgroundService for ReloadTriggers {
                 Some(()) = file_events.recv() => {
                     // Debounce: wait until the file has been quiet for a moment.
                     while let Ok(Some(())) = tokio::time::timeout(DEBOUNCE, file_events.recv()).await {}
-                    if self.app.config_file_changed() {
+                    if self.reloader.config_file_changed() {
                         log::info!("config file changed: reloading");
-                        let _ = self.app.reload().await;
+                        let _ = self.reloader.reload().await;
                     }
                 }
             }

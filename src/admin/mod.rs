@@ -1,8 +1,13 @@
-//! The admin listener: metrics, status, liveness and readiness, reload. Bound to loopback by
-//! default; it is a separate Pingora service, so it survives graceful upgrades like the proxy.
+//! The admin listener: metrics, status, liveness and readiness, reload, cache purge. Bound to
+//! loopback by default; it is a separate Pingora service, so it survives graceful upgrades like
+//! the proxy. The documents it serves are built in [`status`].
 
-use crate::app::App;
-use crate::snapshot::Snapshot;
+pub mod status;
+
+use crate::metrics::Metrics;
+use crate::reload::Reloader;
+use crate::services::health::ProbeRound;
+use crate::snapshot::Current;
 use async_trait::async_trait;
 use http::{Response, StatusCode};
 use pingora::apps::http_app::ServeHttp;
@@ -11,8 +16,12 @@ use serde_json::{json, Value};
 use std::sync::Arc;
 use tokio::time::Instant;
 
+/// The admin application.
 pub struct Admin {
-    pub app: Arc<App>,
+    pub current: Arc<Current>,
+    pub metrics: Arc<Metrics>,
+    pub reloader: Arc<Reloader>,
+    pub probe_round: Arc<ProbeRound>,
 }
 
 fn respond(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
@@ -58,7 +67,7 @@ impl ServeHttp for Admin {
                 respond(
                     StatusCode::OK,
                     "text/plain; version=0.0.4",
-                    self.app.metrics.render(),
+                    self.metrics.render(),
                 )
             }
             (true, _, p) if p.starts_with("/health/circuit-breaker/") => {
@@ -67,7 +76,7 @@ impl ServeHttp for Admin {
             (true, _, "/healthz") => json_response(StatusCode::OK, json!({"status": "ok"})),
             (true, _, "/readyz") => self.readyz(),
             (true, _, "/status") => json_response(StatusCode::OK, self.status()),
-            (_, true, "/reload") => match self.app.reload().await {
+            (_, true, "/reload") => match self.reloader.reload().await {
                 Ok(generation) => json_response(
                     StatusCode::OK,
                     json!({"result": "ok", "generation": generation}),
@@ -75,7 +84,7 @@ impl ServeHttp for Admin {
                 Err(e) => json_response(
                     StatusCode::BAD_REQUEST,
                     json!({"result": "error", "error": e.to_string(),
-                           "generation": self.app.snapshot().generation}),
+                           "generation": self.current.load().generation}),
                 ),
             },
             (_, true, "/cache/purge") => self.cache_purge(query.as_deref()),
@@ -89,7 +98,7 @@ impl Admin {
     /// `authorization: Bearer <admin.token>`; `None` lets the request through. Every mutating
     /// endpoint must pass this check: `response` applies it to all methods but GET and HEAD.
     pub fn unauthorized(&self, session: &ServerSession) -> Option<Response<Vec<u8>>> {
-        let snap = self.app.snapshot();
+        let snap = self.current.load();
         let token = snap.config.admin.token.as_ref()?;
         let presented = session
             .req_header()
@@ -115,9 +124,9 @@ impl Admin {
 
     /// Gauges that change with time alone (an OPEN breaker turning HALF_OPEN) are set at scrape.
     fn refresh_gauges(&self) {
-        let snap = self.app.snapshot();
+        let snap = self.current.load();
         let now = Instant::now();
-        let m = &self.app.metrics;
+        let m = &self.metrics;
         for c in &snap.clusters {
             if let Some(pool) = &c.keys {
                 for k in &pool.keys {
@@ -145,7 +154,7 @@ impl Admin {
 
     /// `GET /health/circuit-breaker/{cluster}` and `.../{cluster}/{addr}`.
     fn circuit_breaker(&self, rest: &str) -> Response<Vec<u8>> {
-        let snap = self.app.snapshot();
+        let snap = self.current.load();
         let now = Instant::now();
         let (cluster_name, addr) = match rest.split_once('/') {
             Some((c, a)) => (c, Some(a)),
@@ -158,7 +167,7 @@ impl Admin {
             .peers
             .iter()
             .filter(|p| addr.is_none_or(|a| a == p.name))
-            .map(|p| breaker_json(&cluster.cfg.name, p, now))
+            .map(|p| status::breaker_json(&cluster.cfg.name, p, now))
             .collect();
         match (addr, peers.len()) {
             (Some(_), 1) => {
@@ -178,7 +187,7 @@ impl Admin {
             .into_iter()
             .flat_map(|q| q.split('&'))
             .find_map(|kv| kv.strip_prefix("route="));
-        match crate::cache::purge(&self.app.snapshot(), route) {
+        match status::cache_purge(&self.current.load(), route) {
             Some(v) => json_response(StatusCode::OK, v),
             None => json_response(
                 StatusCode::NOT_FOUND,
@@ -188,8 +197,8 @@ impl Admin {
     }
 
     fn readyz(&self) -> Response<Vec<u8>> {
-        let snap = self.app.snapshot();
-        let probed = self.app.first_probe_round_done();
+        let snap = self.current.load();
+        let probed = self.probe_round.done();
         let usable = snap.has_usable_route(Instant::now());
         let status = if probed && usable {
             StatusCode::OK
@@ -204,9 +213,9 @@ impl Admin {
     }
 
     fn status(&self) -> Value {
-        let snap = self.app.snapshot();
-        let mut v = status_json(&snap, self.app.last_reload_error());
-        v["needs_upgrade"] = json!(self.app.needs_upgrade());
+        let snap = self.current.load();
+        let mut v = status::status_json(&snap, self.reloader.last_error());
+        v["needs_upgrade"] = json!(self.reloader.needs_upgrade());
         v["pid"] = json!(std::process::id());
         v
     }
@@ -218,86 +227,4 @@ fn bearer(value: &[u8]) -> Option<&[u8]> {
     scheme
         .eq_ignore_ascii_case(b"bearer ")
         .then(|| rest.trim_ascii())
-}
-
-/// One peer's breaker, as `/health/circuit-breaker` and `/status` show it.
-fn breaker_json(cluster: &str, p: &crate::snapshot::Peer, now: Instant) -> Value {
-    let b = p.state.breaker.snapshot(now);
-    json!({
-        "cluster": cluster,
-        "peer": p.name,
-        "state": b.state,
-        "failure_count": b.failure_count,
-        "success_count": b.success_count,
-        "consecutive_failures": b.consecutive_failures,
-        "last_failure_time": b.last_failure_time,
-        "opened_until": b.opened_until,
-        "open_for_ms": b.open_for_ms,
-        "trips": b.trips,
-    })
-}
-
-fn rfc3339(t: std::time::SystemTime) -> String {
-    humantime::format_rfc3339_seconds(t).to_string()
-}
-
-/// The `/status` document.
-pub fn status_json(snap: &Snapshot, last_reload_error: Option<String>) -> Value {
-    let now = Instant::now();
-    let routes: Vec<Value> = snap
-        .routes
-        .iter()
-        .map(|r| {
-            let m = &r.cfg.matcher;
-            json!({
-                "name": r.cfg.name,
-                "match": {
-                    "path_prefix": m.path_prefix,
-                    "host": m.host,
-                    "methods": m.methods.as_ref().map(|ms| ms.iter().map(|m| m.as_str()).collect::<Vec<_>>()),
-                },
-                "split": r.cfg.split.iter().map(|t| json!({
-                    "cluster": snap.clusters[t.cluster].cfg.name,
-                    "weight": t.weight,
-                })).collect::<Vec<_>>(),
-                "inflight": r.inflight.get(),
-            })
-        })
-        .collect();
-    let clusters: Vec<Value> = snap
-        .clusters
-        .iter()
-        .map(|c| {
-            let checked = c.checked();
-            let keys = c.keys.as_ref().map(|pool| {
-                pool.keys
-                    .iter()
-                    .map(|k| json!({"key_id": k.id, "usable": k.is_usable(now), "disabled": k.is_disabled()}))
-                    .collect::<Vec<_>>()
-            });
-            json!({
-                "name": c.cfg.name,
-                "api_keys": keys,
-                "balance": format!("{:?}", c.cfg.balance),
-                "health_check": checked,
-                "peers": c.peers.iter().map(|p| json!({
-                    "addr": p.name,
-                    "weight": p.weight,
-                    "inflight": p.state.inflight(),
-                    "health": p.state.health().as_str(),
-                    "usable": p.usable(checked, now),
-                    "breaker": breaker_json(&c.cfg.name, p, now),
-                })).collect::<Vec<_>>(),
-            })
-        })
-        .collect();
-    json!({
-        "generation": snap.generation,
-        "loaded_at": rfc3339(snap.loaded_at),
-        "config_sha256": snap.digest,
-        "last_reload_error": last_reload_error,
-        "routes": routes,
-        "clusters": clusters,
-        "cache": crate::cache::status_json(snap),
-    })
 }

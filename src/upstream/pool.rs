@@ -71,6 +71,11 @@ impl IdlePool {
         self.lock().len()
     }
 
+    /// No connection is kept now.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(Stream, Instant)>> {
         self.idle.lock().unwrap_or_else(|e| e.into_inner())
     }

@@ -17,9 +17,9 @@
 //! string `body` is sent as it is. Blank lines and lines starting with `#` are skipped; a bad line
 //! is logged with its line number and skipped.
 
-use crate::app::App;
+use super::health::ProbeRound;
 use crate::config::RouteConfig;
-use crate::snapshot::Snapshot;
+use crate::snapshot::{Current, Snapshot};
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Method};
@@ -45,7 +45,8 @@ const POLL: Duration = Duration::from_secs(1);
 
 /// The warm-up service; register it with `background_service`.
 pub struct Warmer {
-    pub app: Arc<App>,
+    pub current: Arc<Current>,
+    pub probe_round: Arc<ProbeRound>,
 }
 
 #[async_trait]
@@ -53,12 +54,12 @@ impl BackgroundService for Warmer {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let mut warmed = 0;
         loop {
-            let snap = self.app.snapshot();
+            let snap = self.current.load();
             if snap.generation != warmed {
                 warmed = snap.generation;
                 tokio::select! {
                     _ = shutdown.changed() => return,
-                    _ = warm(&self.app, &snap) => {}
+                    _ = warm(&self.probe_round, &snap) => {}
                 }
             }
             drop(snap);
@@ -146,7 +147,7 @@ pub fn parse_line(text: &str, route: &RouteConfig) -> Result<WarmRequest, String
 }
 
 /// Warm every route of `snap` that has a warm file.
-async fn warm(app: &App, snap: &Snapshot) {
+async fn warm(probe_round: &ProbeRound, snap: &Snapshot) {
     let routes: Vec<_> = snap
         .routes
         .iter()
@@ -163,7 +164,7 @@ async fn warm(app: &App, snap: &Snapshot) {
         return;
     }
     let addr = loopback(listener.addr);
-    wait_ready(app, addr).await;
+    wait_ready(probe_round, addr).await;
     let connector = Connector::new(None);
     for (route, file) in routes {
         let text = match tokio::fs::read_to_string(file).await {
@@ -224,11 +225,11 @@ fn loopback(addr: SocketAddr) -> SocketAddr {
 
 /// Wait (bounded) until the listener accepts and the first round of health checks is done, so
 /// that warm-up requests do not fall back for want of a probed peer.
-async fn wait_ready(app: &App, addr: SocketAddr) {
+async fn wait_ready(probe_round: &ProbeRound, addr: SocketAddr) {
     let until = Instant::now() + READY_WAIT;
     while Instant::now() < until {
         let listening = tokio::net::TcpStream::connect(addr).await.is_ok();
-        if listening && app.first_probe_round_done() {
+        if listening && probe_round.done() {
             return;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;

@@ -4,9 +4,10 @@
 //! with `retry-after`) come back by themselves when the time is up. While no key is disabled the
 //! prober sleeps until one is.
 
-use crate::app::App;
+use super::probe::probe;
 use crate::config::{HealthCheckConfig, HealthCheckKind};
-use crate::health::probe;
+use crate::metrics::Metrics;
+use crate::snapshot::{Current, Registries};
 use async_trait::async_trait;
 use pingora::connectors::http::Connector;
 use pingora::server::ShutdownWatch;
@@ -23,8 +24,12 @@ const MIN_NAP: Duration = Duration::from_millis(50);
 /// Pause while no key is disabled: a safety net only, since disabling a key wakes the prober.
 const IDLE_NAP: Duration = Duration::from_secs(3600);
 
+/// The API-key probe service.
 pub struct KeyProber {
-    pub app: Arc<App>,
+    pub current: Arc<Current>,
+    pub metrics: Arc<Metrics>,
+    /// Key state (its registry wakes the prober when a key is disabled).
+    pub state: Arc<Registries>,
 }
 
 #[async_trait]
@@ -33,7 +38,7 @@ impl BackgroundService for KeyProber {
         let connector = Connector::new(None);
         let mut due: HashMap<(String, String), Instant> = HashMap::new();
         loop {
-            let snap = self.app.snapshot();
+            let snap = self.current.load();
             let now = Instant::now();
             for cluster in &snap.clusters {
                 let Some(pool) = &cluster.keys else { continue };
@@ -81,8 +86,7 @@ impl BackgroundService for KeyProber {
                                     key.id,
                                     key.cluster
                                 );
-                                self.app
-                                    .metrics
+                                self.metrics
                                     .api_key_usable
                                     .with_label_values(&[key.cluster.as_str(), key.id.as_str()])
                                     .set(1);
@@ -116,7 +120,7 @@ impl BackgroundService for KeyProber {
             });
             tokio::select! {
                 _ = shutdown.changed() => return,
-                _ = self.app.state.keys.disabled() => {}
+                _ = self.state.keys.disabled() => {}
                 _ = tokio::time::sleep(nap) => {}
             }
         }

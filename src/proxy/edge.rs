@@ -1,0 +1,127 @@
+//! Edge admission, before a request is routed: a slot among the requests in flight across the
+//! process, and the size of the request header. A refusal answers in JSON and closes the
+//! connection (the body was not read, so it cannot be reused).
+
+use crate::config::Limits;
+use crate::respond::JsonError;
+use pingora::http::RequestHeader;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// A request refused at the edge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// `limits.max_concurrent_requests` reached: 503 with `retry-after: 1`.
+    Busy,
+    /// The request header is over `limits.max_header_bytes`: 431.
+    HeaderTooLarge,
+}
+
+impl Refusal {
+    /// The limit's name in `switchyard_limit_rejected_total`.
+    pub fn limit(self) -> &'static str {
+        match self {
+            Refusal::Busy => "max_concurrent_requests",
+            Refusal::HeaderTooLarge => "max_header_bytes",
+        }
+    }
+
+    /// The answer to the client.
+    pub fn answer(self, limits: &Limits) -> JsonError {
+        match self {
+            Refusal::Busy => JsonError::new(
+                503,
+                "overloaded",
+                "switchyard is serving as many requests as it is allowed to; retry shortly",
+            )
+            .retry_after(1),
+            Refusal::HeaderTooLarge => JsonError::new(
+                431,
+                "header_too_large",
+                format!(
+                    "request header is larger than the limit of {} bytes",
+                    limits.max_header_bytes
+                ),
+            ),
+        }
+    }
+}
+
+/// The requests in flight on every listener, against `limits.max_concurrent_requests`.
+#[derive(Debug, Default)]
+pub struct RequestSlots(AtomicUsize);
+
+impl RequestSlots {
+    /// A slot if fewer than `max` are taken; held until the guard drops.
+    pub fn take(&self, max: usize) -> Option<RequestSlot<'_>> {
+        let before = self.0.fetch_add(1, Ordering::AcqRel);
+        if before >= max {
+            self.0.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(RequestSlot(&self.0))
+    }
+
+    /// Requests in flight now.
+    pub fn in_use(&self) -> usize {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Admit a request at the edge: take a slot among the requests in flight and check the header
+/// size.
+pub fn admit_request<'a>(
+    req: &RequestHeader,
+    limits: &Limits,
+    slots: &'a RequestSlots,
+) -> Result<RequestSlot<'a>, Refusal> {
+    let slot = slots
+        .take(limits.max_concurrent_requests)
+        .ok_or(Refusal::Busy)?;
+    if header_bytes(req) > limits.max_header_bytes {
+        return Err(Refusal::HeaderTooLarge);
+    }
+    Ok(slot)
+}
+
+/// The size of what the client sent before the body: the request target plus every header name
+/// and value (separators and line ends not counted, so HTTP/1.1 and HTTP/2 measure alike).
+pub fn header_bytes(req: &RequestHeader) -> usize {
+    let target = req.uri.path_and_query().map_or(0, |pq| pq.as_str().len());
+    req.headers
+        .iter()
+        .fold(target, |n, (k, v)| n + k.as_str().len() + v.len())
+}
+
+/// One request in flight, counted until dropped.
+pub struct RequestSlot<'a>(&'a AtomicUsize);
+
+impl Drop for RequestSlot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_are_bounded_and_given_back() {
+        let n = RequestSlots::default();
+        let a = n.take(2).unwrap();
+        let _b = n.take(2).unwrap();
+        assert!(n.take(2).is_none());
+        assert_eq!(n.in_use(), 2);
+        drop(a);
+        assert!(n.take(2).is_some());
+        assert_eq!(n.in_use(), 1);
+    }
+
+    #[test]
+    fn header_bytes_counts_target_names_and_values() {
+        let mut req = RequestHeader::build("GET", b"/v1/x?a=1", None).unwrap();
+        assert_eq!(header_bytes(&req), 9);
+        req.insert_header("x-a", "12345").unwrap();
+        assert_eq!(header_bytes(&req), 9 + 3 + 5);
+    }
+}

@@ -1,0 +1,282 @@
+//! Choosing where the next try goes, and waiting for room when there is none yet.
+//!
+//! A try needs a peer that is usable (healthy, breaker admitting, not drained), not tried yet by
+//! this request, below its `max_inflight`, in a cluster with a usable API key (if it has a pool)
+//! and with room in its request budget (if it has one). The first cluster of the split is
+//! preferred, then the others, heaviest first. When no cluster can take the try now:
+//! - if peers are only busy (`max_inflight`), the request waits in the cluster's admission queue,
+//!   in arrival order, up to the queue timeout;
+//! - if clusters are only over budget, it waits for the budget up to `rate_limit.queue_timeout`;
+//! - otherwise there is no peer for it.
+//!
+//! The [`Picker`] is the only keeper of what this request tried: the peers (never tried twice)
+//! and the API keys (never sent twice to the same cluster).
+
+use super::verdict::Ticket;
+use crate::limits::QueueSlot;
+use crate::metrics::Metrics;
+use crate::snapshot::{Cluster, Peer, Route, Snapshot};
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// Where a try goes.
+pub struct Admitted<'a> {
+    pub cluster: usize,
+    pub peer: usize,
+    /// Index of the API key in the cluster's pool, if it has one.
+    pub key: Option<usize>,
+    pub ticket: Ticket<'a>,
+}
+
+/// Why no try could be started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// No usable peer (or key) left.
+    NoPeer,
+    /// Every candidate cluster is over its request budget; free again after this long.
+    OverBudget {
+        cluster: usize,
+        retry_after: Duration,
+    },
+    /// Every candidate peer is at `max_inflight`, and the queue is full or the wait timed out.
+    Busy { cluster: usize },
+}
+
+/// The peer choice of one request across its tries.
+pub struct Picker<'a> {
+    snap: &'a Snapshot,
+    route: &'a Route,
+    /// The cluster the split chose.
+    first: usize,
+    /// The request's key for hashing balancers (a hash of its sticky key, or 0).
+    key: u64,
+    metrics: &'a Metrics,
+    /// (cluster, peer) pairs tried.
+    tried: Vec<(usize, usize)>,
+    /// (cluster, key) pairs used.
+    tried_keys: Vec<(usize, usize)>,
+}
+
+enum Found {
+    Peer(usize, usize),
+    /// Nothing now, but this cluster has peers that are only busy.
+    Busy(usize),
+    None,
+}
+
+impl<'a> Picker<'a> {
+    /// The picker of a request on `route` whose split chose cluster `first`.
+    pub fn new(
+        snap: &'a Snapshot,
+        route: &'a Route,
+        first: usize,
+        key: u64,
+        metrics: &'a Metrics,
+    ) -> Self {
+        Picker {
+            snap,
+            route,
+            first,
+            key,
+            metrics,
+            tried: Vec::with_capacity(route.cfg.retry.attempts as usize),
+            tried_keys: Vec::new(),
+        }
+    }
+
+    /// The cluster and peer at these indices.
+    pub fn at(&self, cluster: usize, peer: usize) -> (&'a Cluster, &'a Peer) {
+        let c = &self.snap.clusters[cluster];
+        (c, &c.peers[peer])
+    }
+
+    /// The try to `(cluster, peer)` failed for its API key, not the peer: the peer may be tried
+    /// again with another key.
+    pub fn key_rejected(&mut self, cluster: usize, peer: usize) {
+        self.tried.retain(|t| *t != (cluster, peer));
+    }
+
+    /// Pick a peer: the first cluster, then the others heaviest first.
+    fn find(&self, skip: &[usize], queued_in: Option<usize>, now: Instant) -> Found {
+        let mut busy = None;
+        let others = self.route.by_weight.iter().copied();
+        for ci in std::iter::once(self.first).chain(others.filter(|c| *c != self.first)) {
+            if skip.contains(&ci) {
+                continue;
+            }
+            let cluster = &self.snap.clusters[ci];
+            if cluster.keys.as_ref().is_some_and(|k| !k.any_usable(now)) {
+                continue;
+            }
+            // Requests already waiting for this cluster go first: a newcomer joins the queue.
+            if let Some(q) = &cluster.queue {
+                if q.waiting() > 0 && queued_in != Some(ci) {
+                    busy.get_or_insert(ci);
+                    continue;
+                }
+            }
+            let checked = cluster.checked();
+            let candidate = |pi: usize| {
+                let p = &cluster.peers[pi];
+                !self.tried.contains(&(ci, pi)) && p.usable(checked, now)
+            };
+            let slow_start = cluster.cfg.slow_start;
+            let found = cluster.balancer.pick(
+                self.key,
+                |pi| candidate(pi) && cluster.peers[pi].has_capacity(),
+                |pi| {
+                    let p = &cluster.peers[pi];
+                    let w = f64::from(p.weight) * p.state.slow_start_factor(slow_start, now);
+                    (p.state.inflight() as f64 + 1.0) / w.max(0.001)
+                },
+            );
+            if let Some(pi) = found {
+                return Found::Peer(ci, pi);
+            }
+            if (0..cluster.peers.len()).any(candidate) {
+                busy.get_or_insert(ci);
+            }
+        }
+        busy.map_or(Found::None, Found::Busy)
+    }
+
+    /// Find where the next try goes, waiting for room if needed (never past `deadline`).
+    pub async fn next(&mut self, deadline: Instant) -> Result<Admitted<'a>, Refusal> {
+        let snap = self.snap;
+        let metrics = self.metrics;
+        let mut skip: Vec<usize> = Vec::new();
+        let mut over_budget: Option<(usize, Duration)> = None;
+        let mut prepaid: Option<usize> = None;
+        let mut queued: Option<(usize, QueueSlot<'a>, Instant)> = None;
+        loop {
+            let now = Instant::now();
+            let queued_in = queued.as_ref().map(|q| q.0);
+            match self.find(&skip, queued_in, now) {
+                Found::Peer(ci, pi) => {
+                    let cluster = &snap.clusters[ci];
+                    let key = match &cluster.keys {
+                        Some(pool) => {
+                            let used: Vec<usize> = self
+                                .tried_keys
+                                .iter()
+                                .filter(|(c, _)| *c == ci)
+                                .map(|(_, k)| *k)
+                                .collect();
+                            match pool.pick(now, &used) {
+                                Some(k) => Some(k),
+                                None => {
+                                    skip.push(ci);
+                                    continue;
+                                }
+                            }
+                        }
+                        None => None,
+                    };
+                    if let Some(budget) = &cluster.budget {
+                        if prepaid != Some(ci) {
+                            if let Err(wait) = budget.take().await {
+                                skip.push(ci);
+                                over_budget.get_or_insert((ci, wait));
+                                continue;
+                            }
+                        }
+                    }
+                    self.tried.push((ci, pi));
+                    let Some(ticket) = Ticket::acquire(cluster, &cluster.peers[pi], metrics) else {
+                        continue;
+                    };
+                    if let Some(k) = key {
+                        self.tried_keys.push((ci, k));
+                    }
+                    if let Some((qc, slot, since)) = queued.take() {
+                        metrics
+                            .queue_wait
+                            .with_label_values(&[snap.clusters[qc].cfg.name.as_str()])
+                            .observe(since.elapsed().as_secs_f64());
+                        drop(slot);
+                    }
+                    return Ok(Admitted {
+                        cluster: ci,
+                        peer: pi,
+                        key,
+                        ticket,
+                    });
+                }
+                Found::Busy(ci) => {
+                    let cluster = &snap.clusters[ci];
+                    let Some(q) = &cluster.queue else {
+                        return Err(Refusal::NoPeer);
+                    };
+                    let name = cluster.cfg.name.as_str();
+                    if queued.is_none() {
+                        let Some(slot) = q.join() else {
+                            metrics
+                                .rate_limited
+                                .with_label_values(&["queue", name])
+                                .inc();
+                            return Err(Refusal::Busy { cluster: ci });
+                        };
+                        queued = Some((ci, slot, now));
+                    }
+                    metrics
+                        .queue_depth
+                        .with_label_values(&[name])
+                        .set(i64::from(q.waiting()));
+                    let since = queued.as_ref().map_or(now, |q| q.2);
+                    let until = (since + q.cfg.timeout).min(deadline);
+                    if now >= until {
+                        metrics
+                            .rate_limited
+                            .with_label_values(&["queue", name])
+                            .inc();
+                        return Err(Refusal::Busy { cluster: ci });
+                    }
+                    // Woken when a try to the cluster ends; the periodic re-check is a safety net.
+                    let nap = (until - now).min(Duration::from_millis(250));
+                    let _ = tokio::time::timeout(nap, q.notify.notified()).await;
+                }
+                Found::None => {
+                    let Some((ci, wait)) = over_budget.take() else {
+                        return Err(Refusal::NoPeer);
+                    };
+                    if self.wait_for_budget(ci, wait, deadline).await {
+                        skip.retain(|c| *c != ci);
+                        prepaid = Some(ci);
+                        continue;
+                    }
+                    return Err(Refusal::OverBudget {
+                        cluster: ci,
+                        retry_after: wait,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Every cluster is over budget: wait for `ci`'s (free again in `wait`) if its
+    /// `rate_limit.queue_timeout` allows; `true` when the budget was taken.
+    async fn wait_for_budget(&self, ci: usize, wait: Duration, deadline: Instant) -> bool {
+        let cluster = &self.snap.clusters[ci];
+        let name = cluster.cfg.name.as_str();
+        let limit = cluster
+            .cfg
+            .rate_limit
+            .map_or(Duration::ZERO, |r| r.queue_timeout)
+            .min(deadline.saturating_duration_since(Instant::now()));
+        if let Some(b) = cluster.budget.as_ref().filter(|_| wait <= limit) {
+            let started = Instant::now();
+            if b.wait(limit).await {
+                self.metrics
+                    .queue_wait
+                    .with_label_values(&[name])
+                    .observe(started.elapsed().as_secs_f64());
+                return true;
+            }
+        }
+        self.metrics
+            .rate_limited
+            .with_label_values(&["upstream", name])
+            .inc();
+        false
+    }
+}

@@ -1,0 +1,15 @@
+//! Background services: work that runs beside the request path, never on it, and stops on the
+//! shutdown signal. Each is registered with Pingora's `background_service` by `server`.
+//!
+//! | service | what it does |
+//! |---|---|
+//! | [`health::HealthChecker`] | active health checks of every peer of a checked cluster |
+//! | [`key_probe::KeyProber`] | probes disabled API keys until they pass again |
+//! | [`warm::Warmer`] | sends each cached route's warm-up requests at start and after reloads |
+//!
+//! Config reload triggers are a service too, beside the reload they trigger (`reload::triggers`).
+
+pub mod health;
+pub mod key_probe;
+pub mod probe;
+pub mod warm;

@@ -1,0 +1,120 @@
+//! One immutable snapshot of everything a request reads that config can change.
+//!
+//! [`Current`] holds the snapshot in force behind one `ArcSwap`; a request loads it once and uses
+//! it to its end, so a reload is a single store and no request ever sees a mix of two configs.
+//! State that must outlive a snapshot is not copied in: each peer, key pool, limiter, retry
+//! budget and cache comes from the [`Registries`], keyed by stable identity (cluster and address,
+//! cluster and key, cluster or route name), and is shared with every snapshot that names it.
+
+mod cluster;
+mod registries;
+mod route;
+
+pub use cluster::{Cluster, Peer};
+pub use registries::Registries;
+pub use route::Route;
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use arc_swap::ArcSwap;
+use http::Method;
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::SystemTime;
+use tokio::time::Instant;
+
+/// A config turned into what the request path needs, with metric handles resolved.
+pub struct Snapshot {
+    /// 1 for the config loaded at start, +1 per successful reload.
+    pub generation: u64,
+    pub loaded_at: SystemTime,
+    /// SHA-256 of the config text, hex.
+    pub digest: String,
+    pub config: Config,
+    /// Routes in config order (the first match wins).
+    pub routes: Vec<Route>,
+    /// Clusters in config order (sorted by name); routes refer to them by index.
+    pub clusters: Vec<Cluster>,
+}
+
+impl Snapshot {
+    /// Build a snapshot. State found in `state` is reused, new state is added, and state of
+    /// peers, keys, limiters and caches no longer configured is dropped from the registries
+    /// (requests still holding it keep their `Arc` and finish normally).
+    pub fn build(
+        config: Config,
+        generation: u64,
+        digest: String,
+        state: &Registries,
+        metrics: &Metrics,
+    ) -> Snapshot {
+        let mut kept = cluster::Kept::default();
+        let clusters: Vec<Cluster> = config
+            .clusters
+            .iter()
+            .map(|c| Cluster::build(c, state, metrics, &mut kept))
+            .collect();
+        let routes: Vec<Route> = config
+            .routes
+            .iter()
+            .map(|r| Route::build(r, state, metrics))
+            .collect();
+        state.peers.retain(&kept.peers);
+        state.keys.retain(&kept.keys);
+        let cluster_names: HashSet<&str> =
+            config.clusters.iter().map(|c| c.name.as_str()).collect();
+        let route_names: HashSet<&str> = config.routes.iter().map(|r| r.name.as_str()).collect();
+        state.limiters.retain(&cluster_names, &route_names);
+        let cached: HashSet<&str> = config
+            .routes
+            .iter()
+            .filter(|r| r.cache.is_some())
+            .map(|r| r.name.as_str())
+            .collect();
+        state.caches.retain(&cached, metrics);
+        Snapshot {
+            generation,
+            loaded_at: SystemTime::now(),
+            digest,
+            config,
+            routes,
+            clusters,
+        }
+    }
+
+    /// The first route that takes this request.
+    pub fn match_route(&self, host: Option<&str>, path: &str, method: &Method) -> Option<usize> {
+        self.routes
+            .iter()
+            .position(|r| r.matches(host, path, method))
+    }
+
+    /// Ready to serve: some route has a cluster with a usable peer.
+    pub fn has_usable_route(&self, now: Instant) -> bool {
+        self.routes.iter().any(|r| {
+            r.cfg
+                .split
+                .iter()
+                .any(|t| t.weight > 0 && self.clusters[t.cluster].has_usable_peer(now))
+        })
+    }
+}
+
+/// The snapshot in force.
+pub struct Current(ArcSwap<Snapshot>);
+
+impl Current {
+    pub fn new(snap: Snapshot) -> Self {
+        Current(ArcSwap::from_pointee(snap))
+    }
+
+    /// The snapshot in force. Load once per request and keep the `Arc` to the end.
+    pub fn load(&self) -> Arc<Snapshot> {
+        self.0.load_full()
+    }
+
+    /// Make `snap` the snapshot in force (one atomic store).
+    pub fn store(&self, snap: Snapshot) {
+        self.0.store(Arc::new(snap));
+    }
+}

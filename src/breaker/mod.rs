@@ -38,20 +38,23 @@
 //! module awaits.
 
 use crate::config::BreakerConfig;
-use serde::Serialize;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, SystemTime};
+use std::sync::Mutex;
+use std::time::SystemTime;
 use tokio::time::Instant;
 
+mod report;
 mod settings;
 #[cfg(test)]
 mod tests;
+mod transitions;
 mod window;
 mod word;
 
+pub use report::BreakerSnapshot;
 use settings::Settings;
+use transitions::Inner;
 use window::Window;
 use word::Word;
 
@@ -133,30 +136,6 @@ impl Admission {
     }
 }
 
-/// A breaker's state for the admin API.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct BreakerSnapshot {
-    /// `CLOSED`, `HALF_OPEN` or `OPEN`.
-    pub state: &'static str,
-    /// Failures recorded since start (all epochs, also while disabled).
-    pub failure_count: u64,
-    /// Successes recorded since start.
-    pub success_count: u64,
-    /// Failures in a row while CLOSED; kept while ejected, reset when the breaker closes.
-    pub consecutive_failures: u32,
-    /// RFC 3339 UTC, to the second.
-    pub last_failure_time: Option<String>,
-    /// When OPEN: when the ejection ends (RFC 3339 UTC).
-    pub opened_until: Option<String>,
-    /// When OPEN or HALF_OPEN: the length of the current ejection. When CLOSED: the length the
-    /// next trip would get.
-    pub open_for_ms: u64,
-    /// Trips since start, re-opens included.
-    pub trips: u64,
-    /// Trips that still double the open time (decays by one per settle period CLOSED).
-    pub trip_level: u32,
-}
-
 /// The circuit breaker of one peer. `Send + Sync`; keep it in an `Arc` keyed by the peer's
 /// identity so it survives reloads.
 #[derive(Debug)]
@@ -181,23 +160,6 @@ pub struct Breaker {
     /// ms since `base` plus one; 0 for never.
     last_failure_ms: AtomicU64,
     inner: Mutex<Inner>,
-}
-
-/// Bookkeeping that changes together; guarded by `Breaker::inner`.
-#[derive(Debug)]
-struct Inner {
-    cfg: Settings,
-    window: Window,
-    consecutive_failures: u32,
-    /// Trips that still double the open time.
-    level: u32,
-    /// Start of the current healthy stretch; only meaningful while CLOSED.
-    calm_since: Instant,
-    trial_successes: u32,
-    /// Length of the ejection that last opened the breaker.
-    current_open: Duration,
-    /// A trip is being held back by `may_eject`; logged once per streak.
-    held: bool,
 }
 
 impl Breaker {
@@ -430,205 +392,5 @@ impl Breaker {
     /// Trips since start, re-opens included.
     pub fn trips_total(&self) -> u64 {
         self.trips.load(Ordering::Relaxed)
-    }
-
-    /// The breaker's state and counters for the admin API.
-    pub fn snapshot(&self, now: Instant) -> BreakerSnapshot {
-        let inner = self.lock();
-        let w = self.load();
-        let state = self.state(now);
-        let (level, _) = inner.decayed(now);
-        let (open_for, level) = match state {
-            State::Closed => (inner.cfg.open_time(level + 1), level),
-            _ => (inner.current_open, inner.level),
-        };
-        let last = self.last_failure_ms.load(Ordering::Relaxed);
-        BreakerSnapshot {
-            state: state.as_str(),
-            failure_count: self.failures.load(Ordering::Relaxed),
-            success_count: self.successes.load(Ordering::Relaxed),
-            consecutive_failures: inner.consecutive_failures,
-            last_failure_time: (last > 0).then(|| self.wall(last - 1)).flatten(),
-            opened_until: (state == State::Open)
-                .then(|| self.wall(w.until_ms()))
-                .flatten(),
-            open_for_ms: u64::try_from(open_for.as_millis()).unwrap_or(u64::MAX),
-            trips: self.trips_total(),
-            trip_level: level,
-        }
-    }
-
-    fn closed_failure(
-        &self,
-        inner: &mut Inner,
-        now: Instant,
-        may_eject: impl FnOnce() -> bool,
-    ) -> Transition {
-        let len = inner.cfg.bucket_len();
-        inner.window.add(now, true, len);
-        inner.consecutive_failures = inner.consecutive_failures.saturating_add(1);
-        let reason = if inner.consecutive_failures >= inner.cfg.consecutive_failures {
-            TripReason::InARow(inner.consecutive_failures)
-        } else {
-            let (total, failed) = inner.window.totals(now, inner.cfg.window);
-            if total < u64::from(inner.cfg.min_requests)
-                || (failed as f64 / total as f64) < inner.cfg.failure_rate
-            {
-                return Transition::None;
-            }
-            TripReason::Rate {
-                failed,
-                total,
-                window: inner.cfg.window,
-            }
-        };
-        (inner.level, inner.calm_since) = inner.decayed(now);
-        if !may_eject() {
-            if !inner.held {
-                log::warn!(
-                    "breaker {}: would open after {reason}, but the cluster's max_ejected_percent \
-                     is reached; staying CLOSED",
-                    self.label
-                );
-                inner.held = true;
-            }
-            // Failing enough to trip is not a healthy stretch.
-            inner.calm_since = now;
-            return Transition::None;
-        }
-        inner.held = false;
-        self.open(inner, now, &reason);
-        Transition::Opened
-    }
-
-    /// Trip (from CLOSED or HALF_OPEN): one more level, a longer open time, a new epoch.
-    fn open(&self, inner: &mut Inner, now: Instant, reason: &dyn fmt::Display) {
-        inner.level = (inner.level + 1).min(inner.cfg.max_level());
-        let open_for = inner.cfg.open_time(inner.level);
-        inner.current_open = open_for;
-        let until = now
-            .saturating_duration_since(self.base)
-            .saturating_add(open_for);
-        let until_ms = u64::try_from(until.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX);
-        self.publish(State::Open, until_ms);
-        self.trials.store(0, Ordering::Relaxed);
-        let trips = self.trips.fetch_add(1, Ordering::Relaxed) + 1;
-        log::warn!(
-            "breaker {}: OPEN for {} after {reason} (trip level {}, {trips} trips in total)",
-            self.label,
-            humantime::format_duration(open_for),
-            inner.level
-        );
-    }
-
-    /// Start a HALF_OPEN epoch with every trial slot free.
-    fn half_open(&self, inner: &mut Inner, why: &str) {
-        self.publish(State::HalfOpen, 0);
-        self.trials.store(0, Ordering::Relaxed);
-        inner.trial_successes = 0;
-        log::info!("breaker {}: HALF_OPEN ({why})", self.label);
-    }
-
-    /// Back to CLOSED with fresh counters; the trip level is kept and starts to decay.
-    fn close(&self, inner: &mut Inner, now: Instant) {
-        self.publish(State::Closed, 0);
-        self.trials.store(0, Ordering::Relaxed);
-        inner.window = Window::default();
-        inner.consecutive_failures = 0;
-        inner.trial_successes = 0;
-        inner.calm_since = now;
-        inner.held = false;
-    }
-
-    /// Take a trial slot in the current HALF_OPEN epoch. Called under the lock.
-    fn take_trial(&self, inner: &Inner, now: Instant) -> Admission {
-        self.trials.fetch_add(1, Ordering::Relaxed);
-        // Every slot taken is at least this old once the latest one is.
-        let lost = now
-            .checked_add(inner.cfg.settle_period())
-            .map_or(u64::MAX, |t| self.ms(t));
-        self.trials_lost_ms.store(lost, Ordering::Relaxed);
-        Admission {
-            trial: true,
-            epoch: self.load().epoch(),
-        }
-    }
-
-    fn give_back_trial(&self) {
-        let n = self.trials.load(Ordering::Relaxed);
-        self.trials.store(n.saturating_sub(1), Ordering::Relaxed);
-    }
-
-    /// Store a new state with the next epoch. Called under the lock, which orders writers.
-    fn publish(&self, state: State, until_ms: u64) {
-        let epoch = self.load().epoch().wrapping_add(1);
-        self.word
-            .store(Word::new(state, epoch, until_ms).0, Ordering::Release);
-    }
-
-    fn load(&self) -> Word {
-        Word(self.word.load(Ordering::Acquire))
-    }
-
-    fn lock(&self) -> MutexGuard<'_, Inner> {
-        // Nothing here panics while holding the lock except a caller's `may_eject`; the
-        // bookkeeping is consistent between statements, so a poisoned lock is still usable.
-        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Milliseconds since `base`, rounded down.
-    fn ms(&self, t: Instant) -> u64 {
-        u64::try_from(t.saturating_duration_since(self.base).as_millis()).unwrap_or(u64::MAX)
-    }
-
-    /// A time in ms since `base` as RFC 3339 UTC.
-    fn wall(&self, ms: u64) -> Option<String> {
-        let t = self.base_wall.checked_add(Duration::from_millis(ms))?;
-        Some(humantime::format_rfc3339_seconds(t).to_string())
-    }
-}
-
-impl Inner {
-    /// The trip level and healthy-stretch start after decay up to `now`. Only valid while CLOSED.
-    fn decayed(&self, now: Instant) -> (u32, Instant) {
-        let period = self.cfg.settle_period();
-        let calm = now.saturating_duration_since(self.calm_since);
-        if self.level == 0 || period.is_zero() || calm < period {
-            return (self.level, self.calm_since);
-        }
-        let steps = u32::try_from(calm.as_nanos() / period.as_nanos()).unwrap_or(u32::MAX);
-        let level = self.level.saturating_sub(steps);
-        let since = period
-            .checked_mul(steps)
-            .and_then(|d| self.calm_since.checked_add(d))
-            .unwrap_or(now);
-        (level, since)
-    }
-}
-
-/// Why a breaker tripped, for the log.
-enum TripReason {
-    InARow(u32),
-    Rate {
-        failed: u64,
-        total: u64,
-        window: Duration,
-    },
-}
-
-impl fmt::Display for TripReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            TripReason::InARow(n) => write!(f, "{n} failures in a row"),
-            TripReason::Rate {
-                failed,
-                total,
-                window,
-            } => write!(
-                f,
-                "{failed} of {total} requests failed in the last {}",
-                humantime::format_duration(*window)
-            ),
-        }
     }
 }

@@ -1,6 +1,7 @@
 use super::*;
 use crate::config::FailureOn;
 use std::cell::Cell;
+use std::time::Duration;
 use tokio::time::advance;
 
 const S: Duration = Duration::from_secs(1);

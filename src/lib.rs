@@ -31,4 +31,5 @@ pub mod services;
 pub mod sim;
 pub mod snapshot;
 pub mod split;
+pub mod sse;
 pub mod upstream;

@@ -228,7 +228,7 @@ impl<'a> Pass<'a> {
     pub async fn end(&mut self, complete: bool) {
         if let (true, Some(rec), Some(k)) = (complete, self.recording.take(), self.key) {
             let body = serve::concat(&rec.chunks, rec.len);
-            if !rec.head.sse || serve::sse_done(&body) {
+            if !rec.head.sse || crate::sse::completed_cleanly(&body) {
                 let headers = rec.head.headers.clone();
                 let entry = Entry::new(k, Instant::now(), headers, body, rec.head.sse);
                 // Stored before the flight leaves the board: a request arriving now finds one

@@ -137,15 +137,6 @@ pub async fn follow(
     }
 }
 
-/// Does an SSE body end with the `data: [DONE]` event (a stream that completed)?
-pub fn sse_done(body: &[u8]) -> bool {
-    let end = body
-        .iter()
-        .rposition(|b| !b.is_ascii_whitespace())
-        .map_or(0, |i| i + 1);
-    body[..end].ends_with(b"data: [DONE]") || body[..end].ends_with(b"data:[DONE]")
-}
-
 /// Concatenate recorded chunks into one buffer.
 pub fn concat(chunks: &[Bytes], len: usize) -> Bytes {
     if let [one] = chunks {
@@ -161,15 +152,6 @@ pub fn concat(chunks: &[Bytes], len: usize) -> Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn only_completed_streams_count_as_done() {
-        assert!(sse_done(b"data: {}\n\ndata: [DONE]\n\n"));
-        assert!(sse_done(b"data: [DONE]"));
-        assert!(!sse_done(b"data: {}\n\n"));
-        assert!(!sse_done(b"data: {}\n\nevent: error\ndata: {}\n\n"));
-        assert!(!sse_done(b""));
-    }
 
     #[test]
     fn per_exchange_headers_are_not_kept() {

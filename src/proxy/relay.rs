@@ -1,13 +1,17 @@
 //! After the commit point: stream the committed try's response to the client, chunk by chunk,
-//! with no buffering (each upstream chunk is written and flushed as it arrives).
+//! with no buffering (each upstream chunk is written and flushed as it arrives). An SSE stream
+//! goes through an [`sse::Framer`]: only whole events are forwarded, the start of an unfinished
+//! one waits for its end.
 //!
 //! A failure past this point can no longer be hidden. For an SSE stream it ends the stream
-//! cleanly with an `event: error` and a JSON `data:` line; for any other body the downstream
-//! message is cut short (no final chunk), so the client can tell it is incomplete.
+//! cleanly with an `event: error` and a JSON `data:` line, which starts on an event boundary;
+//! for any other body the downstream message is cut short (no final chunk), so the client can
+//! tell it is incomplete.
 
 use crate::cache::Pass;
 use crate::downstream::Downstream;
 use crate::respond::{is_sse, sse_error_event};
+use crate::sse;
 use crate::upstream::{timeout_at, Ready};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -51,6 +55,7 @@ pub async fn relay(
     }
     let _ = header.insert_header("x-request-id", request_id);
     let is_sse = is_sse(&header.headers);
+    let mut framer = is_sse.then(sse::Framer::new);
     let header_only = ready.done && ready.first.is_none();
     if let (true, Some(t)) = (header_only, tee.as_deref_mut()) {
         t.end(true).await;
@@ -113,8 +118,18 @@ pub async fn relay(
                 t.end(true).await;
             }
         }
+        let out = match framer.as_mut() {
+            None => chunk,
+            Some(f) => {
+                let whole = chunk.and_then(|c| f.push(c, |_| {}));
+                match (end, f.finish().filter(|_| end)) {
+                    (true, Some(rest)) => Some(join(whole, rest)),
+                    _ => whole,
+                }
+            }
+        };
         if !client_gone {
-            client_gone = client.write_body(chunk, end).await.is_err();
+            client_gone = client.write_body(out, end).await.is_err();
         }
         if end {
             ready.release().await;
@@ -123,6 +138,19 @@ pub async fn relay(
             } else {
                 RelayEnd::Complete
             };
+        }
+    }
+}
+
+/// `a` (if any) followed by `b`.
+fn join(a: Option<bytes::Bytes>, b: bytes::Bytes) -> bytes::Bytes {
+    match a {
+        None => b,
+        Some(a) => {
+            let mut both = bytes::BytesMut::with_capacity(a.len() + b.len());
+            both.extend_from_slice(&a);
+            both.extend_from_slice(&b);
+            both.freeze()
         }
     }
 }

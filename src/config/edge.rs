@@ -14,7 +14,7 @@ pub(super) fn tls_files(base: &str, t: &TlsFile) -> Result<TlsFiles> {
         cert: PathBuf::from(t.cert.trim()),
         key: PathBuf::from(t.key.trim()),
     };
-    match crate::listen::tls::load(&files) {
+    match crate::certs::load(&files.cert, &files.key) {
         Ok(_) => Ok(files),
         Err(e) if e.is_key() => err(format!("{base}.key"), e.to_string()),
         Err(e) => err(format!("{base}.cert"), e.to_string()),

@@ -88,25 +88,20 @@ pub fn build(f: FileConfig) -> Result<Config> {
 }
 
 fn server(s: &ServerFile) -> Result<ServerSettings> {
+    let d = ServerSettings::default();
     let threads = match s.threads {
         Some(0) => return err("server.threads", "must be at least 1"),
         Some(n) => n,
-        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        None => d.threads,
     };
     Ok(ServerSettings {
         threads,
-        grace_period: s.grace_period.map_or(Duration::from_secs(30), |d| d.0),
+        grace_period: s.grace_period.map_or(d.grace_period, |g| g.0),
         graceful_shutdown_timeout: s
             .graceful_shutdown_timeout
-            .map_or(Duration::from_secs(5), |d| d.0),
-        pid_file: s
-            .pid_file
-            .clone()
-            .unwrap_or_else(|| "/tmp/switchyard.pid".into()),
-        upgrade_sock: s
-            .upgrade_sock
-            .clone()
-            .unwrap_or_else(|| "/tmp/switchyard_upgrade.sock".into()),
+            .map_or(d.graceful_shutdown_timeout, |g| g.0),
+        pid_file: s.pid_file.clone().unwrap_or(d.pid_file),
+        upgrade_sock: s.upgrade_sock.clone().unwrap_or(d.upgrade_sock),
     })
 }
 
@@ -253,11 +248,12 @@ fn health_check(base: &str, h: &HealthCheckFile) -> Result<HealthCheckConfig> {
             )
         }
     };
+    let d = HealthCheckConfig::default();
     let method = match &h.method {
         Some(m) => method(&format!("{base}.method"), m)?,
-        None => Method::GET,
+        None => d.method,
     };
-    let path = h.path.clone().unwrap_or_else(|| "/health".into());
+    let path = h.path.clone().unwrap_or(d.path);
     if !path.starts_with('/') {
         return err(format!("{base}.path"), "must start with '/'");
     }
@@ -265,7 +261,7 @@ fn health_check(base: &str, h: &HealthCheckFile) -> Result<HealthCheckConfig> {
     for (k, v) in &h.headers {
         headers.push(header(&format!("{base}.headers.{k}"), k, v)?);
     }
-    let expect_status = h.expect_status.clone().unwrap_or_else(|| vec![200]);
+    let expect_status = h.expect_status.clone().unwrap_or(d.expect_status);
     if expect_status.is_empty() || expect_status.iter().any(|s| !(100..=599).contains(s)) {
         return err(
             format!("{base}.expect_status"),
@@ -292,47 +288,30 @@ fn health_check(base: &str, h: &HealthCheckFile) -> Result<HealthCheckConfig> {
         body: h.body.clone().map(Bytes::from),
         expect_status,
         expect_body,
-        interval: positive(
-            &format!("{base}.interval"),
-            h.interval,
-            Duration::from_secs(5),
+        interval: positive(&format!("{base}.interval"), h.interval, d.interval)?,
+        timeout: positive(&format!("{base}.timeout"), h.timeout, d.timeout)?,
+        healthy_threshold: threshold(
+            "healthy_threshold",
+            h.healthy_threshold,
+            d.healthy_threshold,
         )?,
-        timeout: positive(
-            &format!("{base}.timeout"),
-            h.timeout,
-            Duration::from_secs(2),
+        unhealthy_threshold: threshold(
+            "unhealthy_threshold",
+            h.unhealthy_threshold,
+            d.unhealthy_threshold,
         )?,
-        healthy_threshold: threshold("healthy_threshold", h.healthy_threshold, 2)?,
-        unhealthy_threshold: threshold("unhealthy_threshold", h.unhealthy_threshold, 3)?,
     })
 }
 
 fn breaker(base: &str, b: Option<&BreakerFile>) -> Result<BreakerConfig> {
-    let mut out = BreakerConfig {
-        enabled: true,
-        consecutive_failures: 5,
-        failure_rate: 0.5,
-        min_requests: 20,
-        window: Duration::from_secs(60),
-        open_for: Duration::from_secs(10),
-        max_open_for: Duration::from_secs(300),
-        half_open_requests: 1,
-        success_threshold: 3,
-        max_ejected_percent: 50,
-        failure_on: FailureOn {
-            connect: true,
-            timeout: true,
-            reset: true,
-            status_5xx: true,
-        },
-    };
+    let mut out = BreakerConfig::default();
     let Some(b) = b else { return Ok(out) };
     let at_least_one = |key: &str, v: Option<u32>, default: u32| match v {
         Some(0) => err(format!("{base}.{key}"), "must be at least 1"),
         Some(n) => Ok(n),
         None => Ok(default),
     };
-    out.enabled = b.enabled.unwrap_or(true);
+    out.enabled = b.enabled.unwrap_or(out.enabled);
     out.consecutive_failures = at_least_one(
         "consecutive_failures",
         b.consecutive_failures,
@@ -375,12 +354,7 @@ fn breaker(base: &str, b: Option<&BreakerFile>) -> Result<BreakerConfig> {
         out.max_ejected_percent = p;
     }
     if let Some(list) = &b.failure_on {
-        let mut f = FailureOn {
-            connect: false,
-            timeout: false,
-            reset: false,
-            status_5xx: false,
-        };
+        let mut f = FailureOn::NONE;
         for (i, k) in list.iter().enumerate() {
             match k.as_str() {
                 "connect" => f.connect = true,
@@ -464,11 +438,12 @@ fn route(base: &str, r: &RouteFile, clusters: &[ClusterConfig]) -> Result<RouteC
     };
     let t = &r.timeouts;
     let tp = |k: &str| format!("{base}.timeouts.{k}");
+    let d = Timeouts::default();
     let timeouts = Timeouts {
-        connect: positive(&tp("connect"), t.connect, Duration::from_secs(1))?,
-        first_byte: positive(&tp("first_byte"), t.first_byte, Duration::from_secs(30))?,
-        idle: positive(&tp("idle"), t.idle, Duration::from_secs(60))?,
-        total: positive(&tp("total"), t.total, Duration::from_secs(300))?,
+        connect: positive(&tp("connect"), t.connect, d.connect)?,
+        first_byte: positive(&tp("first_byte"), t.first_byte, d.first_byte)?,
+        idle: positive(&tp("idle"), t.idle, d.idle)?,
+        total: positive(&tp("total"), t.total, d.total)?,
     };
     let retry = retry(&format!("{base}.retry"), r.retry.as_ref())?;
     let max_request_body = match r.max_request_body {
@@ -531,25 +506,8 @@ pub(super) fn sticky(path: &str, s: &str) -> Result<StickyKey> {
     }
 }
 
-/// Default retry policy: three tries on failures that show the request was not served.
-pub fn default_retry_on() -> RetryOn {
-    RetryOn {
-        connect_failure: true,
-        refused: true,
-        reset: true,
-        timeout: true,
-        statuses: vec![502, 503, 504],
-    }
-}
-
 fn retry(base: &str, r: Option<&RetryFile>) -> Result<RetryPolicy> {
-    let mut out = RetryPolicy {
-        attempts: 3,
-        on: default_retry_on(),
-        backoff_base: Duration::from_millis(25),
-        backoff_max: Duration::from_millis(250),
-        budget: 0.2,
-    };
+    let mut out = RetryPolicy::default();
     let Some(r) = r else { return Ok(out) };
     if let Some(a) = r.attempts {
         if a == 0 || a > MAX_ATTEMPTS {
@@ -561,13 +519,7 @@ fn retry(base: &str, r: Option<&RetryFile>) -> Result<RetryPolicy> {
         out.attempts = a;
     }
     if let Some(list) = &r.retry_on {
-        let mut on = RetryOn {
-            connect_failure: false,
-            refused: false,
-            reset: false,
-            timeout: false,
-            statuses: Vec::new(),
-        };
+        let mut on = RetryOn::NONE;
         for (i, v) in list.iter().enumerate() {
             let p = format!("{base}.retry_on[{i}]");
             match v {
@@ -651,10 +603,11 @@ fn fallback(base: &str, f: &FallbackFile) -> Result<Fallback> {
 const MAX_CACHE_ENTRY: u64 = 63 * 1024 * 1024;
 
 fn cache(base: &str, c: &CacheFile) -> Result<CacheConfig> {
+    let d = CacheConfig::default();
     let max_bytes = match c.max_bytes {
         Some(s) if s.0 < 1024 => return err(format!("{base}.max_bytes"), "must be at least 1KiB"),
         Some(s) => s.0,
-        None => 256 * 1024 * 1024,
+        None => d.max_bytes,
     };
     let max_entry_bytes = match c.max_entry_bytes {
         Some(s) if s.0 == 0 => {
@@ -667,7 +620,7 @@ fn cache(base: &str, c: &CacheFile) -> Result<CacheConfig> {
             return err(format!("{base}.max_entry_bytes"), "must be at most 63MiB")
         }
         Some(s) => s.0,
-        None => (1024 * 1024).min(max_bytes),
+        None => d.max_entry_bytes.min(max_bytes),
     };
     if max_entry_bytes > max_bytes {
         return err(
@@ -695,7 +648,7 @@ fn cache(base: &str, c: &CacheFile) -> Result<CacheConfig> {
             }
             out
         }
-        None => vec![http::header::AUTHORIZATION],
+        None => d.vary_headers,
     };
     let warm = match c.warm.as_deref().map(str::trim) {
         Some("") => return err(format!("{base}.warm"), "give a file path"),
@@ -703,16 +656,16 @@ fn cache(base: &str, c: &CacheFile) -> Result<CacheConfig> {
         None => None,
     };
     Ok(CacheConfig {
-        ttl: positive(&format!("{base}.ttl"), c.ttl, Duration::from_secs(600))?,
+        ttl: positive(&format!("{base}.ttl"), c.ttl, d.ttl)?,
         max_bytes,
         max_entry_bytes,
         vary_headers,
-        deterministic_only: c.deterministic_only.unwrap_or(true),
-        stale_if_error: c.stale_if_error.map_or(Duration::ZERO, |d| d.0),
+        deterministic_only: c.deterministic_only.unwrap_or(d.deterministic_only),
+        stale_if_error: c.stale_if_error.map_or(d.stale_if_error, |s| s.0),
         lock_timeout: positive(
             &format!("{base}.lock_timeout"),
             c.lock_timeout,
-            Duration::from_secs(30),
+            d.lock_timeout,
         )?,
         warm,
     })

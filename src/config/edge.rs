@@ -72,9 +72,8 @@ fn admin_token(path: &str, raw: &str) -> Result<AdminToken> {
     Ok(AdminToken::new(t.to_string()))
 }
 
-pub const DEFAULT_MAX_HEADER_BYTES: usize = 64 * 1024;
-
 pub(super) fn limits(l: &LimitsFile) -> Result<Limits> {
+    let d = Limits::default();
     let max_header_bytes = match l.max_header_bytes {
         Some(s) if s.0 < 1024 => return err("limits.max_header_bytes", "must be at least 1KiB"),
         // Pingora refuses HTTP/1.1 headers over 1 MiB before switchyard sees them.
@@ -82,7 +81,7 @@ pub(super) fn limits(l: &LimitsFile) -> Result<Limits> {
             return err("limits.max_header_bytes", "must be at most 1MiB")
         }
         Some(s) => s.0 as usize,
-        None => DEFAULT_MAX_HEADER_BYTES,
+        None => d.max_header_bytes,
     };
     let keepalive_timeout = match l.keepalive_timeout {
         Some(d) if d.0 < Duration::from_secs(1) => {
@@ -92,7 +91,7 @@ pub(super) fn limits(l: &LimitsFile) -> Result<Limits> {
             )
         }
         Some(d) => Duration::from_secs(d.0.as_secs_f64().ceil() as u64),
-        None => Duration::from_secs(60),
+        None => d.keepalive_timeout,
     };
     let at_least_one = |key: &str, v: Option<u32>, default: u32| match v {
         Some(0) => err(format!("limits.{key}"), "must be at least 1"),
@@ -104,15 +103,23 @@ pub(super) fn limits(l: &LimitsFile) -> Result<Limits> {
         client_body_timeout: positive(
             "limits.client_body_timeout",
             l.client_body_timeout,
-            Duration::from_secs(30),
+            d.client_body_timeout,
         )?,
         keepalive_timeout,
-        keepalive_requests: at_least_one("keepalive_requests", l.keepalive_requests, 1000)?,
-        max_connections: at_least_one("max_connections", l.max_connections, 10_000)? as usize,
+        keepalive_requests: at_least_one(
+            "keepalive_requests",
+            l.keepalive_requests,
+            d.keepalive_requests,
+        )?,
+        max_connections: at_least_one(
+            "max_connections",
+            l.max_connections,
+            d.max_connections as u32,
+        )? as usize,
         max_concurrent_requests: at_least_one(
             "max_concurrent_requests",
             l.max_concurrent_requests,
-            4096,
+            d.max_concurrent_requests as u32,
         )? as usize,
     })
 }

@@ -154,12 +154,10 @@ fn default_conditions() -> Vec<KeyCondition> {
 }
 
 fn key_health(base: &str, h: &KeyHealthFile) -> Result<KeyHealthCheck> {
-    let expect_status = h.expect_status.clone().unwrap_or_else(|| vec![200]);
+    let d = KeyHealthCheck::default();
+    let expect_status = h.expect_status.clone().unwrap_or(d.expect_status);
     statuses(&format!("{base}.expect_status"), &expect_status)?;
-    let path = h
-        .path
-        .clone()
-        .unwrap_or_else(|| "/v1/chat/completions".into());
+    let path = h.path.clone().unwrap_or(d.path);
     if !path.starts_with('/') {
         return err(format!("{base}.path"), "must start with '/'");
     }
@@ -167,7 +165,7 @@ fn key_health(base: &str, h: &KeyHealthFile) -> Result<KeyHealthCheck> {
         method: match &h.method {
             Some(m) => method(&format!("{base}.method"), m)?,
             None if h.body.is_some() => Method::POST,
-            None => Method::GET,
+            None => d.method,
         },
         path,
         body: h.body.clone().map(Bytes::from),
@@ -176,20 +174,12 @@ fn key_health(base: &str, h: &KeyHealthFile) -> Result<KeyHealthCheck> {
             Some(re) => Some(regex(&format!("{base}.expect_body"), re)?),
             None => None,
         },
-        interval: positive(
-            &format!("{base}.interval"),
-            h.interval,
-            Duration::from_secs(10),
-        )?,
-        timeout: positive(
-            &format!("{base}.timeout"),
-            h.timeout,
-            Duration::from_secs(5),
-        )?,
+        interval: positive(&format!("{base}.interval"), h.interval, d.interval)?,
+        timeout: positive(&format!("{base}.timeout"), h.timeout, d.timeout)?,
         success_threshold: match h.success_threshold {
             Some(0) => return err(format!("{base}.success_threshold"), "must be at least 1"),
             Some(n) => n,
-            None => 1,
+            None => d.success_threshold,
         },
     })
 }
@@ -215,10 +205,7 @@ pub fn rate_limit(base: &str, r: &RateLimitFile) -> Result<RateLimitConfig> {
 }
 
 pub fn queue(base: &str, q: Option<&QueueFile>) -> Result<QueueConfig> {
-    let mut out = QueueConfig {
-        max_waiting: 100,
-        timeout: Duration::from_secs(5),
-    };
+    let mut out = QueueConfig::default();
     if let Some(q) = q {
         out.max_waiting = q.max_waiting.unwrap_or(out.max_waiting);
         out.timeout = positive(&format!("{base}.timeout"), q.timeout, out.timeout)?;

@@ -13,8 +13,11 @@ pub use route::*;
 /// A whole, validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// Process settings.
     pub server: ServerSettings,
+    /// Client-facing listeners, at least one.
     pub listeners: Vec<Listener>,
+    /// The admin API.
     pub admin: AdminSettings,
     /// Clusters sorted by name; routes refer to them by index.
     pub clusters: Vec<ClusterConfig>,

@@ -15,15 +15,31 @@ pub struct ServerSettings {
     pub grace_period: Duration,
     /// After the grace period, how long to wait for tasks to end. Default 5s.
     pub graceful_shutdown_timeout: Duration,
-    /// Default `/tmp/switchyard.pid`.
+    /// Where the process id is written. Default `/tmp/switchyard.pid`.
     pub pid_file: String,
-    /// Socket the old and new process use to hand over listeners. Default `/tmp/switchyard_upgrade.sock`.
+    /// Socket the old and new process use to hand over listeners. Default
+    /// `/tmp/switchyard_upgrade.sock`.
     pub upgrade_sock: String,
+}
+
+impl Default for ServerSettings {
+    /// One thread per core, a grace period of 30s, 5s for tasks to end, `/tmp/switchyard.pid`
+    /// and `/tmp/switchyard_upgrade.sock`.
+    fn default() -> Self {
+        ServerSettings {
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            grace_period: Duration::from_secs(30),
+            graceful_shutdown_timeout: Duration::from_secs(5),
+            pid_file: "/tmp/switchyard.pid".into(),
+            upgrade_sock: "/tmp/switchyard_upgrade.sock".into(),
+        }
+    }
 }
 
 /// A client-facing listener.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Listener {
+    /// Where it accepts connections.
     pub addr: SocketAddr,
     /// Terminate TLS here (HTTP/2 and HTTP/1.1 by ALPN); `None` for cleartext (HTTP/1.1, h2c).
     pub tls: Option<TlsFiles>,
@@ -41,6 +57,7 @@ pub struct TlsFiles {
 /// The admin listener. Default `127.0.0.1:9901`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AdminSettings {
+    /// Where the admin API listens.
     pub addr: SocketAddr,
     /// Bearer token required on mutating endpoints; required when `addr` is not loopback.
     pub token: Option<AdminToken>,
@@ -97,9 +114,25 @@ pub struct Limits {
     pub max_concurrent_requests: usize,
 }
 
+impl Default for Limits {
+    /// Headers up to 64KiB, 30s between body pieces, idle connections kept 60s, 1000 requests
+    /// per HTTP/1.1 connection, 10000 connections and 4096 requests in flight.
+    fn default() -> Self {
+        Limits {
+            max_header_bytes: 64 * 1024,
+            client_body_timeout: Duration::from_secs(30),
+            keepalive_timeout: Duration::from_secs(60),
+            keepalive_requests: 1000,
+            max_connections: 10_000,
+            max_concurrent_requests: 4096,
+        }
+    }
+}
+
 /// Where the access log goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AccessLogConfig {
+    /// Written to standard error.
     Stderr,
     /// Appended to; reopened when `AccessLog::reopen` is called.
     File(PathBuf),

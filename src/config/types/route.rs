@@ -5,17 +5,26 @@ use bytes::Bytes;
 use http::{HeaderName, Method};
 use std::time::Duration;
 
+/// Where a class of requests goes, and how it is treated on the way.
 #[derive(Debug, Clone)]
 pub struct RouteConfig {
+    /// Unique among routes; metrics name the route by this.
     pub name: String,
+    /// Which requests it takes.
     pub matcher: RouteMatch,
+    /// The clusters it sends to, by weight.
     pub split: Vec<SplitTarget>,
+    /// Keeps a client on one side of the split; `None` = every request is split anew.
     pub sticky: Option<StickyKey>,
+    /// Default [`Timeouts::default`].
     pub timeouts: Timeouts,
+    /// Default [`RetryPolicy::default`].
     pub retry: RetryPolicy,
     /// Largest request body accepted (and replayed on retries). Default 4MiB.
     pub max_request_body: usize,
+    /// The answer when no upstream can give one; `None` = an error status.
     pub fallback: Option<Fallback>,
+    /// Requests per client; `None` = no limit.
     pub client_limit: Option<ClientLimitConfig>,
     /// Edge cache of answers; `None` = off (the default).
     pub cache: Option<CacheConfig>,
@@ -35,16 +44,20 @@ pub struct RouteMatch {
 /// Where a route sends its traffic.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SplitTarget {
-    /// Index into [`Config::clusters`].
+    /// Index into [`Config::clusters`](super::Config::clusters).
     pub cluster: usize,
+    /// Relative share of the route's traffic; 0 sends none.
     pub weight: u32,
 }
 
 /// Which part of a request keeps it on one side of the split.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StickyKey {
+    /// The value of this request header (`header:NAME`).
     Header(HeaderName),
+    /// The value of this cookie (`cookie:NAME`).
     Cookie(String),
+    /// The client's IP address (`ip`).
     ClientIp,
 }
 
@@ -62,35 +75,95 @@ pub struct Timeouts {
     pub total: Duration,
 }
 
+impl Default for Timeouts {
+    /// Connect 1s, first byte 30s, idle 60s, total 300s.
+    fn default() -> Self {
+        Timeouts {
+            connect: Duration::from_secs(1),
+            first_byte: Duration::from_secs(30),
+            idle: Duration::from_secs(60),
+            total: Duration::from_secs(300),
+        }
+    }
+}
+
+/// How a route tries again.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RetryPolicy {
     /// Total tries, the first included. Default 3.
     pub attempts: u32,
+    /// What is retried. Default [`RetryOn::default`].
     pub on: RetryOn,
+    /// Bound of the jittered wait before the first retry; it doubles with each further one.
     /// Default 25ms.
     pub backoff_base: Duration,
-    /// Default 250ms.
+    /// Cap on that bound. Default 250ms.
     pub backoff_max: Duration,
     /// Retries may add at most this share of the route's in-flight requests. Default 0.2.
     pub budget: f64,
 }
 
+impl Default for RetryPolicy {
+    /// Three tries on failures that show the request was not served, backing off from 25ms up
+    /// to 250ms, adding at most 20% to the route's load.
+    fn default() -> Self {
+        RetryPolicy {
+            attempts: 3,
+            on: RetryOn::default(),
+            backoff_base: Duration::from_millis(25),
+            backoff_max: Duration::from_millis(250),
+            budget: 0.2,
+        }
+    }
+}
+
 /// The failures a route retries.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RetryOn {
+    /// The connection could not be made.
     pub connect_failure: bool,
+    /// The peer refused the connection.
     pub refused: bool,
+    /// The connection was reset before an answer.
     pub reset: bool,
+    /// A per-attempt timeout fired.
     pub timeout: bool,
-    /// Response statuses that are retried (before anything reached the client).
+    /// Response statuses that are retried (before anything reached the client), sorted.
     pub statuses: Vec<u16>,
+}
+
+impl RetryOn {
+    /// Nothing is retried; where a `retry_on` list starts.
+    pub const NONE: RetryOn = RetryOn {
+        connect_failure: false,
+        refused: false,
+        reset: false,
+        timeout: false,
+        statuses: Vec::new(),
+    };
+}
+
+impl Default for RetryOn {
+    /// Connect failures, refusals, resets, timeouts, and 502, 503 and 504.
+    fn default() -> Self {
+        RetryOn {
+            connect_failure: true,
+            refused: true,
+            reset: true,
+            timeout: true,
+            statuses: vec![502, 503, 504],
+        }
+    }
 }
 
 /// What a route answers when nothing upstream can.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fallback {
+    /// Default 200.
     pub status: u16,
+    /// Default `application/json`.
     pub content_type: String,
+    /// Sent to requests that do not stream.
     pub body: Bytes,
     /// Sent (as `text/event-stream`) to requests with `"stream": true`.
     pub stream_body: Bytes,
@@ -99,8 +172,11 @@ pub struct Fallback {
 /// A per-client request limit on a route.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientLimitConfig {
+    /// What tells clients apart.
     pub key: StickyKey,
+    /// The steady rate per client.
     pub requests_per_minute: u32,
+    /// Requests a client may send at once on a full budget. Default 1.
     pub burst: u32,
 }
 
@@ -123,5 +199,24 @@ pub struct CacheConfig {
     /// How long identical requests wait for the one in flight. Default 30s.
     pub lock_timeout: Duration,
     /// JSON-lines file of requests sent at start and after each reload to fill the cache.
+    /// Default none.
     pub warm: Option<std::path::PathBuf>,
+}
+
+impl Default for CacheConfig {
+    /// Fresh for 10m, 256MiB per route, entries up to 1MiB, keyed by `authorization`,
+    /// deterministic requests only, no stale answers, 30s wait for an identical request, no
+    /// warming.
+    fn default() -> Self {
+        CacheConfig {
+            ttl: Duration::from_secs(600),
+            max_bytes: 256 * 1024 * 1024,
+            max_entry_bytes: 1024 * 1024,
+            vary_headers: vec![http::header::AUTHORIZATION],
+            deterministic_only: true,
+            stale_if_error: Duration::ZERO,
+            lock_timeout: Duration::from_secs(30),
+            warm: None,
+        }
+    }
 }

@@ -4,7 +4,9 @@
 use super::check::{
     at_least_one, err, method, positive, regex, statuses, sticky, url_path, Result,
 };
-use super::file::{ApiKeysFile, ClientLimitFile, KeyHealthFile, QueueFile, RateLimitFile};
+use super::file::{
+    ApiKeysFile, ClientLimitFile, CooldownFile, KeyHealthFile, QueueFile, RateLimitFile,
+};
 use super::types::*;
 use bytes::Bytes;
 use http::{HeaderName, Method};
@@ -82,20 +84,10 @@ pub(super) fn api_keys(base: &str, k: &ApiKeysFile) -> Result<ApiKeysConfig> {
                     Some(re) => Some(regex(&format!("{p}.body"), re)?),
                     None => None,
                 };
-                let cooldown = match c.cooldown.as_deref() {
+                let cooldown = match c.cooldown {
                     None => KeyCooldown::Disable,
-                    Some("retry-after") => KeyCooldown::RetryAfter,
-                    Some(d) => match humantime::parse_duration(d) {
-                        Ok(d) if !d.is_zero() => KeyCooldown::For(d),
-                        _ => {
-                            return err(
-                                format!("{p}.cooldown"),
-                                format!(
-                                "expected \"retry-after\" or a duration like \"30s\", got {d:?}"
-                            ),
-                            )
-                        }
-                    },
+                    Some(CooldownFile::RetryAfter) => KeyCooldown::RetryAfter,
+                    Some(CooldownFile::For(d)) => KeyCooldown::For(d),
                 };
                 out.push(KeyCondition {
                     statuses: c.status.clone(),

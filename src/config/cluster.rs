@@ -15,15 +15,9 @@ use std::collections::HashSet;
 pub(super) fn cluster(name_: &str, c: &ClusterFile) -> Result<ClusterConfig> {
     let base = format!("clusters.{name_}");
     name(&base, name_)?;
-    let balance = match c.balance.as_deref() {
-        None | Some("round_robin") => Balance::RoundRobin,
-        Some("least_inflight") => Balance::LeastInflight,
-        Some(other) => {
-            return err(
-                format!("{base}.balance"),
-                format!("unknown balance {other:?}: expected round_robin or least_inflight"),
-            )
-        }
+    let balance = match c.balance {
+        None | Some(BalanceFile::RoundRobin) => Balance::RoundRobin,
+        Some(BalanceFile::LeastInflight) => Balance::LeastInflight,
     };
     let peers = peers(&format!("{base}.peers"), &c.peers)?;
     let health_check = match &c.health_check {
@@ -94,15 +88,10 @@ fn peers(base: &str, list: &[PeerFile]) -> Result<Vec<PeerConfig>> {
 /// `health_check` of a cluster.
 fn health_check(base: &str, h: &HealthCheckFile) -> Result<HealthCheckConfig> {
     let d = HealthCheckConfig::default();
-    let kind = match h.kind.as_deref() {
-        None | Some("http") => HealthCheckKind::Http,
-        Some("tcp") => HealthCheckKind::Tcp,
-        Some(o) => {
-            return err(
-                format!("{base}.kind"),
-                format!("unknown kind {o:?}: expected http or tcp"),
-            )
-        }
+    let kind = match h.kind {
+        None => d.kind,
+        Some(CheckKindFile::Http) => HealthCheckKind::Http,
+        Some(CheckKindFile::Tcp) => HealthCheckKind::Tcp,
     };
     let method = match &h.method {
         Some(m) => method(&format!("{base}.method"), m)?,
@@ -186,18 +175,12 @@ fn breaker(base: &str, b: Option<&BreakerFile>) -> Result<BreakerConfig> {
     }
     if let Some(list) = &b.failure_on {
         let mut f = FailureOn::NONE;
-        for (i, k) in list.iter().enumerate() {
-            match k.as_str() {
-                "connect" => f.connect = true,
-                "timeout" => f.timeout = true,
-                "reset" => f.reset = true,
-                "5xx" => f.status_5xx = true,
-                o => {
-                    return err(
-                        format!("{base}.failure_on[{i}]"),
-                        format!("unknown failure {o:?}: expected connect, timeout, reset or 5xx"),
-                    )
-                }
+        for k in list {
+            match k {
+                FailureFile::Connect => f.connect = true,
+                FailureFile::Timeout => f.timeout = true,
+                FailureFile::Reset => f.reset = true,
+                FailureFile::Status5xx => f.status_5xx = true,
             }
         }
         out.failure_on = f;

@@ -4,6 +4,7 @@
 //! Values stay close to the text (strings for addresses, [`Dur`] and [`Size`] for units); the
 //! checks that need the whole document (names, weights, addresses) happen in `build`.
 
+pub use super::choices::*;
 use super::units::{Dur, Size};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -82,7 +83,7 @@ pub struct AccessLogFile {
 #[serde(deny_unknown_fields)]
 pub struct ClusterFile {
     #[serde(default)]
-    pub balance: Option<String>,
+    pub balance: Option<BalanceFile>,
     pub peers: Vec<PeerFile>,
     #[serde(default)]
     pub health_check: Option<HealthCheckFile>,
@@ -109,7 +110,7 @@ pub struct PeerFile {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HealthCheckFile {
-    pub kind: Option<String>,
+    pub kind: Option<CheckKindFile>,
     pub method: Option<String>,
     pub path: Option<String>,
     #[serde(default)]
@@ -136,7 +137,7 @@ pub struct BreakerFile {
     pub half_open_requests: Option<u32>,
     pub success_threshold: Option<u32>,
     pub max_ejected_percent: Option<u32>,
-    pub failure_on: Option<Vec<String>>,
+    pub failure_on: Option<Vec<FailureFile>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -187,7 +188,7 @@ pub struct TimeoutsFile {
 #[serde(deny_unknown_fields)]
 pub struct RetryFile {
     pub attempts: Option<u32>,
-    pub retry_on: Option<Vec<serde_yaml::Value>>,
+    pub retry_on: Option<Vec<RetryOnFile>>,
     pub backoff: Option<BackoffFile>,
     pub budget: Option<f64>,
 }
@@ -233,8 +234,8 @@ pub struct KeyFailoverFile {
 pub struct KeyConditionFile {
     pub status: Vec<u16>,
     pub body: Option<String>,
-    /// `retry-after`, or a duration.
-    pub cooldown: Option<String>,
+    #[serde(default)]
+    pub cooldown: Option<CooldownFile>,
 }
 
 #[derive(Debug, Deserialize)]

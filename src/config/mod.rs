@@ -33,6 +33,7 @@
 mod admission;
 mod build;
 mod check;
+mod choices;
 mod cluster;
 pub mod file;
 mod locate;

@@ -140,34 +140,17 @@ fn retry(base: &str, r: Option<&RetryFile>) -> Result<RetryPolicy> {
     }
     if let Some(list) = &r.retry_on {
         let mut on = RetryOn::NONE;
-        for (i, v) in list.iter().enumerate() {
-            let p = format!("{base}.retry_on[{i}]");
-            match v {
-                serde_yaml::Value::Number(n) => match n.as_u64() {
-                    Some(code @ 400..=599) => on.statuses.push(code as u16),
-                    _ => return err(p, format!("status {n} is not a 4xx or 5xx")),
+        for v in list {
+            match *v {
+                RetryOnFile::Status(code) => on.statuses.push(code),
+                RetryOnFile::Named(name) => match name {
+                    RetryName::ConnectFailure => on.connect_failure = true,
+                    RetryName::Refused => on.refused = true,
+                    RetryName::Reset => on.reset = true,
+                    RetryName::Timeout => on.timeout = true,
+                    RetryName::Status5xx => on.statuses.extend([500, 501, 502, 503, 504, 505]),
+                    RetryName::GatewayError => on.statuses.extend([502, 503, 504]),
                 },
-                serde_yaml::Value::String(s) => match s.as_str() {
-                    "connect_failure" => on.connect_failure = true,
-                    "refused" => on.refused = true,
-                    "reset" => on.reset = true,
-                    "timeout" => on.timeout = true,
-                    "5xx" => on.statuses.extend([500, 501, 502, 503, 504, 505]),
-                    "gateway_error" => on.statuses.extend([502, 503, 504]),
-                    s => match s.parse::<u16>() {
-                        Ok(code @ 400..=599) => on.statuses.push(code),
-                        _ => {
-                            return err(
-                                p,
-                                format!(
-                                    "unknown retry condition {s:?}: expected connect_failure, \
-                                     refused, reset, timeout, 5xx, gateway_error or a status"
-                                ),
-                            )
-                        }
-                    },
-                },
-                _ => return err(p, "expected a condition name or a status code"),
             }
         }
         on.statuses.sort_unstable();

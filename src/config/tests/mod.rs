@@ -445,3 +445,5 @@ fn access_log_targets() {
     )));
     assert_eq!(inv.path, "access_log.path", "{inv}");
 }
+
+mod choices;

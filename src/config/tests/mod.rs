@@ -447,3 +447,4 @@ fn access_log_targets() {
 }
 
 mod choices;
+mod defaults;

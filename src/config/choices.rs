@@ -14,7 +14,9 @@ use std::time::Duration;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum BalanceFile {
+    /// `round_robin`.
     RoundRobin,
+    /// `least_inflight`.
     LeastInflight,
 }
 
@@ -22,7 +24,9 @@ pub enum BalanceFile {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CheckKindFile {
+    /// `http`.
     Http,
+    /// `tcp`.
     Tcp,
 }
 
@@ -30,9 +34,13 @@ pub enum CheckKindFile {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FailureFile {
+    /// `connect`.
     Connect,
+    /// `timeout`.
     Timeout,
+    /// `reset`.
     Reset,
+    /// `5xx`.
     #[serde(rename = "5xx")]
     Status5xx,
 }
@@ -41,7 +49,9 @@ pub enum FailureFile {
 /// (`503`) or a string (`"503"`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RetryOnFile {
+    /// A condition by name.
     Named(RetryName),
+    /// A status, 400 to 599.
     Status(u16),
 }
 
@@ -49,14 +59,18 @@ pub enum RetryOnFile {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RetryName {
+    /// `connect_failure`.
     ConnectFailure,
+    /// `refused`.
     Refused,
+    /// `reset`.
     Reset,
+    /// `timeout`.
     Timeout,
-    /// 500 to 505.
+    /// `5xx`: 500 to 505.
     #[serde(rename = "5xx")]
     Status5xx,
-    /// 502, 503 and 504.
+    /// `gateway_error`: 502, 503 and 504.
     GatewayError,
 }
 
@@ -92,7 +106,9 @@ impl<'de> Deserialize<'de> for RetryOnFile {
 /// A condition's `cooldown` in `api_keys.failover.conditions`: `retry-after`, or a duration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CooldownFile {
+    /// `retry-after`.
     RetryAfter,
+    /// A duration such as `30s`; never zero.
     For(Duration),
 }
 

@@ -3,20 +3,21 @@
 //! ```text
 //! file -> FileConfig -> build -> Config
 //!         file.rs       build.rs  types/
+//!         choices.rs
 //!         units.rs
 //! ```
 //!
-//! The YAML text is deserialised into the file layer ([`file`]), which mirrors the document,
-//! rejects unknown keys and parses units and names. `build` turns it into the typed runtime
-//! [`Config`] (socket addresses, durations, enums, cluster indices) and checks everything that
-//! needs more than one value. Every error names the file, the line and the key path, like
+//! The YAML text is deserialised into the file layer ([`file`](mod@file)), which mirrors the
+//! document, rejects unknown keys and parses units and the words of keys with a fixed set of
+//! values. `build` turns it into the typed runtime [`Config`] (socket addresses, durations,
+//! enums, cluster indices) and checks everything that needs more than the text of one value. Every error names the file, the line and the key path, like
 //! `nginx -t`:
 //!
 //! ```text
 //! conf/switchyard.yaml:31: routes[0].split[1].cluster: unknown cluster "secndary"
 //! ```
 //!
-//! Which file holds which part of the document (its file layer is all in `file.rs`):
+//! Which file holds which part of the document (the file layer of every part is in `file.rs`):
 //!
 //! - `server`, `listeners`, `admin`, `limits`, `access_log`: built by `process.rs` into the types
 //!   of `types/process.rs`;

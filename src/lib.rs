@@ -15,6 +15,7 @@ pub mod balance;
 pub mod body;
 pub mod breaker;
 pub mod cache;
+pub mod certs;
 pub mod config;
 pub mod demo;
 pub mod downstream;

@@ -127,7 +127,7 @@ async fn certificate_reload_serves_the_new_certificate_to_new_connections() {
     let dir = tempfile::tempdir().unwrap();
     let (files, old_ca) = self_signed(dir.path(), "live");
     let certs = TlsCerts::default();
-    let resolver = certs.add(&files).unwrap();
+    let resolver = certs.add(&files.cert, &files.key).unwrap();
     let mut settings = pingora::listeners::tls::TlsSettings::intermediate("", "").unwrap();
     settings.set_cert_resolver(resolver);
     settings.enable_h2();
@@ -730,7 +730,7 @@ async fn reload_edge_rereads_certificates_and_retargets_the_access_log() {
     };
     let (log_a, log_b) = (dir.path().join("a.log"), dir.path().join("b.log"));
     let app = switchyard::app::App::new(config(&log_a), String::new(), None);
-    let resolver = app.tls.add(&files).unwrap();
+    let resolver = app.tls.add(&files.cert, &files.key).unwrap();
     app.reload_edge().unwrap();
     assert!(
         log_a.exists(),

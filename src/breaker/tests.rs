@@ -21,12 +21,7 @@ fn cfg() -> BreakerConfig {
         half_open_requests: 1,
         success_threshold: 2,
         max_ejected_percent: 50,
-        failure_on: FailureOn {
-            connect: true,
-            timeout: true,
-            reset: true,
-            status_5xx: true,
-        },
+        failure_on: FailureOn::ALL,
     }
 }
 

@@ -1,13 +1,16 @@
 //! The file layer: the YAML document exactly as written, deserialised with serde.
 //!
 //! Every struct denies unknown keys so that a typo is an error, not a silently ignored setting.
-//! Values stay close to the text (strings for addresses, [`Dur`] and [`Size`] for units); the
-//! checks that need the whole document (names, weights, addresses) happen in `build`.
+//! Values stay close to the text (strings for addresses, [`Dur`] and [`Size`] for units, the
+//! enums of `choices` for keys with a fixed set of values); the checks that need more than the
+//! text of one value (names, weights, addresses) happen in `build`.
 
+pub use super::choices::*;
 use super::units::{Dur, Size};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
+/// The whole document.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
@@ -27,6 +30,7 @@ pub struct FileConfig {
     pub access_log: Option<AccessLogFile>,
 }
 
+/// `server:`
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerFile {
@@ -37,6 +41,7 @@ pub struct ServerFile {
     pub upgrade_sock: Option<String>,
 }
 
+/// One entry of `listeners:`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListenerFile {
@@ -45,6 +50,7 @@ pub struct ListenerFile {
     pub tls: Option<TlsFile>,
 }
 
+/// `listeners[N].tls`: PEM files.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsFile {
@@ -52,6 +58,7 @@ pub struct TlsFile {
     pub key: String,
 }
 
+/// `admin:`
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdminFile {
@@ -72,17 +79,19 @@ pub struct LimitsFile {
     pub max_concurrent_requests: Option<u32>,
 }
 
+/// `access_log:`
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AccessLogFile {
     pub path: String,
 }
 
+/// One entry of `clusters:`, under its name.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterFile {
     #[serde(default)]
-    pub balance: Option<String>,
+    pub balance: Option<BalanceFile>,
     pub peers: Vec<PeerFile>,
     #[serde(default)]
     pub health_check: Option<HealthCheckFile>,
@@ -98,6 +107,7 @@ pub struct ClusterFile {
     pub queue: Option<QueueFile>,
 }
 
+/// One entry of `clusters.NAME.peers`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PeerFile {
@@ -106,10 +116,11 @@ pub struct PeerFile {
     pub max_inflight: Option<u32>,
 }
 
+/// `clusters.NAME.health_check`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HealthCheckFile {
-    pub kind: Option<String>,
+    pub kind: Option<CheckKindFile>,
     pub method: Option<String>,
     pub path: Option<String>,
     #[serde(default)]
@@ -123,6 +134,7 @@ pub struct HealthCheckFile {
     pub unhealthy_threshold: Option<u32>,
 }
 
+/// `clusters.NAME.breaker`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BreakerFile {
@@ -136,9 +148,10 @@ pub struct BreakerFile {
     pub half_open_requests: Option<u32>,
     pub success_threshold: Option<u32>,
     pub max_ejected_percent: Option<u32>,
-    pub failure_on: Option<Vec<String>>,
+    pub failure_on: Option<Vec<FailureFile>>,
 }
 
+/// One entry of `routes:`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteFile {
@@ -159,6 +172,7 @@ pub struct RouteFile {
     pub cache: Option<CacheFile>,
 }
 
+/// `routes[N].match`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MatchFile {
@@ -167,6 +181,7 @@ pub struct MatchFile {
     pub methods: Option<Vec<String>>,
 }
 
+/// One entry of `routes[N].split`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SplitFile {
@@ -174,6 +189,7 @@ pub struct SplitFile {
     pub weight: Option<u32>,
 }
 
+/// `routes[N].timeouts`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TimeoutsFile {
@@ -183,15 +199,17 @@ pub struct TimeoutsFile {
     pub total: Option<Dur>,
 }
 
+/// `routes[N].retry`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RetryFile {
     pub attempts: Option<u32>,
-    pub retry_on: Option<Vec<serde_yaml::Value>>,
+    pub retry_on: Option<Vec<RetryOnFile>>,
     pub backoff: Option<BackoffFile>,
     pub budget: Option<f64>,
 }
 
+/// `routes[N].retry.backoff`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BackoffFile {
@@ -199,6 +217,7 @@ pub struct BackoffFile {
     pub max: Option<Dur>,
 }
 
+/// `routes[N].fallback`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FallbackFile {
@@ -208,6 +227,7 @@ pub struct FallbackFile {
     pub stream_body: Option<String>,
 }
 
+/// `clusters.NAME.api_keys`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApiKeysFile {
@@ -218,6 +238,7 @@ pub struct ApiKeysFile {
     pub failover: Option<KeyFailoverFile>,
 }
 
+/// `clusters.NAME.api_keys.failover`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KeyFailoverFile {
@@ -228,15 +249,17 @@ pub struct KeyFailoverFile {
     pub health_check: Option<KeyHealthFile>,
 }
 
+/// One entry of `api_keys.failover.conditions`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KeyConditionFile {
     pub status: Vec<u16>,
     pub body: Option<String>,
-    /// `retry-after`, or a duration.
-    pub cooldown: Option<String>,
+    #[serde(default)]
+    pub cooldown: Option<CooldownFile>,
 }
 
+/// `api_keys.failover.health_check`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KeyHealthFile {
@@ -250,6 +273,7 @@ pub struct KeyHealthFile {
     pub success_threshold: Option<u32>,
 }
 
+/// `clusters.NAME.rate_limit`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimitFile {
@@ -258,6 +282,7 @@ pub struct RateLimitFile {
     pub queue_timeout: Option<Dur>,
 }
 
+/// `clusters.NAME.queue`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct QueueFile {
@@ -265,6 +290,7 @@ pub struct QueueFile {
     pub timeout: Option<Dur>,
 }
 
+/// `routes[N].client_limit`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClientLimitFile {
@@ -273,6 +299,7 @@ pub struct ClientLimitFile {
     pub burst: Option<u32>,
 }
 
+/// `routes[N].cache`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CacheFile {

@@ -1,21 +1,47 @@
-//! Configuration: `file -> FileConfig -> build -> Config`.
+//! Configuration: the YAML file becomes one validated, typed [`Config`].
 //!
-//! The YAML text is deserialised into the file layer ([`file`]), which mirrors the document and
-//! rejects unknown keys. [`build`] turns it into the typed runtime [`Config`] (socket addresses,
-//! durations, enums, cluster indices) and checks everything that needs the whole document. Every
-//! error names the file, the line and the key path, like `nginx -t`:
+//! ```text
+//! file -> FileConfig -> build -> Config
+//!         file.rs       build.rs  types/
+//!         choices.rs
+//!         units.rs
+//! ```
+//!
+//! The YAML text is deserialised into the file layer ([`file`](mod@file)), which mirrors the
+//! document, rejects unknown keys and parses units and the words of keys with a fixed set of
+//! values. `build` turns it into the typed runtime [`Config`] (socket addresses, durations,
+//! enums, cluster indices) and checks everything that needs more than the text of one value. Every error names the file, the line and the key path, like
+//! `nginx -t`:
 //!
 //! ```text
 //! conf/switchyard.yaml:31: routes[0].split[1].cluster: unknown cluster "secndary"
 //! ```
+//!
+//! Which file holds which part of the document (the file layer of every part is in `file.rs`):
+//!
+//! - `server`, `listeners`, `admin`, `limits`, `access_log`: built by `process.rs` into the types
+//!   of `types/process.rs`;
+//! - a cluster's peers, `balance`, `health_check` and `breaker`: `cluster.rs`, `types/cluster.rs`;
+//! - a cluster's `api_keys`, `rate_limit` and `queue`, and a route's `client_limit`:
+//!   `admission.rs`, typed beside the rest of the cluster and of the route;
+//! - a route's `match`, `split`, `timeouts`, `retry`, `fallback` and `cache`: `route.rs`,
+//!   `types/route.rs`.
+//!
+//! `build.rs` calls the builders and checks what spans parts (routes naming clusters, an admin
+//! address that is also a listener); `check.rs` holds the rules the builders share (addresses,
+//! counts, durations, names, methods, statuses); `locate.rs` finds the line of a key path.
 
+mod admission;
 mod build;
-mod edge;
+mod check;
+mod choices;
+mod cluster;
 pub mod file;
 mod locate;
+mod process;
+mod route;
 mod types;
 pub mod units;
-mod upstream;
 
 pub use types::*;
 

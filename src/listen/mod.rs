@@ -10,6 +10,7 @@
 
 pub mod tls;
 
+pub use crate::certs::TlsError;
 use crate::config::Listener;
 use crate::metrics::Metrics;
 use crate::snapshot::Current;
@@ -21,7 +22,7 @@ use pingora::server::ShutdownWatch;
 use pingora::services::listening::Service;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-pub use tls::{TlsCerts, TlsError};
+pub use tls::TlsCerts;
 
 /// Add every listener to `service`. TLS listeners get their certificates from `certs` (a
 /// resolver each, so they can be reloaded in place) and offer HTTP/2 and HTTP/1.1 by ALPN. An
@@ -36,7 +37,7 @@ pub fn add_listeners<A>(
         match &l.tls {
             None => service.add_tcp(&addr),
             Some(files) => {
-                let resolver = certs.add(files).map_err(|e| (i, e))?;
+                let resolver = certs.add(&files.cert, &files.key).map_err(|e| (i, e))?;
                 // The paths are ignored once a resolver is set; they only label the settings.
                 let mut settings = TlsSettings::intermediate(
                     &files.cert.to_string_lossy(),

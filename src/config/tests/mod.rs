@@ -445,3 +445,6 @@ fn access_log_targets() {
     )));
     assert_eq!(inv.path, "access_log.path", "{inv}");
 }
+
+mod choices;
+mod defaults;

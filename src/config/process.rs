@@ -1,33 +1,76 @@
-//! Validation of the edge keys: TLS files of the listeners, the admin token, `limits` and
-//! `access_log`. Called by `build`; errors name the key path like every other config error.
+//! Building the keys of the process and its client-facing side: `server`, `listeners` (and
+//! their TLS files), `admin`, `limits` and `access_log`.
 
-use super::build::{err, positive, socket_addr, Result, DEFAULT_ADMIN};
+use super::check::{at_least_one, err, positive, socket_addr, Result};
 use super::file::*;
 use super::types::*;
+use std::collections::HashSet;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// Where the admin API listens when `admin.addr` is left out: loopback only.
+const DEFAULT_ADMIN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9901);
+
+/// Shortest admin token accepted: a token is the only thing between the network and `/reload`.
+const MIN_TOKEN_LEN: usize = 16;
+
+/// `server`: process settings.
+pub(super) fn server(s: &ServerFile) -> Result<ServerSettings> {
+    let d = ServerSettings::default();
+    Ok(ServerSettings {
+        threads: at_least_one("server.threads", s.threads, d.threads)?,
+        grace_period: s.grace_period.map_or(d.grace_period, |g| g.0),
+        graceful_shutdown_timeout: s
+            .graceful_shutdown_timeout
+            .map_or(d.graceful_shutdown_timeout, |g| g.0),
+        pid_file: s.pid_file.clone().unwrap_or(d.pid_file),
+        upgrade_sock: s.upgrade_sock.clone().unwrap_or(d.upgrade_sock),
+    })
+}
+
+/// One or more listeners, each on its own address.
+pub(super) fn listeners(list: &[ListenerFile]) -> Result<Vec<Listener>> {
+    if list.is_empty() {
+        return err("listeners", "at least one listener is required");
+    }
+    let mut seen = HashSet::new();
+    let mut listeners = Vec::new();
+    for (i, l) in list.iter().enumerate() {
+        let path = format!("listeners[{i}].addr");
+        let addr = socket_addr(&path, &l.addr)?;
+        if !seen.insert(addr) {
+            return err(path, format!("duplicate listener address {addr}"));
+        }
+        let tls = match &l.tls {
+            Some(t) => Some(tls_files(&format!("listeners[{i}].tls"), t)?),
+            None => None,
+        };
+        listeners.push(Listener { addr, tls });
+    }
+    Ok(listeners)
+}
+
 /// Certificate and key must load and match now, so that `switchyard check` and a reload catch
 /// what would otherwise fail at start (Pingora panics on a bad certificate).
-pub(super) fn tls_files(base: &str, t: &TlsFile) -> Result<TlsFiles> {
+fn tls_files(base: &str, t: &TlsFile) -> Result<TlsFiles> {
     let files = TlsFiles {
         cert: PathBuf::from(t.cert.trim()),
         key: PathBuf::from(t.key.trim()),
     };
-    match crate::listen::tls::load(&files) {
+    match crate::certs::load(&files.cert, &files.key) {
         Ok(_) => Ok(files),
         Err(e) if e.is_key() => err(format!("{base}.key"), e.to_string()),
         Err(e) => err(format!("{base}.cert"), e.to_string()),
     }
 }
 
-/// Shortest admin token accepted: a token is the only thing between the network and `/reload`.
-const MIN_TOKEN_LEN: usize = 16;
-
+/// `admin`: where the admin API listens, and its token (required off loopback).
 pub(super) fn admin(a: Option<&AdminFile>) -> Result<AdminSettings> {
     let addr = match a.and_then(|a| a.addr.as_deref()) {
         Some(s) => socket_addr("admin.addr", s)?,
-        None => DEFAULT_ADMIN.parse().expect("valid default"),
+        None => DEFAULT_ADMIN,
     };
     let token = match a.map(|a| (a.token.as_deref(), a.token_file.as_deref())) {
         Some((Some(_), Some(_))) => {
@@ -72,9 +115,9 @@ fn admin_token(path: &str, raw: &str) -> Result<AdminToken> {
     Ok(AdminToken::new(t.to_string()))
 }
 
-pub const DEFAULT_MAX_HEADER_BYTES: usize = 64 * 1024;
-
+/// `limits`: protections of the client-facing side.
 pub(super) fn limits(l: &LimitsFile) -> Result<Limits> {
+    let d = Limits::default();
     let max_header_bytes = match l.max_header_bytes {
         Some(s) if s.0 < 1024 => return err("limits.max_header_bytes", "must be at least 1KiB"),
         // Pingora refuses HTTP/1.1 headers over 1 MiB before switchyard sees them.
@@ -82,41 +125,44 @@ pub(super) fn limits(l: &LimitsFile) -> Result<Limits> {
             return err("limits.max_header_bytes", "must be at most 1MiB")
         }
         Some(s) => s.0 as usize,
-        None => DEFAULT_MAX_HEADER_BYTES,
+        None => d.max_header_bytes,
     };
     let keepalive_timeout = match l.keepalive_timeout {
-        Some(d) if d.0 < Duration::from_secs(1) => {
+        Some(t) if t.0 < Duration::from_secs(1) => {
             return err(
                 "limits.keepalive_timeout",
                 "must be at least 1s (Pingora counts it in whole seconds)",
             )
         }
-        Some(d) => Duration::from_secs(d.0.as_secs_f64().ceil() as u64),
-        None => Duration::from_secs(60),
+        Some(t) => Duration::from_secs(t.0.as_secs_f64().ceil() as u64),
+        None => d.keepalive_timeout,
     };
-    let at_least_one = |key: &str, v: Option<u32>, default: u32| match v {
-        Some(0) => err(format!("limits.{key}"), "must be at least 1"),
-        Some(n) => Ok(n),
-        None => Ok(default),
+    let count = |key: &str, v: Option<u32>, default: usize| {
+        at_least_one(&format!("limits.{key}"), v.map(|n| n as usize), default)
     };
     Ok(Limits {
         max_header_bytes,
         client_body_timeout: positive(
             "limits.client_body_timeout",
             l.client_body_timeout,
-            Duration::from_secs(30),
+            d.client_body_timeout,
         )?,
         keepalive_timeout,
-        keepalive_requests: at_least_one("keepalive_requests", l.keepalive_requests, 1000)?,
-        max_connections: at_least_one("max_connections", l.max_connections, 10_000)? as usize,
-        max_concurrent_requests: at_least_one(
+        keepalive_requests: at_least_one(
+            "limits.keepalive_requests",
+            l.keepalive_requests,
+            d.keepalive_requests,
+        )?,
+        max_connections: count("max_connections", l.max_connections, d.max_connections)?,
+        max_concurrent_requests: count(
             "max_concurrent_requests",
             l.max_concurrent_requests,
-            4096,
-        )? as usize,
+            d.max_concurrent_requests,
+        )?,
     })
 }
 
+/// `access_log`: stderr or a file whose directory exists.
 pub(super) fn access_log(a: Option<&AccessLogFile>) -> Result<Option<AccessLogConfig>> {
     let Some(a) = a else { return Ok(None) };
     let p = a.path.trim();

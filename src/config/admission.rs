@@ -1,23 +1,21 @@
-//! Building the keys that govern how much reaches an upstream: API-key pools, request budgets,
-//! admission queues and per-client limits.
+//! Building what governs how much reaches an upstream, and with which credential: a cluster's
+//! API-key pool, request budget and admission queue, and a route's per-client limit.
 
-use super::build::{err, method, positive, sticky, Result};
-use super::file::{ApiKeysFile, ClientLimitFile, KeyHealthFile, QueueFile, RateLimitFile};
+use super::check::{
+    at_least_one, err, method, positive, regex, statuses, sticky, url_path, Result,
+};
+use super::file::{
+    ApiKeysFile, ClientLimitFile, CooldownFile, KeyHealthFile, QueueFile, RateLimitFile,
+};
 use super::types::*;
 use bytes::Bytes;
 use http::{HeaderName, Method};
 use std::time::Duration;
 
-fn regex(path: &str, re: &str) -> Result<regex::Regex> {
-    regex::Regex::new(re).or_else(|e| err(path, format!("bad regex: {e}")))
-}
-
-fn statuses(path: &str, list: &[u16]) -> Result<()> {
-    if list.is_empty() || list.iter().any(|s| !(100..=599).contains(s)) {
-        return err(path, "give one or more HTTP statuses (100-599)");
-    }
-    Ok(())
-}
+/// Matching failures in a row before a key is taken out, when not given.
+const FAILURE_THRESHOLD: u32 = 3;
+/// A key's cooldown when the answer has no `retry-after`, when not given.
+const DEFAULT_COOLDOWN: Duration = Duration::from_secs(60);
 
 /// Read a keys file: one key per line; blank lines and `#` comments skipped.
 fn read_keys(path: &str, file: &str) -> Result<Vec<String>> {
@@ -31,7 +29,8 @@ fn read_keys(path: &str, file: &str) -> Result<Vec<String>> {
         .collect())
 }
 
-pub fn api_keys(base: &str, k: &ApiKeysFile) -> Result<ApiKeysConfig> {
+/// `clusters.NAME.api_keys`: the keys, and when and for how long one is taken out.
+pub(super) fn api_keys(base: &str, k: &ApiKeysFile) -> Result<ApiKeysConfig> {
     let header_name = k.header.as_deref().unwrap_or("authorization");
     let header = HeaderName::from_bytes(header_name.as_bytes()).or_else(|_| {
         err(
@@ -65,15 +64,15 @@ pub fn api_keys(base: &str, k: &ApiKeysFile) -> Result<ApiKeysConfig> {
     }
     let f = k.failover.as_ref();
     let fbase = format!("{base}.failover");
-    let failure_threshold = match f.and_then(|f| f.failure_threshold) {
-        Some(0) => return err(format!("{fbase}.failure_threshold"), "must be at least 1"),
-        Some(n) => n,
-        None => 3,
-    };
+    let failure_threshold = at_least_one(
+        &format!("{fbase}.failure_threshold"),
+        f.and_then(|f| f.failure_threshold),
+        FAILURE_THRESHOLD,
+    )?;
     let default_cooldown = positive(
         &format!("{fbase}.default_cooldown"),
         f.and_then(|f| f.default_cooldown),
-        Duration::from_secs(60),
+        DEFAULT_COOLDOWN,
     )?;
     let conditions = match f.and_then(|f| f.conditions.as_ref()) {
         Some(list) => {
@@ -85,20 +84,10 @@ pub fn api_keys(base: &str, k: &ApiKeysFile) -> Result<ApiKeysConfig> {
                     Some(re) => Some(regex(&format!("{p}.body"), re)?),
                     None => None,
                 };
-                let cooldown = match c.cooldown.as_deref() {
+                let cooldown = match c.cooldown {
                     None => KeyCooldown::Disable,
-                    Some("retry-after") => KeyCooldown::RetryAfter,
-                    Some(d) => match humantime::parse_duration(d) {
-                        Ok(d) if !d.is_zero() => KeyCooldown::For(d),
-                        _ => {
-                            return err(
-                                format!("{p}.cooldown"),
-                                format!(
-                                "expected \"retry-after\" or a duration like \"30s\", got {d:?}"
-                            ),
-                            )
-                        }
-                    },
+                    Some(CooldownFile::RetryAfter) => KeyCooldown::RetryAfter,
+                    Some(CooldownFile::For(d)) => KeyCooldown::For(d),
                 };
                 out.push(KeyCondition {
                     statuses: c.status.clone(),
@@ -154,20 +143,16 @@ fn default_conditions() -> Vec<KeyCondition> {
 }
 
 fn key_health(base: &str, h: &KeyHealthFile) -> Result<KeyHealthCheck> {
-    let expect_status = h.expect_status.clone().unwrap_or_else(|| vec![200]);
+    let d = KeyHealthCheck::default();
+    let expect_status = h.expect_status.clone().unwrap_or(d.expect_status);
     statuses(&format!("{base}.expect_status"), &expect_status)?;
-    let path = h
-        .path
-        .clone()
-        .unwrap_or_else(|| "/v1/chat/completions".into());
-    if !path.starts_with('/') {
-        return err(format!("{base}.path"), "must start with '/'");
-    }
+    let path = h.path.clone().unwrap_or(d.path);
+    url_path(&format!("{base}.path"), &path)?;
     Ok(KeyHealthCheck {
         method: match &h.method {
             Some(m) => method(&format!("{base}.method"), m)?,
             None if h.body.is_some() => Method::POST,
-            None => Method::GET,
+            None => d.method,
         },
         path,
         body: h.body.clone().map(Bytes::from),
@@ -176,36 +161,25 @@ fn key_health(base: &str, h: &KeyHealthFile) -> Result<KeyHealthCheck> {
             Some(re) => Some(regex(&format!("{base}.expect_body"), re)?),
             None => None,
         },
-        interval: positive(
-            &format!("{base}.interval"),
-            h.interval,
-            Duration::from_secs(10),
+        interval: positive(&format!("{base}.interval"), h.interval, d.interval)?,
+        timeout: positive(&format!("{base}.timeout"), h.timeout, d.timeout)?,
+        success_threshold: at_least_one(
+            &format!("{base}.success_threshold"),
+            h.success_threshold,
+            d.success_threshold,
         )?,
-        timeout: positive(
-            &format!("{base}.timeout"),
-            h.timeout,
-            Duration::from_secs(5),
-        )?,
-        success_threshold: match h.success_threshold {
-            Some(0) => return err(format!("{base}.success_threshold"), "must be at least 1"),
-            Some(n) => n,
-            None => 1,
-        },
     })
 }
 
+/// A steady rate (required) and a burst (default 1), neither zero.
 fn rpm_burst(base: &str, rpm: u32, burst: Option<u32>) -> Result<(u32, u32)> {
-    if rpm == 0 {
-        return err(format!("{base}.requests_per_minute"), "must be at least 1");
-    }
-    let burst = burst.unwrap_or(1);
-    if burst == 0 {
-        return err(format!("{base}.burst"), "must be at least 1");
-    }
+    let rpm = at_least_one(&format!("{base}.requests_per_minute"), Some(rpm), rpm)?;
+    let burst = at_least_one(&format!("{base}.burst"), burst, 1)?;
     Ok((rpm, burst))
 }
 
-pub fn rate_limit(base: &str, r: &RateLimitFile) -> Result<RateLimitConfig> {
+/// `clusters.NAME.rate_limit`: the request budget of the cluster's upstream.
+pub(super) fn rate_limit(base: &str, r: &RateLimitFile) -> Result<RateLimitConfig> {
     let (requests_per_minute, burst) = rpm_burst(base, r.requests_per_minute, r.burst)?;
     Ok(RateLimitConfig {
         requests_per_minute,
@@ -214,11 +188,9 @@ pub fn rate_limit(base: &str, r: &RateLimitFile) -> Result<RateLimitConfig> {
     })
 }
 
-pub fn queue(base: &str, q: Option<&QueueFile>) -> Result<QueueConfig> {
-    let mut out = QueueConfig {
-        max_waiting: 100,
-        timeout: Duration::from_secs(5),
-    };
+/// `clusters.NAME.queue`: where requests wait for a free peer.
+pub(super) fn queue(base: &str, q: Option<&QueueFile>) -> Result<QueueConfig> {
+    let mut out = QueueConfig::default();
     if let Some(q) = q {
         out.max_waiting = q.max_waiting.unwrap_or(out.max_waiting);
         out.timeout = positive(&format!("{base}.timeout"), q.timeout, out.timeout)?;
@@ -226,7 +198,8 @@ pub fn queue(base: &str, q: Option<&QueueFile>) -> Result<QueueConfig> {
     Ok(out)
 }
 
-pub fn client_limit(base: &str, l: &ClientLimitFile) -> Result<ClientLimitConfig> {
+/// `routes[N].client_limit`: requests per client.
+pub(super) fn client_limit(base: &str, l: &ClientLimitFile) -> Result<ClientLimitConfig> {
     let (requests_per_minute, burst) = rpm_burst(base, l.requests_per_minute, l.burst)?;
     Ok(ClientLimitConfig {
         key: sticky(&format!("{base}.key"), &l.key)?,

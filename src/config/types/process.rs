@@ -1,0 +1,139 @@
+//! The typed config of the process and its client-facing side: server settings, listeners and
+//! their TLS files, the admin listener, edge limits and the access log.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Process settings, passed to Pingora's `ServerConf`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerSettings {
+    /// Worker threads of the proxy service. Default: one per core.
+    pub threads: usize,
+    /// How long a terminating or upgrading process keeps serving in-flight requests. Default 30s
+    /// (Pingora's own default of 300s is too long for most edges).
+    pub grace_period: Duration,
+    /// After the grace period, how long to wait for tasks to end. Default 5s.
+    pub graceful_shutdown_timeout: Duration,
+    /// Where the process id is written. Default `/tmp/switchyard.pid`.
+    pub pid_file: String,
+    /// Socket the old and new process use to hand over listeners. Default
+    /// `/tmp/switchyard_upgrade.sock`.
+    pub upgrade_sock: String,
+}
+
+impl Default for ServerSettings {
+    /// One thread per core, a grace period of 30s, 5s for tasks to end, `/tmp/switchyard.pid`
+    /// and `/tmp/switchyard_upgrade.sock`.
+    fn default() -> Self {
+        ServerSettings {
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            grace_period: Duration::from_secs(30),
+            graceful_shutdown_timeout: Duration::from_secs(5),
+            pid_file: "/tmp/switchyard.pid".into(),
+            upgrade_sock: "/tmp/switchyard_upgrade.sock".into(),
+        }
+    }
+}
+
+/// A client-facing listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listener {
+    /// Where it accepts connections.
+    pub addr: SocketAddr,
+    /// Terminate TLS here (HTTP/2 and HTTP/1.1 by ALPN); `None` for cleartext (HTTP/1.1, h2c).
+    pub tls: Option<TlsFiles>,
+}
+
+/// PEM files of a TLS listener, checked to load and match when the config is built.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// Certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// Private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+}
+
+/// The admin listener. Default `127.0.0.1:9901`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminSettings {
+    /// Where the admin API listens.
+    pub addr: SocketAddr,
+    /// Bearer token required on mutating endpoints; required when `addr` is not loopback.
+    pub token: Option<AdminToken>,
+}
+
+/// The admin bearer token. Never printed: `Debug` shows a placeholder.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AdminToken(String);
+
+impl AdminToken {
+    pub(crate) fn new(token: String) -> Self {
+        AdminToken(token)
+    }
+
+    /// Does `presented` equal the token? Takes the same time wherever the two differ: both are
+    /// hashed to fixed-length digests first, so neither the length nor a common prefix leaks.
+    pub fn matches(&self, presented: &[u8]) -> bool {
+        use sha2::{Digest, Sha256};
+        let a = Sha256::digest(self.0.as_bytes());
+        let b = Sha256::digest(presented);
+        let diff = a
+            .iter()
+            .zip(b.iter())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y));
+        std::hint::black_box(diff) == 0
+    }
+}
+
+impl std::fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AdminToken(<redacted>)")
+    }
+}
+
+/// Protections of the client-facing side. Every value has a default; see the README, "Edge
+/// limits".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Request target plus header names and values, in bytes, above which a request gets 431.
+    /// Default 64KiB.
+    pub max_header_bytes: usize,
+    /// Longest wait for the next piece of a request body. Default 30s.
+    pub client_body_timeout: Duration,
+    /// How long an idle client connection is kept open between requests (HTTP/1.1: also each
+    /// read of a later request's header; HTTP/2: idle connection). Whole seconds. Default 60s.
+    pub keepalive_timeout: Duration,
+    /// Requests served on one HTTP/1.1 connection before it is closed. Default 1000.
+    pub keepalive_requests: u32,
+    /// Client connections open at once, all listeners together; above it new connections are
+    /// closed at once. Default 10000.
+    pub max_connections: usize,
+    /// Requests in flight at once, all listeners together; above it requests get 503. Default
+    /// 4096.
+    pub max_concurrent_requests: usize,
+}
+
+impl Default for Limits {
+    /// Headers up to 64KiB, 30s between body pieces, idle connections kept 60s, 1000 requests
+    /// per HTTP/1.1 connection, 10000 connections and 4096 requests in flight.
+    fn default() -> Self {
+        Limits {
+            max_header_bytes: 64 * 1024,
+            client_body_timeout: Duration::from_secs(30),
+            keepalive_timeout: Duration::from_secs(60),
+            keepalive_requests: 1000,
+            max_connections: 10_000,
+            max_concurrent_requests: 4096,
+        }
+    }
+}
+
+/// Where the access log goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccessLogConfig {
+    /// Written to standard error.
+    Stderr,
+    /// Appended to; reopened when `AccessLog::reopen` is called.
+    File(PathBuf),
+}

@@ -1,0 +1,222 @@
+//! The typed config of a route: which requests it takes, where it splits them, and how it
+//! times out, retries, falls back, limits clients and caches answers.
+
+use bytes::Bytes;
+use http::{HeaderName, Method};
+use std::time::Duration;
+
+/// Where a class of requests goes, and how it is treated on the way.
+#[derive(Debug, Clone)]
+pub struct RouteConfig {
+    /// Unique among routes; metrics name the route by this.
+    pub name: String,
+    /// Which requests it takes.
+    pub matcher: RouteMatch,
+    /// The clusters it sends to, by weight.
+    pub split: Vec<SplitTarget>,
+    /// Keeps a client on one side of the split; `None` = every request is split anew.
+    pub sticky: Option<StickyKey>,
+    /// Default [`Timeouts::default`].
+    pub timeouts: Timeouts,
+    /// Default [`RetryPolicy::default`].
+    pub retry: RetryPolicy,
+    /// Largest request body accepted (and replayed on retries). Default 4MiB.
+    pub max_request_body: usize,
+    /// The answer when no upstream can give one; `None` = an error status.
+    pub fallback: Option<Fallback>,
+    /// Requests per client; `None` = no limit.
+    pub client_limit: Option<ClientLimitConfig>,
+    /// Edge cache of answers; `None` = off (the default).
+    pub cache: Option<CacheConfig>,
+}
+
+/// Which requests a route takes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteMatch {
+    /// Default `/`.
+    pub path_prefix: String,
+    /// Lower-case host without port; `None` matches any.
+    pub host: Option<String>,
+    /// `None` matches any method.
+    pub methods: Option<Vec<Method>>,
+}
+
+/// Where a route sends its traffic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SplitTarget {
+    /// Index into [`Config::clusters`](super::Config::clusters).
+    pub cluster: usize,
+    /// Relative share of the route's traffic; 0 sends none.
+    pub weight: u32,
+}
+
+/// Which part of a request keeps it on one side of the split.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StickyKey {
+    /// The value of this request header (`header:NAME`).
+    Header(HeaderName),
+    /// The value of this cookie (`cookie:NAME`).
+    Cookie(String),
+    /// The client's IP address (`ip`).
+    ClientIp,
+}
+
+/// The four timeouts of a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// Per attempt, TCP connect. Default 1s.
+    pub connect: Duration,
+    /// Per attempt, from request sent to response header (for streams: to the first body chunk).
+    /// Default 30s.
+    pub first_byte: Duration,
+    /// Longest gap between body chunks. Default 60s.
+    pub idle: Duration,
+    /// The whole request, all attempts included. Default 300s.
+    pub total: Duration,
+}
+
+impl Default for Timeouts {
+    /// Connect 1s, first byte 30s, idle 60s, total 300s.
+    fn default() -> Self {
+        Timeouts {
+            connect: Duration::from_secs(1),
+            first_byte: Duration::from_secs(30),
+            idle: Duration::from_secs(60),
+            total: Duration::from_secs(300),
+        }
+    }
+}
+
+/// How a route tries again.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetryPolicy {
+    /// Total tries, the first included. Default 3.
+    pub attempts: u32,
+    /// What is retried. Default [`RetryOn::default`].
+    pub on: RetryOn,
+    /// Bound of the jittered wait before the first retry; it doubles with each further one.
+    /// Default 25ms.
+    pub backoff_base: Duration,
+    /// Cap on that bound. Default 250ms.
+    pub backoff_max: Duration,
+    /// Retries may add at most this share of the route's in-flight requests. Default 0.2.
+    pub budget: f64,
+}
+
+impl Default for RetryPolicy {
+    /// Three tries on failures that show the request was not served, backing off from 25ms up
+    /// to 250ms, adding at most 20% to the route's load.
+    fn default() -> Self {
+        RetryPolicy {
+            attempts: 3,
+            on: RetryOn::default(),
+            backoff_base: Duration::from_millis(25),
+            backoff_max: Duration::from_millis(250),
+            budget: 0.2,
+        }
+    }
+}
+
+/// The failures a route retries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetryOn {
+    /// The connection could not be made.
+    pub connect_failure: bool,
+    /// The peer refused the connection.
+    pub refused: bool,
+    /// The connection was reset before an answer.
+    pub reset: bool,
+    /// A per-attempt timeout fired.
+    pub timeout: bool,
+    /// Response statuses that are retried (before anything reached the client), sorted.
+    pub statuses: Vec<u16>,
+}
+
+impl RetryOn {
+    /// Nothing is retried; where a `retry_on` list starts.
+    pub const NONE: RetryOn = RetryOn {
+        connect_failure: false,
+        refused: false,
+        reset: false,
+        timeout: false,
+        statuses: Vec::new(),
+    };
+}
+
+impl Default for RetryOn {
+    /// Connect failures, refusals, resets, timeouts, and 502, 503 and 504.
+    fn default() -> Self {
+        RetryOn {
+            connect_failure: true,
+            refused: true,
+            reset: true,
+            timeout: true,
+            statuses: vec![502, 503, 504],
+        }
+    }
+}
+
+/// What a route answers when nothing upstream can.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fallback {
+    /// Default 200.
+    pub status: u16,
+    /// Default `application/json`.
+    pub content_type: String,
+    /// Sent to requests that do not stream.
+    pub body: Bytes,
+    /// Sent (as `text/event-stream`) to requests with `"stream": true`.
+    pub stream_body: Bytes,
+}
+
+/// A per-client request limit on a route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientLimitConfig {
+    /// What tells clients apart.
+    pub key: StickyKey,
+    /// The steady rate per client.
+    pub requests_per_minute: u32,
+    /// Requests a client may send at once on a full budget. Default 1.
+    pub burst: u32,
+}
+
+/// A route's edge cache (see `cache`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheConfig {
+    /// How long an entry is fresh. Default 10m.
+    pub ttl: Duration,
+    /// Bound on the bytes the route's store holds (each route with a cache has its own store).
+    /// Default 256MiB.
+    pub max_bytes: u64,
+    /// Larger answers are not stored. Default 1MiB.
+    pub max_entry_bytes: u64,
+    /// Request headers whose values (digested) take part in the key. Default `[authorization]`.
+    pub vary_headers: Vec<HeaderName>,
+    /// Cache only requests with `"temperature": 0` (absent counts as 1). Default true.
+    pub deterministic_only: bool,
+    /// How long past `ttl` an entry may still answer when no upstream can. Default 0 (off).
+    pub stale_if_error: Duration,
+    /// How long identical requests wait for the one in flight. Default 30s.
+    pub lock_timeout: Duration,
+    /// JSON-lines file of requests sent at start and after each reload to fill the cache.
+    /// Default none.
+    pub warm: Option<std::path::PathBuf>,
+}
+
+impl Default for CacheConfig {
+    /// Fresh for 10m, 256MiB per route, entries up to 1MiB, keyed by `authorization`,
+    /// deterministic requests only, no stale answers, 30s wait for an identical request, no
+    /// warming.
+    fn default() -> Self {
+        CacheConfig {
+            ttl: Duration::from_secs(600),
+            max_bytes: 256 * 1024 * 1024,
+            max_entry_bytes: 1024 * 1024,
+            vary_headers: vec![http::header::AUTHORIZATION],
+            deterministic_only: true,
+            stale_if_error: Duration::ZERO,
+            lock_timeout: Duration::from_secs(30),
+            warm: None,
+        }
+    }
+}

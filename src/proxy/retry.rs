@@ -208,18 +208,8 @@ mod tests {
 
     #[test]
     fn the_table_agrees_with_the_documented_defaults() {
-        let cfg = crate::config::parse(
-            "listeners: [{addr: \"127.0.0.1:1\"}]\nclusters: {c: {peers: [{addr: \"127.0.0.1:2\"}]}}\nroutes: [{name: r, split: [{cluster: c}]}]\n",
-            "t",
-        )
-        .unwrap();
-        let on = cfg.routes[0].retry.on.clone();
-        let all = FailureOn {
-            connect: true,
-            timeout: true,
-            reset: true,
-            status_5xx: true,
-        };
+        let on = RetryOn::default();
+        let all = FailureOn::ALL;
         for e in [
             TryError::Refused,
             TryError::ConnectFailure,

@@ -27,6 +27,7 @@ pub mod peer;
 pub mod proxy;
 pub mod reload;
 pub mod respond;
+pub mod retry_after;
 pub mod server;
 pub mod services;
 pub mod sim;

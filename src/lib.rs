@@ -35,3 +35,4 @@ pub mod snapshot;
 pub mod split;
 pub mod sse;
 pub mod upstream;
+pub mod usage;

@@ -76,7 +76,13 @@ pub async fn resolve(
     match tokio::time::timeout(limit, dns.lookup_ip(host)).await {
         Err(_) => Err(format!("no answer within {limit:?}")),
         Ok(Err(e)) => Err(e.to_string()),
-        Ok(Ok(found)) => Ok(found.iter().map(|ip| SocketAddr::new(ip, port)).collect()),
+        Ok(Ok(found)) => {
+            let mut addrs: Vec<SocketAddr> =
+                found.iter().map(|ip| SocketAddr::new(ip, port)).collect();
+            addrs.sort();
+            addrs.dedup();
+            Ok(addrs)
+        }
     }
 }
 
@@ -114,7 +120,9 @@ impl BackgroundService for NameResolver {
             let snap = self.current.load();
             let settings = snap.config.resolver.clone();
             drop(snap);
-            if client.as_ref().is_none_or(|(s, _)| *s != settings) {
+            let names = self.state.names.all();
+            // No DNS client (nor a look at the system's configuration) without a name to resolve.
+            if !names.is_empty() && client.as_ref().is_none_or(|(s, _)| *s != settings) {
                 let made = dns_client(&settings);
                 if let Err(e) = &made {
                     log::error!("named peers cannot be resolved: {e}");
@@ -122,7 +130,6 @@ impl BackgroundService for NameResolver {
                 client = Some((settings.clone(), made));
             }
             let now = Instant::now();
-            let names = self.state.names.all();
             let due: Vec<Arc<NameState>> = names
                 .iter()
                 .filter(|n| {

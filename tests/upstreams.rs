@@ -581,3 +581,32 @@ async fn check_resolves_names_only_when_asked() {
     let (ok, text) = run(true).await;
     assert!(ok, "{text}");
 }
+
+/// With a key pool whose header is `x-api-key`, the client's own `authorization` (its token for
+/// switchyard) does not reach the upstream next to the pool's key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keyed_cluster_never_forwards_the_clients_authorization() {
+    let s = sim("keyed").await;
+    let b = Balancer::start(&format!(
+        "clusters:\n  c:\n    peers: [{{ addr: \"{}\" }}]\n    api_keys: {{ header: x-api-key, keys: [pool-key] }}\nroutes:\n  - name: r\n    split: [{{ cluster: c }}]\n",
+        s.addr()
+    ))
+    .await;
+    for (echo, want) in [("authorization", None), ("x-api-key", Some("pool-key"))] {
+        let r = client()
+            .post(b.url("/v1/chat/completions"))
+            .header("authorization", "Bearer client-token")
+            .header("x-sim-echo-header", echo)
+            .body(chat("who", false))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let got = r
+            .headers()
+            .get("x-sim-echo")
+            .map(|v| v.to_str().unwrap().to_string());
+        assert_eq!(got.as_deref(), want, "{echo} upstream");
+    }
+    assert_eq!(s.key_hits("pool-key"), 2);
+}

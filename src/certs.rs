@@ -1,5 +1,5 @@
 //! PEM certificates and keys: loading and checking, shared by the TLS listeners, config
-//! validation and (later) upstream TLS.
+//! validation and upstream TLS.
 //!
 //! This module is the ground floor: it imports nothing from the crate, so that `config` (which
 //! checks the files when a config is built) and `listen` (which serves them) both depend on it
@@ -131,7 +131,7 @@ fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
 }
 
 /// The process-wide rustls crypto provider (ring, as Pingora installs it).
-fn provider() -> Arc<CryptoProvider> {
+pub fn provider() -> Arc<CryptoProvider> {
     pingora::tls::install_default_crypto_provider();
     CryptoProvider::get_default()
         .cloned()

@@ -13,14 +13,17 @@ pub fn run(config_path: &Path) -> Result<(), Box<dyn std::error::Error>> {
     let mut sims = Vec::new();
     for c in &cfg.clusters {
         for (i, p) in c.peers.iter().enumerate() {
-            if !p.addr.ip().is_loopback() {
-                return Err(format!(
-                    "demo: peer {} of cluster {} is not on loopback; the demo only simulates local peers",
-                    p.addr, c.name
-                )
-                .into());
-            }
-            sims.push((p.addr, format!("{}-{}", c.name, i + 1)));
+            let addr = match &p.addr {
+                config::PeerAddr::Ip(a) if a.ip().is_loopback() => *a,
+                other => {
+                    return Err(format!(
+                        "demo: peer {other} of cluster {} is not a loopback IP; the demo only simulates local peers",
+                        c.name
+                    )
+                    .into())
+                }
+            };
+            sims.push((addr, format!("{}-{}", c.name, i + 1)));
         }
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()

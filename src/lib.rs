@@ -18,6 +18,7 @@ pub mod cache;
 pub mod certs;
 pub mod config;
 pub mod demo;
+pub mod dns;
 pub mod downstream;
 pub mod keys;
 pub mod limits;

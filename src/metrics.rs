@@ -242,6 +242,16 @@ impl Metrics {
         }
     }
 
+    /// Drop the series of a peer that is gone (no longer configured, or no longer an address
+    /// of its name), so churn behind a DNS name does not leave dead series behind.
+    pub fn forget_peer(&self, cluster: &str, peer: &str) {
+        let labels = [cluster, peer];
+        let _ = self.peer_inflight.remove_label_values(&labels);
+        let _ = self.peer_healthy.remove_label_values(&labels);
+        let _ = self.breaker_state.remove_label_values(&labels);
+        let _ = self.breaker_opens.remove_label_values(&labels);
+    }
+
     /// The registry in Prometheus text format.
     pub fn render(&self) -> Vec<u8> {
         let mut buf = Vec::with_capacity(16 * 1024);

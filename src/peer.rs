@@ -1,9 +1,11 @@
 //! Runtime state of each peer that must outlive a config snapshot: in-flight requests, active
 //! health, its circuit breaker, and the time it last became usable (for slow start).
 //!
-//! State is keyed by (cluster name, peer address), not by weight, so a reload that changes a
-//! peer's weight keeps everything the balancer has learned about it. (Pingora's own
-//! `HealthRegistry` keys by address *and* weight, which is why we keep our own.)
+//! State is keyed by [`PeerId`]: (cluster name, configured name, address), not by weight, so a
+//! reload that changes a peer's weight keeps everything the balancer has learned about it, and an
+//! address behind a DNS name keeps its state across re-resolutions for as long as the name still
+//! resolves to it. (Pingora's own `HealthRegistry` keys by address *and* weight, which is why we
+//! keep our own.)
 
 use crate::breaker::Breaker;
 use crate::config::BreakerConfig;
@@ -47,13 +49,47 @@ impl Health {
     }
 }
 
+/// The identity of a peer's state: its cluster, the name it was configured by (`host:port`, for
+/// a peer given by DNS name) and its address.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PeerId {
+    pub cluster: String,
+    /// `host:port` of a named peer; `None` for a peer configured by IP.
+    pub name: Option<String>,
+    pub addr: SocketAddr,
+}
+
+impl PeerId {
+    /// A peer configured by IP.
+    pub fn ip(cluster: &str, addr: SocketAddr) -> Self {
+        PeerId {
+            cluster: cluster.to_string(),
+            name: None,
+            addr,
+        }
+    }
+
+    /// How metrics and the admin API name the peer: its address, after `host:port@` for a
+    /// named peer.
+    pub fn display(&self) -> String {
+        match &self.name {
+            Some(n) => format!("{n}@{}", self.addr),
+            None => self.addr.to_string(),
+        }
+    }
+}
+
 /// What switchyard knows about one peer of one cluster.
 #[derive(Debug)]
 pub struct PeerState {
     /// Cluster name.
     pub cluster: String,
     pub addr: SocketAddr,
-    /// `cluster/addr`, for logs.
+    /// Its identity in the registry.
+    pub id: PeerId,
+    /// [`PeerId::display`]: the `peer` label of its metrics.
+    pub name: String,
+    /// `cluster/name`, for logs.
     pub label: String,
     inflight: AtomicU64,
     health: AtomicU8,
@@ -80,8 +116,7 @@ pub struct ProbeStreak {
 
 impl PeerState {
     fn new(
-        cluster: &str,
-        addr: SocketAddr,
+        id: &PeerId,
         checked: bool,
         breaker: &BreakerConfig,
         freed: Arc<tokio::sync::Notify>,
@@ -91,10 +126,13 @@ impl PeerState {
         } else {
             Health::Healthy
         };
-        let label = format!("{cluster}/{addr}");
+        let name = id.display();
+        let label = format!("{}/{name}", id.cluster);
         PeerState {
-            cluster: cluster.to_string(),
-            addr,
+            cluster: id.cluster.clone(),
+            addr: id.addr,
+            id: id.clone(),
+            name,
             breaker: Breaker::new(label.clone(), breaker),
             freed,
             label,
@@ -168,35 +206,53 @@ impl Drop for InflightGuard {
     }
 }
 
-/// All peer states, by (cluster, address). Consulted only when a snapshot is built.
+/// All peer states, by [`PeerId`]. Consulted only when a snapshot is built.
 #[derive(Debug, Default)]
 pub struct PeerRegistry {
-    peers: Mutex<HashMap<(String, SocketAddr), Arc<PeerState>>>,
+    peers: Mutex<HashMap<PeerId, Arc<PeerState>>>,
     freed: Mutex<HashMap<String, Arc<tokio::sync::Notify>>>,
 }
 
 impl PeerRegistry {
-    /// The state of `cluster`'s peer `addr`, created on first sight. `checked` says whether the
-    /// cluster has an active health check (then a new peer waits for its first probe). An
-    /// existing peer keeps its state and takes the (possibly reloaded) breaker settings.
+    /// The state of peer `id`, created on first sight. `checked` says whether the cluster has
+    /// an active health check (then a new peer waits for its first probe). An existing peer keeps
+    /// its state and takes the (possibly reloaded) breaker settings.
     pub fn get_or_insert(
         &self,
-        cluster: &str,
-        addr: SocketAddr,
+        id: &PeerId,
         checked: bool,
         breaker: &BreakerConfig,
     ) -> Arc<PeerState> {
+        self.entry(id, checked, breaker).0
+    }
+
+    /// [`PeerRegistry::get_or_insert`] for a peer that joins a running cluster (a new address
+    /// behind a name): a new one ramps up under slow start, like a peer coming back.
+    pub fn get_or_join(
+        &self,
+        id: &PeerId,
+        checked: bool,
+        breaker: &BreakerConfig,
+    ) -> Arc<PeerState> {
+        let (state, new) = self.entry(id, checked, breaker);
+        if new && state.health() == Health::Healthy {
+            state.mark_usable_now();
+        }
+        state
+    }
+
+    fn entry(&self, id: &PeerId, checked: bool, breaker: &BreakerConfig) -> (Arc<PeerState>, bool) {
         let mut map = self.peers.lock().unwrap_or_else(|e| e.into_inner());
-        match map.get(&(cluster.to_string(), addr)) {
+        match map.get(id) {
             Some(state) => {
                 state.breaker.update_config(breaker);
-                state.clone()
+                (state.clone(), false)
             }
             None => {
-                let freed = self.cluster_notify(cluster);
-                let state = Arc::new(PeerState::new(cluster, addr, checked, breaker, freed));
-                map.insert((cluster.to_string(), addr), state.clone());
-                state
+                let freed = self.cluster_notify(&id.cluster);
+                let state = Arc::new(PeerState::new(id, checked, breaker, freed));
+                map.insert(id.clone(), state.clone());
+                (state, true)
             }
         }
     }
@@ -211,11 +267,20 @@ impl PeerRegistry {
             .clone()
     }
 
-    /// Forget peers that are no longer configured. Requests still in flight to them keep their
-    /// own `Arc` and drain normally.
-    pub fn retain(&self, keep: &HashSet<(String, SocketAddr)>) {
+    /// Forget peers that are no longer configured (or no longer resolved to). Requests still in
+    /// flight to them keep their own `Arc` and drain normally.
+    /// Returns the states forgotten.
+    pub fn retain(&self, keep: &HashSet<PeerId>) -> Vec<Arc<PeerState>> {
         let mut map = self.peers.lock().unwrap_or_else(|e| e.into_inner());
-        map.retain(|k, _| keep.contains(k));
+        let mut gone = Vec::new();
+        map.retain(|k, v| {
+            let kept = keep.contains(k);
+            if !kept {
+                gone.push(v.clone());
+            }
+            kept
+        });
+        gone
     }
 
     pub fn len(&self) -> usize {
@@ -247,23 +312,36 @@ mod tests {
     fn registry_keeps_state_by_cluster_and_addr() {
         let reg = PeerRegistry::default();
         let a: SocketAddr = "127.0.0.1:1".parse().unwrap();
-        let s1 = reg.get_or_insert("primary", a, true, &bc());
+        let s1 = reg.get_or_insert(&PeerId::ip("primary", a), true, &bc());
         assert_eq!(s1.health(), Health::Unknown);
         s1.set_health(Health::Unhealthy);
-        let s2 = reg.get_or_insert("primary", a, true, &bc());
+        let s2 = reg.get_or_insert(&PeerId::ip("primary", a), true, &bc());
         assert!(Arc::ptr_eq(&s1, &s2));
         assert_eq!(s2.health(), Health::Unhealthy);
-        let other = reg.get_or_insert("secondary", a, false, &bc());
+        let other = reg.get_or_insert(&PeerId::ip("secondary", a), false, &bc());
         assert!(!Arc::ptr_eq(&s1, &other));
         assert_eq!(other.health(), Health::Healthy);
-        reg.retain(&HashSet::from([("secondary".to_string(), a)]));
+        // The same address behind a name is another peer, named by both.
+        let named = PeerId {
+            name: Some("vllm.svc:8000".into()),
+            ..PeerId::ip("primary", a)
+        };
+        let s3 = reg.get_or_insert(&named, true, &bc());
+        assert!(!Arc::ptr_eq(&s1, &s3));
+        assert_eq!(s3.name, "vllm.svc:8000@127.0.0.1:1");
+        assert_eq!(s3.label, "primary/vllm.svc:8000@127.0.0.1:1");
+        reg.retain(&HashSet::from([PeerId::ip("secondary", a)]));
         assert_eq!(reg.len(), 1);
     }
 
     #[test]
     fn inflight_guard_counts() {
         let reg = PeerRegistry::default();
-        let s = reg.get_or_insert("c", "127.0.0.1:1".parse().unwrap(), false, &bc());
+        let s = reg.get_or_insert(
+            &PeerId::ip("c", "127.0.0.1:1".parse().unwrap()),
+            false,
+            &bc(),
+        );
         let g1 = s.start_request();
         let g2 = s.start_request();
         assert_eq!(s.inflight(), 2);
@@ -275,7 +353,11 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn slow_start_ramps_from_a_tenth() {
         let reg = PeerRegistry::default();
-        let s = reg.get_or_insert("c", "127.0.0.1:1".parse().unwrap(), true, &bc());
+        let s = reg.get_or_insert(
+            &PeerId::ip("c", "127.0.0.1:1".parse().unwrap()),
+            true,
+            &bc(),
+        );
         let ramp = Some(Duration::from_secs(10));
         tokio::time::advance(Duration::from_secs(1)).await;
         s.set_health(Health::Healthy);

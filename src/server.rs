@@ -9,6 +9,7 @@ use crate::proxy::Switchyard;
 use crate::reload::triggers::ReloadTriggers;
 use crate::services::health::HealthChecker;
 use crate::services::key_probe::KeyProber;
+use crate::services::resolver::NameResolver;
 use crate::services::warm::Warmer;
 use pingora::apps::http_app::HttpServer;
 use pingora::apps::HttpServerOptions;
@@ -109,6 +110,14 @@ pub fn build(opts: &RunOptions) -> Result<(Server, Arc<App>), config::ConfigErro
             current: app.current.clone(),
             metrics: app.metrics.clone(),
             probe_round: app.probe_round.clone(),
+        },
+    ));
+    server.add_service(background_service(
+        "dns resolver",
+        NameResolver {
+            current: app.current.clone(),
+            state: app.state.clone(),
+            metrics: app.metrics.clone(),
         },
     ));
     server.add_service(background_service(

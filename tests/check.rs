@@ -37,7 +37,11 @@ routes:
 
 #[test]
 fn shipped_configs_pass() {
-    for f in ["conf/switchyard.yaml", "conf/demo.yaml"] {
+    for f in [
+        "conf/switchyard.yaml",
+        "conf/demo.yaml",
+        "conf/hosted-provider.yaml",
+    ] {
         let out = Command::new(env!("CARGO_BIN_EXE_switchyard"))
             .args(["check", "-c", f])
             .output()
@@ -106,4 +110,19 @@ fn bad_configs_fail_naming_key_path_and_line() {
     );
     let (ok, msg) = check("routes: [");
     assert!(!ok && msg.contains("c.yaml:"), "{msg}");
+}
+
+/// Peers may be given by DNS name (`host:port`); `check` accepts them without resolving them.
+#[test]
+fn named_peers_pass_without_resolving() {
+    let (ok, msg) = check(&BASE.replacen("127.0.0.1:8002", "localhost:8101", 1));
+    assert!(ok, "{msg}");
+    let named = BASE.replacen(
+        "- { addr: \"127.0.0.1:8001\", weight: 2 }",
+        "- { addr: \"vllm.models.svc.cluster.local:8000\", weight: 2 }\n    dns_refresh: 5s\n    tls: { sni: api.example.com }\n    host: api.example.com",
+        1,
+    );
+    assert!(named.contains("vllm.models"), "case text");
+    let (ok, msg) = check(&named);
+    assert!(ok, "{msg}");
 }

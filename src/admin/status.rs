@@ -1,7 +1,7 @@
 //! The documents of the admin listener: `/status`, a peer's breaker, the cache's part of
 //! `/status`, and the result of a cache purge.
 
-use crate::snapshot::{Peer, Snapshot};
+use crate::snapshot::{Cluster, Peer, Snapshot};
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
@@ -65,8 +65,11 @@ pub fn status_json(snap: &Snapshot, last_reload_error: Option<String>) -> Value 
                 "api_keys": keys,
                 "balance": format!("{:?}", c.cfg.balance),
                 "health_check": checked,
+                "tls": c.cfg.tls.is_some(),
+                "dns": dns_json(c),
                 "peers": c.peers.iter().map(|p| json!({
-                    "addr": p.name,
+                    "addr": p.state.addr.to_string(),
+                    "name": p.state.id.name,
                     "weight": p.weight,
                     "inflight": p.state.inflight(),
                     "health": p.state.health().as_str(),
@@ -85,6 +88,25 @@ pub fn status_json(snap: &Snapshot, last_reload_error: Option<String>) -> Value 
         "clusters": clusters,
         "cache": cache_json(snap),
     })
+}
+
+/// The `dns` part of a cluster in `/status`: each named peer with its latest resolution.
+fn dns_json(c: &Cluster) -> Value {
+    let names: Vec<Value> = c
+        .dns
+        .iter()
+        .map(|(n, _)| {
+            let r = n.resolution();
+            json!({
+                "name": n.name(),
+                "refresh_ms": u64::try_from(n.refresh().as_millis()).unwrap_or(u64::MAX),
+                "resolved_at": r.resolved_at.map(rfc3339),
+                "addresses": r.addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+                "error": r.error,
+            })
+        })
+        .collect();
+    Value::Array(names)
 }
 
 /// `POST /cache/purge[?route=NAME]`: `None` when the named route has no cache.

@@ -62,6 +62,18 @@ pub(super) fn api_keys(base: &str, k: &ApiKeysFile) -> Result<ApiKeysConfig> {
             .unwrap_or(0);
         return err(base, format!("key #{} is not a valid header value", i + 1));
     }
+    let mut strip_headers = Vec::new();
+    for (i, h) in k.strip_headers.iter().flatten().enumerate() {
+        match HeaderName::from_bytes(h.trim().as_bytes()) {
+            Ok(name) => strip_headers.push(name),
+            Err(_) => {
+                return err(
+                    format!("{base}.strip_headers[{i}]"),
+                    format!("bad header name {h:?}"),
+                )
+            }
+        }
+    }
     let f = k.failover.as_ref();
     let fbase = format!("{base}.failover");
     let failure_threshold = at_least_one(
@@ -107,6 +119,7 @@ pub(super) fn api_keys(base: &str, k: &ApiKeysFile) -> Result<ApiKeysConfig> {
         header,
         bearer,
         keys,
+        strip_headers,
         failure_threshold,
         conditions,
         default_cooldown,

@@ -6,7 +6,7 @@
 use super::check::{err, Result};
 use super::file::FileConfig;
 use super::types::Config;
-use super::{cluster, process, route};
+use super::{cluster, process, route, upstream};
 use std::collections::HashSet;
 
 /// Check the whole document and build the runtime config from it.
@@ -50,5 +50,6 @@ pub(super) fn build(f: FileConfig) -> Result<Config> {
         routes,
         limits: process::limits(&f.limits)?,
         access_log: process::access_log(f.access_log.as_ref())?,
+        resolver: upstream::resolver(f.resolver.as_ref())?,
     })
 }

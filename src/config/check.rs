@@ -2,7 +2,7 @@
 //! values that appear in more than one place (addresses, durations, counts, names, methods,
 //! headers, paths, statuses, regexes, sticky keys).
 
-use super::types::StickyKey;
+use super::types::{PeerAddr, StickyKey};
 use super::units::Dur;
 use http::{HeaderName, HeaderValue, Method};
 use std::net::SocketAddr;
@@ -81,6 +81,53 @@ pub(super) fn socket_addr(path: &str, s: &str) -> Result<SocketAddr> {
             ),
         )
     })
+}
+
+/// A peer's address: `IP:port`, or `host:port` with a DNS name (resolved at run time).
+pub(super) fn peer_addr(path: &str, s: &str) -> Result<PeerAddr> {
+    let s = s.trim();
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Ok(PeerAddr::Ip(a));
+    }
+    let bad = || {
+        err(
+            path,
+            format!(
+                "bad address {s:?}: expected IP:port or host:port, like \"127.0.0.1:8000\", \
+                 \"[::1]:8000\" or \"vllm.models.svc.cluster.local:8000\""
+            ),
+        )
+    };
+    let Some((host, port)) = s.rsplit_once(':') else {
+        return bad();
+    };
+    match port.parse::<u16>() {
+        Ok(port) if port > 0 && dns_name(host) => Ok(PeerAddr::Name {
+            host: host.to_ascii_lowercase(),
+            port,
+        }),
+        _ => bad(),
+    }
+}
+
+/// A DNS name: dot-separated labels of letters, digits, `-` and `_`, not all digits (that is a
+/// mistyped IP), at most 253 bytes.
+pub(super) fn dns_name(host: &str) -> bool {
+    let host = host.strip_suffix('.').unwrap_or(host);
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(label_ok)
+        && !host
+            .split('.')
+            .all(|l| l.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// An HTTP method, in any case.

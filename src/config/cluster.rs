@@ -1,13 +1,14 @@
 //! Building a cluster: its peers and balance, its health check and its breaker. The keys that
-//! govern how much reaches its upstream are built by [`super::admission`].
+//! govern how much reaches its upstream are built by [`super::admission`], how its peers are
+//! reached (TLS, `Host`, path) by [`super::upstream`].
 
-use super::admission;
 use super::check::{
-    at_least_one, err, header, method, name, positive, regex, socket_addr, statuses, url_path,
+    at_least_one, err, header, method, name, peer_addr, positive, regex, statuses, url_path,
     weight, Result,
 };
 use super::file::*;
 use super::types::*;
+use super::{admission, upstream};
 use bytes::Bytes;
 use std::collections::HashSet;
 
@@ -39,6 +40,12 @@ pub(super) fn cluster(name_: &str, c: &ClusterFile) -> Result<ClusterConfig> {
         None => None,
     };
     let queue = admission::queue(&format!("{base}.queue"), c.queue.as_ref())?;
+    let dns_refresh = positive(&format!("{base}.dns_refresh"), c.dns_refresh, DNS_REFRESH)?;
+    let tls = match &c.tls {
+        Some(t) => Some(upstream::tls(&format!("{base}.tls"), t)?),
+        None => None,
+    };
+    let rewrite = upstream::rewrite(&base, c)?;
     Ok(ClusterConfig {
         name: name_.to_string(),
         balance,
@@ -49,6 +56,9 @@ pub(super) fn cluster(name_: &str, c: &ClusterFile) -> Result<ClusterConfig> {
         api_keys,
         rate_limit,
         queue,
+        dns_refresh,
+        tls,
+        rewrite,
     })
 }
 
@@ -61,8 +71,8 @@ fn peers(base: &str, list: &[PeerFile]) -> Result<Vec<PeerConfig>> {
     let mut seen = HashSet::new();
     for (i, p) in list.iter().enumerate() {
         let pp = format!("{base}[{i}]");
-        let addr = socket_addr(&format!("{pp}.addr"), &p.addr)?;
-        if !seen.insert(addr) {
+        let addr = peer_addr(&format!("{pp}.addr"), &p.addr)?;
+        if !seen.insert(addr.clone()) {
             return err(format!("{pp}.addr"), format!("duplicate peer {addr}"));
         }
         let weight = weight(&format!("{pp}.weight"), p.weight)?;

@@ -28,6 +28,16 @@ pub struct FileConfig {
     pub limits: LimitsFile,
     #[serde(default)]
     pub access_log: Option<AccessLogFile>,
+    #[serde(default)]
+    pub resolver: Option<ResolverFile>,
+}
+
+/// `resolver:`: the DNS servers that peers given by name are resolved with.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResolverFile {
+    pub servers: Option<Vec<String>>,
+    pub timeout: Option<Dur>,
 }
 
 /// `server:`
@@ -105,6 +115,23 @@ pub struct ClusterFile {
     pub rate_limit: Option<RateLimitFile>,
     #[serde(default)]
     pub queue: Option<QueueFile>,
+    pub dns_refresh: Option<Dur>,
+    #[serde(default)]
+    pub tls: Option<UpstreamTlsFile>,
+    pub host: Option<String>,
+    pub strip_prefix: Option<String>,
+    pub add_prefix: Option<String>,
+}
+
+/// `clusters.NAME.tls`: TLS to the cluster's peers.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTlsFile {
+    pub sni: Option<String>,
+    pub ca_file: Option<String>,
+    pub verify: Option<bool>,
+    pub cert: Option<String>,
+    pub key: Option<String>,
 }
 
 /// One entry of `clusters.NAME.peers`.
@@ -234,6 +261,7 @@ pub struct ApiKeysFile {
     pub header: Option<String>,
     pub keys_file: Option<String>,
     pub keys: Option<Vec<String>>,
+    pub strip_headers: Option<Vec<String>>,
     #[serde(default)]
     pub failover: Option<KeyFailoverFile>,
 }

@@ -24,6 +24,8 @@
 //! - a cluster's peers, `balance`, `health_check` and `breaker`: `cluster.rs`, `types/cluster.rs`;
 //! - a cluster's `api_keys`, `rate_limit` and `queue`, and a route's `client_limit`:
 //!   `admission.rs`, typed beside the rest of the cluster and of the route;
+//! - how a cluster's peers are reached (`tls`, `host`, `strip_prefix`, `add_prefix`) and the
+//!   top-level `resolver`: `upstream.rs`, `types/upstream.rs`;
 //! - a route's `match`, `split`, `timeouts`, `retry`, `fallback` and `cache`: `route.rs`,
 //!   `types/route.rs`.
 //!
@@ -42,6 +44,7 @@ mod process;
 mod route;
 mod types;
 pub mod units;
+mod upstream;
 
 pub use types::*;
 
@@ -134,6 +137,12 @@ pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
         let line = LineIndex::new(text).line_of(&e.path);
         invalid(line, e.path, e.message)
     })
+}
+
+/// The line of the key at `path` (like `clusters.primary.peers[0].addr`) in config `text`, to
+/// name it in errors found after the config was built (`switchyard check --resolve`).
+pub fn line_of(text: &str, path: &str) -> Option<usize> {
+    LineIndex::new(text).line_of(path)
 }
 
 /// serde_path_to_error writes `.` for the root and `routes[0].x`; keep the root empty.

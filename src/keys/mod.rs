@@ -304,6 +304,7 @@ mod tests {
             header: http::header::AUTHORIZATION,
             bearer: true,
             keys: vec!["sk-one".into(), "sk-two".into()],
+            strip_headers: Vec::new(),
             failure_threshold: threshold,
             conditions: Vec::<KeyCondition>::new(),
             default_cooldown: Duration::from_secs(60),

@@ -24,6 +24,8 @@ pub struct Forward {
     pub header: RequestHeader,
     /// `header` as HTTP/1.1 bytes.
     pub wire: Bytes,
+    /// `header` as each cluster wants it (see `rewrite.rs`), built on first use.
+    pub(super) per_cluster: super::rewrite::Rewritten,
 }
 
 impl Forward {
@@ -31,7 +33,11 @@ impl Forward {
     pub fn new(client: &impl Downstream, body_len: usize, request_id: &str) -> Result<Forward> {
         let header = upstream_request(client, body_len, request_id)?;
         let wire = crate::upstream::wire(&header)?;
-        Ok(Forward { header, wire })
+        Ok(Forward {
+            header,
+            wire,
+            per_cluster: Default::default(),
+        })
     }
 }
 

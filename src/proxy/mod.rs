@@ -10,6 +10,7 @@
 //! | body (bounded, kept for replay) | `body.rs` |
 //! | cache | `crate::cache::lookup` |
 //! | the upstream request header | `forward.rs` |
+//! | the header per cluster (`Host`, path, credentials, key) | `rewrite.rs` |
 //! | where each try goes | `pick.rs` |
 //! | the tries, their budget and backoff | `tries.rs`, `retry.rs` (the retry table) |
 //! | breaker feedback | `verdict.rs` |
@@ -34,6 +35,7 @@ mod pick;
 mod relay;
 mod request;
 mod retry;
+mod rewrite;
 mod stages;
 mod tries;
 mod verdict;

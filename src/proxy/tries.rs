@@ -122,19 +122,15 @@ impl<'a> Tries<'a> {
             ctx.peer = Some(pi);
             let inflight = peer.state.start_request();
             let gauge = GaugeGuard::new(&peer.inflight_gauge);
-            // With an API-key pool, this try carries its own key (replacing the client's).
-            let keyed_head;
-            let (head, capture) = match (&cluster.keys, key) {
-                (Some(pool), Some(k)) => {
-                    let mut r = self.forward.header.clone();
-                    r.insert_header(pool.cfg.header.clone(), pool.keys[k].header_value().clone())?;
-                    keyed_head = crate::upstream::wire(&r)?;
-                    (&keyed_head[..], pool.capture_statuses.as_slice())
-                }
-                _ => (&self.forward.wire[..], &[][..]),
+            // The cluster's header; with an API-key pool, this try carries its own key (and the
+            // client's credentials are gone).
+            let head = self.forward.for_try(ci, cluster, peer, key)?;
+            let capture = match (&cluster.keys, key) {
+                (Some(pool), Some(_)) => pool.capture_statuses.as_slice(),
+                _ => &[][..],
             };
             let request = TryRequest {
-                head,
+                head: &head,
                 body: self.body.bytes(),
                 stream: self.stream,
                 timeouts: &self.route.cfg.timeouts,

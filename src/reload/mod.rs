@@ -191,7 +191,6 @@ impl Reloader {
 
     /// Build a snapshot of `cfg` and make it the one in force; returns its generation.
     pub fn install(&self, cfg: Config, text_digest: String) -> u64 {
-        let generation = self.current.load().generation + 1;
         let pending = self.boot.differences(&BootSettings::of(&cfg));
         if !pending.is_empty() {
             log::warn!(
@@ -200,8 +199,17 @@ impl Reloader {
             );
         }
         *lock(&self.needs_upgrade) = pending;
-        let snap = Snapshot::build(cfg, generation, text_digest, &self.state, &self.metrics);
-        self.current.store(snap);
+        // Built from the snapshot in force, under its lock: a DNS rebuild cannot slip in between.
+        let snap = self.current.replace(|old| {
+            Snapshot::build(
+                cfg,
+                old.generation + 1,
+                text_digest,
+                &self.state,
+                &self.metrics,
+            )
+        });
+        let generation = snap.generation;
         self.metrics.config_generation.set(generation as i64);
         self.metrics.config_reloads.with_label_values(&["ok"]).inc();
         *lock(&self.last_error) = None;

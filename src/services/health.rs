@@ -7,17 +7,16 @@
 //! Pingora's `HealthCheck` services key health by address *and weight* and cannot check a
 //! response body, so this service writes into switchyard's own [`PeerState`] instead.
 
-use super::probe::probe;
+use super::probe::{probe, ProbeTarget};
 use crate::config::HealthCheckConfig;
 use crate::metrics::Metrics;
-use crate::peer::{Health, PeerState};
+use crate::peer::{Health, PeerId, PeerState};
 use crate::snapshot::Current;
 use async_trait::async_trait;
-use pingora::connectors::http::Connector;
+use pingora::connectors::TransportConnector;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use std::collections::{HashMap, HashSet};
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -51,12 +50,12 @@ pub struct HealthChecker {
     pub probe_round: Arc<ProbeRound>,
 }
 
-type Key = (String, SocketAddr);
+type Key = PeerId;
 
 #[async_trait]
 impl BackgroundService for HealthChecker {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        let connector = Arc::new(Connector::new(None));
+        let connector = Arc::new(TransportConnector::new(None));
         let mut due: HashMap<Key, Instant> = HashMap::new();
         let mut probes: JoinSet<()> = JoinSet::new();
         loop {
@@ -70,7 +69,7 @@ impl BackgroundService for HealthChecker {
                     continue;
                 };
                 for peer in &cluster.peers {
-                    let key = (cluster.cfg.name.clone(), peer.state.addr);
+                    let key = peer.state.id.clone();
                     configured.insert(key.clone());
                     all_probed &= peer.state.health() != Health::Unknown;
                     let at = *due.entry(key.clone()).or_insert(now);
@@ -78,8 +77,9 @@ impl BackgroundService for HealthChecker {
                         due.insert(key, now + jittered(hc.interval));
                         let (hc, state, conn) = (hc.clone(), peer.state.clone(), connector.clone());
                         let metrics = self.metrics.clone();
+                        let to = ProbeTarget::of(peer);
                         probes.spawn(async move {
-                            let pass = probe(&conn, &hc, state.addr).await;
+                            let pass = probe(&conn, &hc, &to).await;
                             record(&metrics, &hc, &state, pass);
                         });
                     } else {
@@ -148,6 +148,6 @@ fn record(metrics: &Metrics, hc: &HealthCheckConfig, state: &PeerState, pass: Re
     }
     metrics
         .peer_healthy
-        .with_label_values(&[state.cluster.as_str(), state.addr.to_string().as_str()])
+        .with_label_values(&[state.cluster.as_str(), state.name.as_str()])
         .set(i64::from(next == Health::Healthy));
 }

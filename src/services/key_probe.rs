@@ -1,15 +1,16 @@
 //! Probing API keys that were taken out: every `health_check.interval`, each disabled key of a
-//! cluster is tried with the configured request against one of the cluster's peers; after
+//! cluster is tried with the configured request against one of the cluster's peers (over its
+//! TLS, with its `Host`, like a try); after
 //! `success_threshold` passes in a row it is back in the pool. Keys that are only cooling (a 429
 //! with `retry-after`) come back by themselves when the time is up. While no key is disabled the
 //! prober sleeps until one is.
 
-use super::probe::probe;
+use super::probe::{probe, ProbeTarget};
 use crate::config::{HealthCheckConfig, HealthCheckKind};
 use crate::metrics::Metrics;
 use crate::snapshot::{Current, Registries};
 use async_trait::async_trait;
-use pingora::connectors::http::Connector;
+use pingora::connectors::TransportConnector;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use std::collections::HashMap;
@@ -35,7 +36,7 @@ pub struct KeyProber {
 #[async_trait]
 impl BackgroundService for KeyProber {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        let connector = Connector::new(None);
+        let connector = TransportConnector::new(None);
         let mut due: HashMap<(String, String), Instant> = HashMap::new();
         loop {
             let snap = self.current.load();
@@ -76,7 +77,7 @@ impl BackgroundService for KeyProber {
                         healthy_threshold: hc.success_threshold,
                         unhealthy_threshold: 1,
                     };
-                    match probe(&connector, &probe_cfg, peer.state.addr).await {
+                    match probe(&connector, &probe_cfg, &ProbeTarget::of(peer)).await {
                         Ok(()) => {
                             let passes = key.probe_passes.fetch_add(1, Ordering::Relaxed) + 1;
                             if passes >= hc.success_threshold {

@@ -5,6 +5,7 @@
 //! |---|---|
 //! | [`health::HealthChecker`] | active health checks of every peer of a checked cluster |
 //! | [`key_probe::KeyProber`] | probes disabled API keys until they pass again |
+//! | [`resolver::NameResolver`] | resolves peers given by DNS name, and installs new address sets |
 //! | [`warm::Warmer`] | sends each cached route's warm-up requests at start and after reloads |
 //!
 //! Config reload triggers are a service too, beside the reload they trigger (`reload::triggers`).
@@ -12,4 +13,5 @@
 pub mod health;
 pub mod key_probe;
 pub mod probe;
+pub mod resolver;
 pub mod warm;

@@ -1,13 +1,16 @@
-//! A cluster and its peers as one snapshot sees them.
+//! A cluster and its peers as one snapshot sees them. A peer given by DNS name is one peer per
+//! address the name resolved to when the snapshot was built (see `crate::dns`).
 
 use super::Registries;
 use crate::balance::Balancer;
-use crate::config::ClusterConfig;
+use crate::config::{ClusterConfig, PeerAddr, PeerConfig};
+use crate::dns::NameState;
 use crate::keys::KeyPool;
 use crate::limits::{AdmissionQueue, RequestBudget};
 use crate::metrics::Metrics;
-use crate::peer::{Health, PeerState};
-use crate::upstream::Target;
+use crate::peer::{Health, PeerId, PeerState};
+use crate::upstream::{Target, TlsClient};
+use http::HeaderValue;
 use prometheus::{Histogram, IntGauge};
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -28,6 +31,8 @@ pub struct Cluster {
     pub budget: Option<Arc<dyn RequestBudget>>,
     /// Where requests wait when every peer is at `max_inflight` (only if some peer has one).
     pub queue: Option<Arc<AdmissionQueue>>,
+    /// The names of its named peers, with the generation of the resolution this snapshot used.
+    pub dns: Vec<(Arc<NameState>, u64)>,
 }
 
 /// A peer of one snapshot: its settings, and its state shared with every snapshot.
@@ -41,13 +46,18 @@ pub struct Peer {
     pub inflight_gauge: IntGauge,
     /// Where every try to this peer connects.
     pub target: Arc<Target>,
+    /// The upstream `Host` of this peer, when it is not the client's: the cluster's `host`, else
+    /// a named peer's name (with its port unless it is the scheme's default).
+    pub host: Option<HeaderValue>,
 }
 
 /// Identities a snapshot keeps in the registries (everything else is dropped from them).
 #[derive(Default)]
 pub(super) struct Kept {
-    pub peers: HashSet<(String, SocketAddr)>,
+    pub peers: HashSet<PeerId>,
     pub keys: HashSet<(String, String)>,
+    /// Named peers, by (cluster, `host:port`).
+    pub names: HashSet<(String, String)>,
 }
 
 impl Peer {
@@ -70,36 +80,60 @@ impl Peer {
 }
 
 impl Cluster {
-    /// Build `c` from its config, taking peer, key and limiter state from `state`.
+    /// Build `c` from its config, taking peer, key, limiter and TLS state from `state`, and the
+    /// addresses of its named peers from their latest resolution.
     pub(super) fn build(
         c: &ClusterConfig,
         state: &Registries,
         metrics: &Metrics,
         kept: &mut Kept,
     ) -> Cluster {
-        let checked = c.health_check.is_some();
-        let peers = c
-            .peers
-            .iter()
-            .map(|p| {
-                kept.peers.insert((c.name.clone(), p.addr));
-                let peer_state = state
-                    .peers
-                    .get_or_insert(&c.name, p.addr, checked, &c.breaker);
-                let name = p.addr.to_string();
-                Peer {
-                    weight: p.weight,
-                    max_inflight: p.max_inflight,
-                    inflight_gauge: metrics
-                        .peer_inflight
-                        .with_label_values(&[c.name.as_str(), name.as_str()]),
-                    target: Arc::new(Target::new(p.addr, peer_state.idle.clone())),
-                    name,
-                    state: peer_state,
+        let tls = match &c.tls {
+            Some(t) => match state.tls.get(&c.name, t) {
+                Ok(client) => Some(client),
+                Err(e) => {
+                    // Never a downgrade to cleartext: the cluster has no peer instead.
+                    log::error!(
+                        "cluster {}: TLS client not built, no peer is used: {e}",
+                        c.name
+                    );
+                    None
                 }
-            })
-            .collect();
-        let weights: Vec<_> = c.peers.iter().map(|p| (p.addr, p.weight)).collect();
+            },
+            None => None,
+        };
+        let mut b = PeerBuilder {
+            c,
+            state,
+            metrics,
+            tls,
+            peers: Vec::new(),
+            addrs: HashSet::new(),
+        };
+        let mut dns = Vec::new();
+        for p in &c.peers {
+            match &p.addr {
+                PeerAddr::Ip(addr) => b.add(p, PeerId::ip(&c.name, *addr), None, None),
+                PeerAddr::Name { host, port } => {
+                    let name = state
+                        .names
+                        .get_or_insert(&c.name, host, *port, c.dns_refresh);
+                    kept.names.insert((c.name.clone(), name.name()));
+                    let r = name.resolution();
+                    dns.push((name.clone(), r.generation));
+                    for addr in &r.addrs {
+                        let id = PeerId {
+                            name: Some(name.name()),
+                            ..PeerId::ip(&c.name, *addr)
+                        };
+                        b.add(p, id, Some(host), Some(&name));
+                    }
+                }
+            }
+        }
+        let peers = b.peers;
+        kept.peers.extend(peers.iter().map(|p| p.state.id.clone()));
+        let weights: Vec<_> = peers.iter().map(|p| (p.state.addr, p.weight)).collect();
         let queue = c.peers.iter().any(|p| p.max_inflight.is_some()).then(|| {
             state
                 .limiters
@@ -120,8 +154,16 @@ impl Cluster {
                 .upstream_latency
                 .with_label_values(&[c.name.as_str()]),
             peers,
+            dns,
             cfg: c.clone(),
         }
+    }
+
+    /// Is a named peer's latest resolution not the one this snapshot was built from?
+    pub fn dns_stale(&self) -> bool {
+        self.dns
+            .iter()
+            .any(|(name, generation)| name.resolution().generation != *generation)
     }
 
     /// Whether the cluster has an active health check.
@@ -146,5 +188,77 @@ impl Cluster {
         let checked = self.checked();
         self.keys.as_ref().is_none_or(|k| k.any_usable(now))
             && self.peers.iter().any(|p| p.usable(checked, now))
+    }
+}
+
+/// Builds a cluster's peers, one address at a time.
+struct PeerBuilder<'a> {
+    c: &'a ClusterConfig,
+    state: &'a Registries,
+    metrics: &'a Metrics,
+    /// The cluster's TLS client; `None` with `tls` configured when it could not be built.
+    tls: Option<Arc<TlsClient>>,
+    peers: Vec<Peer>,
+    /// Addresses already in the cluster: an address reached twice (two names, or a name and an
+    /// IP peer) is one peer, the first.
+    addrs: HashSet<SocketAddr>,
+}
+
+impl PeerBuilder<'_> {
+    /// Add the peer `id`, configured as `p` (by the name `host`, whose state is `name`).
+    fn add(
+        &mut self,
+        p: &PeerConfig,
+        id: PeerId,
+        host: Option<&str>,
+        name: Option<&Arc<NameState>>,
+    ) {
+        let c = self.c;
+        if self.c.tls.is_some() && self.tls.is_none() {
+            return;
+        }
+        if !self.addrs.insert(id.addr) {
+            log::debug!("cluster {}: {} is already a peer", c.name, id.display());
+            return;
+        }
+        let checked = c.health_check.is_some();
+        let state = match name {
+            // An address a name newly resolved to joins like a peer coming back (slow start).
+            Some(_) => self.state.peers.get_or_join(&id, checked, &c.breaker),
+            None => self.state.peers.get_or_insert(&id, checked, &c.breaker),
+        };
+        let tls = self.tls.as_ref().map(|client| {
+            let server_name = client.server_name(host, id.addr.ip());
+            (client.clone(), server_name)
+        });
+        let mut target = Target::new(id.addr, tls, state.idle.clone(), &state.label);
+        if let Some(name) = name {
+            let name = name.clone();
+            target = target.on_connect_failure(Box::new(move || name.connect_failed()));
+        }
+        let host = match (&c.rewrite.host, host) {
+            (Some(h), _) => Some(h.clone()),
+            (None, Some(h)) => {
+                let default_port = if c.tls.is_some() { 443 } else { 80 };
+                let text = match id.addr.port() {
+                    port if port == default_port => h.to_string(),
+                    port => format!("{h}:{port}"),
+                };
+                HeaderValue::from_str(&text).ok()
+            }
+            (None, None) => None,
+        };
+        self.peers.push(Peer {
+            weight: p.weight,
+            max_inflight: p.max_inflight,
+            inflight_gauge: self
+                .metrics
+                .peer_inflight
+                .with_label_values(&[c.name.as_str(), state.name.as_str()]),
+            target: Arc::new(target),
+            name: state.name.clone(),
+            host,
+            state,
+        });
     }
 }

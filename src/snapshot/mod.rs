@@ -3,8 +3,14 @@
 //! [`Current`] holds the snapshot in force behind one `ArcSwap`; a request loads it once and uses
 //! it to its end, so a reload is a single store and no request ever sees a mix of two configs.
 //! State that must outlive a snapshot is not copied in: each peer, key pool, limiter, retry
-//! budget and cache comes from the [`Registries`], keyed by stable identity (cluster and address,
-//! cluster and key, cluster or route name), and is shared with every snapshot that names it.
+//! budget and cache comes from the [`Registries`], keyed by stable identity (cluster, name and
+//! address; cluster and key; cluster or route name), and is shared with every snapshot that
+//! names it.
+//!
+//! A snapshot is also rebuilt, from the same config, when the address set behind a named peer
+//! changes ([`Snapshot::rebuild`], installed by the resolver service): the same single store,
+//! without a reload. [`Current::replace`] serialises every build-and-store, so a reload and a
+//! rebuild never undo each other.
 
 mod cluster;
 mod registries;
@@ -19,7 +25,7 @@ use crate::metrics::Metrics;
 use arc_swap::ArcSwap;
 use http::Method;
 use std::collections::HashSet;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 use tokio::time::Instant;
 
@@ -59,7 +65,15 @@ impl Snapshot {
             .iter()
             .map(|r| Route::build(r, state, metrics))
             .collect();
-        state.peers.retain(&kept.peers);
+        for gone in state.peers.retain(&kept.peers) {
+            metrics.forget_peer(&gone.cluster, &gone.name);
+        }
+        state.names.retain(&kept.names);
+        let tls: HashSet<&str> = (config.clusters.iter())
+            .filter(|c| c.tls.is_some())
+            .map(|c| c.name.as_str())
+            .collect();
+        state.tls.retain(&tls);
         state.keys.retain(&kept.keys);
         let cluster_names: HashSet<&str> =
             config.clusters.iter().map(|c| c.name.as_str()).collect();
@@ -82,6 +96,25 @@ impl Snapshot {
         }
     }
 
+    /// This snapshot's config built again, with the latest resolutions of its named peers: same
+    /// generation, digest and load time (it is not a reload).
+    pub fn rebuild(&self, state: &Registries, metrics: &Metrics) -> Snapshot {
+        let mut snap = Snapshot::build(
+            self.config.clone(),
+            self.generation,
+            self.digest.clone(),
+            state,
+            metrics,
+        );
+        snap.loaded_at = self.loaded_at;
+        snap
+    }
+
+    /// Has the address set behind some named peer changed since this snapshot was built?
+    pub fn dns_stale(&self) -> bool {
+        self.clusters.iter().any(|c| c.dns_stale())
+    }
+
     /// The first route that takes this request.
     pub fn match_route(&self, host: Option<&str>, path: &str, method: &Method) -> Option<usize> {
         self.routes
@@ -101,20 +134,38 @@ impl Snapshot {
 }
 
 /// The snapshot in force.
-pub struct Current(ArcSwap<Snapshot>);
+pub struct Current {
+    snap: ArcSwap<Snapshot>,
+    /// Held while a replacement is built from the snapshot in force and stored.
+    replacing: Mutex<()>,
+}
 
 impl Current {
     pub fn new(snap: Snapshot) -> Self {
-        Current(ArcSwap::from_pointee(snap))
+        Current {
+            snap: ArcSwap::from_pointee(snap),
+            replacing: Mutex::new(()),
+        }
+    }
+
+    /// Build a snapshot from the one in force with `build` and make it the one in force, one
+    /// replacement at a time (a reload and a DNS rebuild never interleave). Returns what
+    /// `build` made of the old one, for the caller's bookkeeping.
+    pub fn replace(&self, build: impl FnOnce(&Snapshot) -> Snapshot) -> Arc<Snapshot> {
+        let _one_at_a_time = self.replacing.lock().unwrap_or_else(|e| e.into_inner());
+        let next = Arc::new(build(&self.snap.load()));
+        self.snap.store(next.clone());
+        next
     }
 
     /// The snapshot in force. Load once per request and keep the `Arc` to the end.
     pub fn load(&self) -> Arc<Snapshot> {
-        self.0.load_full()
+        self.snap.load_full()
     }
 
     /// Make `snap` the snapshot in force (one atomic store).
     pub fn store(&self, snap: Snapshot) {
-        self.0.store(Arc::new(snap));
+        let _one_at_a_time = self.replacing.lock().unwrap_or_else(|e| e.into_inner());
+        self.snap.store(Arc::new(snap));
     }
 }

@@ -1,17 +1,21 @@
 //! State that outlives snapshots.
 
 use crate::cache::Caches;
+use crate::dns::NameRegistry;
 use crate::keys::KeyRegistry;
 use crate::limits::LimiterRegistry;
 use crate::peer::PeerRegistry;
+use crate::upstream::TlsClients;
 
-/// State that outlives snapshots: peers, API keys, limiters (with the routes' retry budgets) and
-/// caches. A snapshot takes what it needs from here when it is built, so a reload keeps what was
-/// learned.
+/// State that outlives snapshots: peers, the address sets behind named peers, API keys, limiters
+/// (with the routes' retry budgets), caches and the clusters' TLS clients. A snapshot takes what
+/// it needs from here when it is built, so a reload keeps what was learned.
 #[derive(Default)]
 pub struct Registries {
     pub peers: PeerRegistry,
+    pub names: NameRegistry,
     pub keys: KeyRegistry,
     pub limiters: LimiterRegistry,
     pub caches: Caches,
+    pub tls: TlsClients,
 }

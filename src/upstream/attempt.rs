@@ -70,7 +70,7 @@ impl Ready {
         if self.session.is_body_done() {
             self.session.respect_keepalive();
             if let Some(stream) = self.session.reuse().await {
-                self.target.idle.put(stream);
+                self.target.idle.put(stream, self.target.transport());
             }
         } else {
             self.session.shutdown().await;
@@ -149,14 +149,9 @@ pub async fn try_once(
         let mut conn = match pooled {
             Some(c) => c,
             None => {
-                // Boxed: connecting (TCP, maybe TLS) is a large future and a rare one; inline, it
-                // would make every try's future, and so every request's, as large.
-                let connect = Box::pin(connector.new_stream(peer));
-                match timeout_at((now + t.connect).min(deadline), connect).await {
-                    Err(_) => return Err(TryError::ConnectTimeout),
-                    Ok(Err(e)) => return Err(classify(&e)),
-                    Ok(Ok(c)) => c,
-                }
+                target
+                    .connect(connector, (now + t.connect).min(deadline))
+                    .await?
             }
         };
         // Header and body leave in one vectored write (Pingora's own client writes the header

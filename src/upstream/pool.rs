@@ -12,6 +12,7 @@
 
 use futures_util::FutureExt;
 use pingora::protocols::Stream;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 use tokio::io::AsyncReadExt;
@@ -27,6 +28,8 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 #[derive(Default)]
 pub struct IdlePool {
     idle: Mutex<Vec<(Stream, Instant)>>,
+    /// The transport (cleartext, or one TLS client) the kept connections were made with.
+    transport: AtomicU64,
 }
 
 impl std::fmt::Debug for IdlePool {
@@ -52,11 +55,24 @@ impl IdlePool {
         }
     }
 
-    /// Keep `stream` for reuse (its response was read to the end). The oldest connection goes
-    /// when [`MAX_IDLE`] are kept, and any idle past [`IDLE_TIMEOUT`].
-    pub fn put(&self, stream: Stream) {
+    /// Keep only connections made with `transport` (0 = cleartext, else a TLS client's id)
+    /// from now on: when it is not the one bound so far, every idle connection is dropped, so a
+    /// cluster whose TLS settings changed never reuses a connection made under the old ones.
+    pub fn bind(&self, transport: u64) {
+        if self.transport.swap(transport, Ordering::Relaxed) != transport {
+            self.lock().clear();
+        }
+    }
+
+    /// Keep `stream`, made with `transport`, for reuse (its response was read to the end). The
+    /// oldest connection goes when [`MAX_IDLE`] are kept, and any idle past [`IDLE_TIMEOUT`]; a
+    /// connection of a transport no longer bound is dropped.
+    pub fn put(&self, stream: Stream, transport: u64) {
         let now = Instant::now();
         let mut idle = self.lock();
+        if self.transport.load(Ordering::Relaxed) != transport {
+            return;
+        }
         let expired = idle
             .iter()
             .take_while(|(_, since)| now.duration_since(*since) >= IDLE_TIMEOUT)
@@ -108,8 +124,8 @@ mod tests {
         let (a, _a_server) = pair(&listener).await;
         let (b, b_server) = pair(&listener).await;
         let a_fd = a.id();
-        pool.put(a);
-        pool.put(b);
+        pool.put(a, 0);
+        pool.put(b, 0);
         assert_eq!(pool.len(), 2);
         // The peer closes `b` while it is idle: the pool must hand out `a` instead.
         drop(b_server);
@@ -124,7 +140,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let pool = IdlePool::default();
         let (a, mut a_server) = pair(&listener).await;
-        pool.put(a);
+        pool.put(a, 0);
         a_server.write_all(b"HTTP/1.1 200 OK\r\n").await.unwrap();
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(pool.take().is_none());
@@ -138,8 +154,24 @@ mod tests {
         for _ in 0..MAX_IDLE + 3 {
             let (c, s) = pair(&listener).await;
             servers.push(s);
-            pool.put(c);
+            pool.put(c, 0);
         }
         assert_eq!(pool.len(), MAX_IDLE);
+    }
+
+    #[tokio::test]
+    async fn another_transport_drops_the_idle_connections() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let pool = IdlePool::default();
+        let (a, _a_server) = pair(&listener).await;
+        let (b, _b_server) = pair(&listener).await;
+        pool.put(a, 0);
+        pool.bind(0);
+        assert_eq!(pool.len(), 1, "the same transport keeps them");
+        pool.bind(7);
+        assert!(pool.is_empty());
+        // A connection of the old transport coming back late is not kept either.
+        pool.put(b, 0);
+        assert!(pool.take().is_none());
     }
 }

@@ -2,6 +2,9 @@
 //! backends, and an HTTP client. Everything binds 127.0.0.1 only.
 #![allow(dead_code, unused_imports)]
 
+pub mod dns;
+pub mod tls;
+
 use std::collections::HashSet;
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener};

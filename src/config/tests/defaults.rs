@@ -33,6 +33,11 @@ fn left_out_keys_take_the_defaults_of_their_types() {
     assert_eq!(cluster.breaker, BreakerConfig::default());
     assert_eq!(cluster.breaker.failure_on, FailureOn::ALL);
     assert_eq!(cluster.queue, QueueConfig::default());
+    assert_eq!(cluster.dns_refresh, DNS_REFRESH);
+    assert!(cluster.tls.is_none());
+    assert_eq!(cluster.rewrite, Rewrite::default());
+    assert!(cluster.api_keys.as_ref().unwrap().strip_headers.is_empty());
+    assert_eq!(c.resolver, ResolverSettings::default());
 
     let (hc, d) = (
         cluster.health_check.as_ref().unwrap(),

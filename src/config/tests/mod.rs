@@ -448,3 +448,4 @@ fn access_log_targets() {
 
 mod choices;
 mod defaults;
+mod upstream;

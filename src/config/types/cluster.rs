@@ -1,10 +1,10 @@
 //! The typed config of a cluster: its peers and how one is picked, health checks, breakers,
 //! and what governs how much reaches its upstream (API keys, request budget, admission queue).
 
+use super::upstream::{PeerAddr, Rewrite, UpstreamTls};
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Method};
 use regex::Regex;
-use std::net::SocketAddr;
 use std::time::Duration;
 
 /// How a cluster picks a peer.
@@ -37,13 +37,19 @@ pub struct ClusterConfig {
     pub rate_limit: Option<RateLimitConfig>,
     /// Where requests wait when every peer is at `max_inflight`.
     pub queue: QueueConfig,
+    /// How often the names of named peers are resolved again. Default 30s.
+    pub dns_refresh: Duration,
+    /// TLS to the peers; `None` = cleartext.
+    pub tls: Option<UpstreamTls>,
+    /// The upstream request's `Host` and path.
+    pub rewrite: Rewrite,
 }
 
 /// One upstream server of a cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerConfig {
-    /// Where it is reached.
-    pub addr: SocketAddr,
+    /// Where it is reached: an address, or a name standing for every address it resolves to.
+    pub addr: PeerAddr,
     /// Relative share within the cluster; default 1; 0 takes the peer out of rotation (drain).
     pub weight: u32,
     /// Most requests in flight to this peer; more wait in the cluster's queue. Default unlimited.
@@ -201,6 +207,9 @@ pub struct ApiKeysConfig {
     pub bearer: bool,
     /// The keys, in file order (secrets: never logged).
     pub keys: Vec<String>,
+    /// Client headers removed before the key is set, besides `authorization`, `x-api-key` and
+    /// `api-key` (always removed). Default none.
+    pub strip_headers: Vec<HeaderName>,
     /// Matching failures in a row before a key is taken out. Default 3.
     pub failure_threshold: u32,
     /// Which answers count against a key, first match wins. Default: 401/403, 402, and 400/429

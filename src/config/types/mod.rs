@@ -5,10 +5,12 @@
 mod cluster;
 mod process;
 mod route;
+mod upstream;
 
 pub use cluster::*;
 pub use process::*;
 pub use route::*;
+pub use upstream::*;
 
 /// A whole, validated configuration.
 #[derive(Debug, Clone)]
@@ -27,11 +29,24 @@ pub struct Config {
     pub limits: Limits,
     /// One JSON line per request; `None` when off (the default).
     pub access_log: Option<AccessLogConfig>,
+    /// The DNS servers that resolve named peers.
+    pub resolver: ResolverSettings,
 }
 
 impl Config {
     /// The cluster called `name`.
     pub fn cluster(&self, name: &str) -> Option<&ClusterConfig> {
         self.clusters.iter().find(|c| c.name == name)
+    }
+
+    /// Every named peer: its cluster, its index in the cluster's `peers` and its name.
+    pub fn named_peers(&self) -> impl Iterator<Item = (&ClusterConfig, usize, &PeerAddr)> {
+        self.clusters.iter().flat_map(|c| {
+            c.peers
+                .iter()
+                .enumerate()
+                .filter(|(_, p)| p.addr.host().is_some())
+                .map(move |(i, p)| (c, i, &p.addr))
+        })
     }
 }

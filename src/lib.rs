@@ -17,6 +17,7 @@ pub mod breaker;
 pub mod cache;
 pub mod certs;
 pub mod config;
+pub mod deadline;
 pub mod demo;
 pub mod dns;
 pub mod downstream;

@@ -101,7 +101,10 @@ pub async fn follow(
     idle: Duration,
     deadline: Instant,
 ) -> Result<Followed> {
-    let Some(head) = f.head((Instant::now() + lock_timeout).min(deadline)).await else {
+    let Some(head) = f
+        .head(crate::deadline::from_now(lock_timeout).min(deadline))
+        .await
+    else {
         return Ok(Followed::OnOwn);
     };
     let resp = header(&head.headers, status, request_id, head.content_length)?;

@@ -273,6 +273,7 @@ pub struct KeyFailoverFile {
     pub failure_threshold: Option<u32>,
     pub conditions: Option<Vec<KeyConditionFile>>,
     pub default_cooldown: Option<Dur>,
+    pub max_retry_after: Option<Dur>,
     #[serde(default)]
     pub health_check: Option<KeyHealthFile>,
 }

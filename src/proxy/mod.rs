@@ -102,7 +102,7 @@ impl Switchyard {
         let Some(body) = self.read_body(client, ctx, &snap, route, &rid).await? else {
             return Ok(());
         };
-        let deadline = ctx.start + route.cfg.timeouts.total;
+        let deadline = crate::deadline::after(ctx.start, route.cfg.timeouts.total);
         let Some(mut pass) = self
             .cache(client, ctx, route, &body, &rid, deadline)
             .await?

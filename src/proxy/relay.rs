@@ -81,7 +81,7 @@ pub async fn relay(
         let (chunk, end) = match next.take() {
             Some(c) => c,
             None => {
-                let by = (Instant::now() + idle).min(deadline);
+                let by = crate::deadline::from_now(idle).min(deadline);
                 let (failure, chunk) = match timeout_at(by, ready.session.read_body_bytes()).await {
                     Err(_) => (
                         Some("upstream stalled past the idle or total timeout"),

@@ -76,6 +76,7 @@ pub fn build(opts: &RunOptions) -> Result<(Server, Arc<App>), config::ConfigErro
         app.current.clone(),
         app.metrics.clone(),
         app.access_log.clone(),
+        app.slots.clone(),
     );
     let mut proxy_app = http_proxy(&server.configuration, switchyard);
     proxy_app.server_options = Some(server_options);
@@ -97,6 +98,7 @@ pub fn build(opts: &RunOptions) -> Result<(Server, Arc<App>), config::ConfigErro
             metrics: app.metrics.clone(),
             reloader: app.reloader.clone(),
             probe_round: app.probe_round.clone(),
+            slots: app.slots.clone(),
         }),
     );
     admin.threads = Some(1);

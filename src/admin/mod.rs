@@ -4,6 +4,7 @@
 
 pub mod status;
 
+use crate::limits::RequestSlots;
 use crate::metrics::Metrics;
 use crate::reload::Reloader;
 use crate::services::health::ProbeRound;
@@ -22,6 +23,8 @@ pub struct Admin {
     pub metrics: Arc<Metrics>,
     pub reloader: Arc<Reloader>,
     pub probe_round: Arc<ProbeRound>,
+    /// Requests in flight at the edge, shown in `/status`.
+    pub slots: Arc<RequestSlots>,
 }
 
 fn respond(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
@@ -217,6 +220,7 @@ impl Admin {
         let mut v = status::status_json(&snap, self.reloader.last_error());
         v["needs_upgrade"] = json!(self.reloader.needs_upgrade());
         v["pid"] = json!(std::process::id());
+        v["edge"] = json!({"requests_in_flight": self.slots.in_use()});
         v
     }
 }

@@ -21,6 +21,7 @@ pub mod deadline;
 pub mod demo;
 pub mod dns;
 pub mod downstream;
+pub mod hop;
 pub mod keys;
 pub mod limits;
 pub mod listen;

@@ -30,6 +30,8 @@ pub struct FileConfig {
     pub access_log: Option<AccessLogFile>,
     #[serde(default)]
     pub resolver: Option<ResolverFile>,
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
 }
 
 /// `resolver:`: the DNS servers that peers given by name are resolved with.
@@ -83,6 +85,7 @@ pub struct AdminFile {
 pub struct LimitsFile {
     pub max_header_bytes: Option<Size>,
     pub client_body_timeout: Option<Dur>,
+    pub client_body_total_timeout: Option<Dur>,
     pub keepalive_timeout: Option<Dur>,
     pub keepalive_requests: Option<u32>,
     pub max_connections: Option<u32>,

@@ -101,6 +101,9 @@ pub struct Limits {
     pub max_header_bytes: usize,
     /// Longest wait for the next piece of a request body. Default 30s.
     pub client_body_timeout: Duration,
+    /// Longest time to receive a whole request body, however steadily it trickles in. Default
+    /// 60s.
+    pub client_body_total_timeout: Duration,
     /// How long an idle client connection is kept open between requests (HTTP/1.1: also each
     /// read of a later request's header; HTTP/2: idle connection). Whole seconds. Default 60s.
     pub keepalive_timeout: Duration,
@@ -115,12 +118,13 @@ pub struct Limits {
 }
 
 impl Default for Limits {
-    /// Headers up to 64KiB, 30s between body pieces, idle connections kept 60s, 1000 requests
+    /// Headers up to 64KiB, 30s between body pieces and 60s for a whole body, idle connections kept 60s, 1000 requests
     /// per HTTP/1.1 connection, 10000 connections and 4096 requests in flight.
     fn default() -> Self {
         Limits {
             max_header_bytes: 64 * 1024,
             client_body_timeout: Duration::from_secs(30),
+            client_body_total_timeout: Duration::from_secs(60),
             keepalive_timeout: Duration::from_secs(60),
             keepalive_requests: 1000,
             max_connections: 10_000,

@@ -45,10 +45,11 @@ pub async fn relay(
         &mut ready.header,
         Box::new(pingora::http::ResponseHeader::build(200, None).expect("static status")),
     );
-    for_client(&mut header, client.req_header().version);
+    // The cache sees the answer as the upstream framed it, then it is framed for the client.
     if let Some(t) = tee.as_deref_mut() {
         t.head(&mut header);
     }
+    for_client(&mut header, client.req_header().version);
     let _ = header.insert_header("x-request-id", request_id);
     let is_sse = is_sse(&header.headers);
     let mut framer = is_sse.then(sse::Framer::new);

@@ -174,8 +174,18 @@ impl Switchyard {
         let (Some(c), Some(cfg)) = (route.cache.as_deref(), route.cfg.cache.as_ref()) else {
             return Ok(Some(None));
         };
-        let idle = route.cfg.timeouts.idle;
-        match cache::lookup(c, cfg, idle, client, body, rid, deadline).await? {
+        let host = match route.cfg.matcher.host {
+            Some(_) => None,
+            None => request::host(client.req_header()).map(str::to_string),
+        };
+        let r = cache::Request {
+            body,
+            request_id: rid,
+            deadline,
+            idle: route.cfg.timeouts.idle,
+            host: host.as_deref(),
+        };
+        match cache::lookup(c, cfg, client, r).await? {
             cache::Lookup::Answered { status, cache, cut } => {
                 ctx.status = status;
                 ctx.cache = Some(cache);

@@ -77,6 +77,7 @@ pub struct AdminFile {
     pub addr: Option<String>,
     pub token: Option<String>,
     pub token_file: Option<String>,
+    pub protect_reads: Option<bool>,
 }
 
 /// Protections of the client-facing side (`limits:`).

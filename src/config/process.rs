@@ -96,7 +96,18 @@ pub(super) fn admin(a: Option<&AdminFile>) -> Result<AdminSettings> {
             ),
         );
     }
-    Ok(AdminSettings { addr, token })
+    let protect_reads = a.and_then(|a| a.protect_reads).unwrap_or(false);
+    if protect_reads && token.is_none() {
+        return err(
+            "admin.protect_reads",
+            "needs admin.token or admin.token_file: there is nothing to protect the reads with",
+        );
+    }
+    Ok(AdminSettings {
+        addr,
+        token,
+        protect_reads,
+    })
 }
 
 fn admin_token(path: &str, raw: &str) -> Result<AdminToken> {

@@ -289,9 +289,12 @@ impl KeyRegistry {
         }
     }
 
-    pub fn retain(&self, keep: &HashSet<(String, String)>) {
+    /// Drop the state of keys not in `keep`; returns the (cluster, fingerprint) pairs dropped.
+    pub fn retain(&self, keep: &HashSet<(String, String)>) -> Vec<(String, String)> {
         let mut map = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+        let gone: Vec<_> = map.keys().filter(|k| !keep.contains(*k)).cloned().collect();
         map.retain(|k, _| keep.contains(k));
+        gone
     }
 }
 

@@ -74,7 +74,8 @@ pub enum Step {
 }
 
 /// An HTTP/1.1 upstream that answers every request with the steps its script returns for the
-/// request head (lower-cased). Counts the requests it got.
+/// request head (lower-cased). Counts the requests it got. It reads one request per connection:
+/// scripts answer with `connection: close` (or close), so that the connection is not reused.
 pub struct Upstream {
     pub addr: SocketAddr,
     pub requests: Arc<AtomicUsize>,

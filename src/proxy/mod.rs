@@ -32,7 +32,7 @@ mod ctx;
 pub mod edge;
 mod forward;
 mod identity;
-mod path;
+pub mod path;
 mod pick;
 mod relay;
 mod request;

@@ -5,7 +5,9 @@
 //!
 //! | stage | file |
 //! |---|---|
+//! | who the client is (through `trusted_proxies`) | `identity.rs` |
 //! | edge admission (requests in flight, header size) | `edge.rs` |
+//! | the path, normalised before routing | `path.rs` |
 //! | route, request id, sticky key | `request.rs` |
 //! | body (bounded, kept for replay) | `body.rs` |
 //! | cache | `crate::cache::lookup` |

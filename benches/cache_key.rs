@@ -45,9 +45,12 @@ fn headers() -> HeaderMap {
 fn key_of(body: &[u8], headers: &HeaderMap) -> CacheKey {
     let json = key::parse_json(body);
     key::key(
-        "chat",
-        &Method::POST,
-        "/v1/chat/completions",
+        key::Target {
+            route: "chat",
+            method: &Method::POST,
+            path_and_query: "/v1/chat/completions",
+            host: None,
+        },
         headers,
         &[http::header::AUTHORIZATION],
         body,

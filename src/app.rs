@@ -3,6 +3,7 @@
 
 use crate::access_log::AccessLog;
 use crate::config::Config;
+use crate::limits::RequestSlots;
 use crate::listen::{TlsCerts, TlsError};
 use crate::metrics::Metrics;
 use crate::reload::{Parts, Reloader};
@@ -28,6 +29,8 @@ pub struct App {
     pub access_log: Arc<AccessLog>,
     /// Whether the first round of active health checks has finished.
     pub probe_round: Arc<ProbeRound>,
+    /// Requests in flight on every listener (the request path takes them, `/status` shows them).
+    pub slots: Arc<RequestSlots>,
 }
 
 impl App {
@@ -57,6 +60,7 @@ impl App {
             tls,
             access_log,
             probe_round,
+            slots: Arc::new(RequestSlots::default()),
         })
     }
 

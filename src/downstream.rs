@@ -16,8 +16,10 @@ use std::time::Duration;
 
 /// One client request and the channel its answer goes back on.
 pub trait Downstream: Send {
-    /// The request header as received.
+    /// The request header as received (its path normalised once routing begins).
     fn req_header(&self) -> &RequestHeader;
+    /// The request header, to normalise its path before routing.
+    fn req_header_mut(&mut self) -> &mut RequestHeader;
     /// The client's address (the TCP peer), when the connection has one.
     fn client_addr(&self) -> Option<SocketAddr>;
     /// The client's IP address.
@@ -34,8 +36,12 @@ pub trait Downstream: Send {
     fn set_keepalive(&mut self, secs: Option<u64>);
     /// Bound each read of the request body.
     fn set_read_timeout(&mut self, timeout: Option<Duration>);
-    /// Bound each write to the client.
+    /// Bound each write to the client (the response header and each piece of the body; for
+    /// HTTP/2 also each wait for flow-control window): a client that takes no part of a write
+    /// for this long is cut off.
     fn set_write_timeout(&mut self, timeout: Option<Duration>);
+    /// Answer `Expect: 100-continue`: tell the client to send its body.
+    fn write_continue(&mut self) -> impl Future<Output = Result<()>> + Send;
     /// The next piece of the request body; `None` at its end.
     fn read_body(&mut self) -> impl Future<Output = Result<Option<Bytes>>> + Send;
     /// Write the response header; `end` when no body follows.
@@ -58,9 +64,30 @@ pub trait Downstream: Send {
     fn body_bytes_read(&self) -> usize;
 }
 
+/// `fut`, failing with `WriteTimedout` when `limit` passes first.
+async fn bounded<T>(
+    limit: Option<Duration>,
+    fut: impl Future<Output = Result<T>> + Send,
+) -> Result<T> {
+    match limit {
+        None => fut.await,
+        Some(t) => match pingora::time::timeout(t, fut).await {
+            Ok(r) => r,
+            Err(_) => pingora::Error::e_explain(
+                pingora::ErrorType::WriteTimedout,
+                "writing the response header to the client",
+            ),
+        },
+    }
+}
+
 impl Downstream for Session {
     fn req_header(&self) -> &RequestHeader {
         self.as_downstream().req_header()
+    }
+
+    fn req_header_mut(&mut self) -> &mut RequestHeader {
+        self.as_downstream_mut().req_header_mut()
     }
 
     fn client_addr(&self) -> Option<SocketAddr> {
@@ -97,6 +124,11 @@ impl Downstream for Session {
         self.as_downstream_mut().set_write_timeout(timeout)
     }
 
+    fn write_continue(&mut self) -> impl Future<Output = Result<()>> + Send {
+        let limit = self.as_downstream().get_write_timeout();
+        bounded(limit, self.as_downstream_mut().write_continue_response())
+    }
+
     fn read_body(&mut self) -> impl Future<Output = Result<Option<Bytes>>> + Send {
         self.as_downstream_mut().read_request_body()
     }
@@ -106,7 +138,10 @@ impl Downstream for Session {
         header: Box<ResponseHeader>,
         end: bool,
     ) -> impl Future<Output = Result<()>> + Send {
-        self.write_response_header(header, end)
+        // Pingora bounds body writes by the write timeout, not the HTTP/1.1 header write: a
+        // client that reads nothing could hold it once its socket buffers are full.
+        let limit = self.as_downstream().get_write_timeout();
+        bounded(limit, self.write_response_header(header, end))
     }
 
     fn write_body(

@@ -267,3 +267,20 @@ impl Default for Metrics {
         Self::new()
     }
 }
+
+impl Metrics {
+    /// Remove the label sets of API keys a reload dropped (by fingerprint).
+    pub fn forget_keys(&self, gone: &[(String, String)]) {
+        for (cluster, id) in gone {
+            let labels = [cluster.as_str(), id.as_str()];
+            let _ = self.api_key_usable.remove_label_values(&labels);
+            for reason in ["unauthorized", "quota", "rate_limited", "other"] {
+                let _ = self.api_key_disabled.remove_label_values(&[
+                    cluster.as_str(),
+                    id.as_str(),
+                    reason,
+                ]);
+            }
+        }
+    }
+}

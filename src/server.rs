@@ -47,10 +47,38 @@ fn server_conf(cfg: &Config, daemon: bool) -> ServerConf {
     }
 }
 
+/// Make the directory of a process file when it is missing, readable by this user only; warn
+/// when it is the shared temporary directory's (see `config::runtime_dir`).
+fn process_file_dir(file: &std::path::Path) {
+    let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) else {
+        return;
+    };
+    if !dir.exists() {
+        use std::os::unix::fs::DirBuilderExt;
+        if let Err(e) = std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+        {
+            log::warn!("cannot create {}: {e}", dir.display());
+        }
+    }
+    if dir.starts_with(std::env::temp_dir()) {
+        log::warn!(
+            "process file {} is under the temporary directory: set server.pid_file and \
+             server.upgrade_sock to a private directory such as /run/switchyard",
+            file.display()
+        );
+    }
+}
+
 /// Load the config at `opts.config_path` and build the server (not yet running).
 pub fn build(opts: &RunOptions) -> Result<(Server, Arc<App>), config::ConfigError> {
     let file = opts.config_path.display().to_string();
     let (cfg, digest) = crate::reload::read(&opts.config_path)?;
+    for f in [&cfg.server.pid_file, &cfg.server.upgrade_sock] {
+        process_file_dir(std::path::Path::new(f));
+    }
     let conf = server_conf(&cfg, opts.daemon);
     let pingora_opt = Opt {
         upgrade: opts.upgrade,
@@ -76,6 +104,7 @@ pub fn build(opts: &RunOptions) -> Result<(Server, Arc<App>), config::ConfigErro
         app.current.clone(),
         app.metrics.clone(),
         app.access_log.clone(),
+        app.slots.clone(),
     );
     let mut proxy_app = http_proxy(&server.configuration, switchyard);
     proxy_app.server_options = Some(server_options);
@@ -97,6 +126,7 @@ pub fn build(opts: &RunOptions) -> Result<(Server, Arc<App>), config::ConfigErro
             metrics: app.metrics.clone(),
             reloader: app.reloader.clone(),
             probe_round: app.probe_round.clone(),
+            slots: app.slots.clone(),
         }),
     );
     admin.threads = Some(1);

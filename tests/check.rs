@@ -79,6 +79,12 @@ fn bad_configs_fail_naming_key_path_and_line() {
             ":16: routes[0].timeouts.connect: bad duration",
         ),
         (
+            // Bounded, so that no deadline can overflow (this used to panic every request).
+            "first_byte: 30s",
+            "first_byte: 30s, total: 400000000000y",
+            ":16: routes[0].timeouts.total: bad duration \"400000000000y\": 400000000000years is longer than the longest duration accepted, 365days",
+        ),
+        (
             "first_byte: 30s",
             "first_bite: 30s",
             ":16: routes[0].timeouts.first_bite: unknown field",

@@ -4,6 +4,7 @@
 
 pub mod status;
 
+use crate::limits::RequestSlots;
 use crate::metrics::Metrics;
 use crate::reload::Reloader;
 use crate::services::health::ProbeRound;
@@ -22,6 +23,8 @@ pub struct Admin {
     pub metrics: Arc<Metrics>,
     pub reloader: Arc<Reloader>,
     pub probe_round: Arc<ProbeRound>,
+    /// Requests in flight at the edge, shown in `/status`.
+    pub slots: Arc<RequestSlots>,
 }
 
 fn respond(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
@@ -55,9 +58,19 @@ impl ServeHttp for Admin {
         let query = session.req_header().uri.query().map(str::to_string);
         let _ = session.drain_request_body().await;
         let get = method == http::Method::GET || method == http::Method::HEAD;
-        if !get {
-            // Every method that can change something needs the token (when one is set).
+        let probe = matches!(path.as_str(), "/healthz" | "/readyz");
+        let protect_reads = self.current.load().config.admin.protect_reads;
+        if !get || (protect_reads && !probe) {
+            // Every method that can change something needs the token (when one is set), and
+            // with `protect_reads` every document but the probes.
             if let Some(denied) = self.unauthorized(session) {
+                return denied;
+            }
+        }
+        if !get {
+            if let Some(denied) =
+                cross_site(session, self.current.load().config.admin.token.is_some())
+            {
                 return denied;
             }
         }
@@ -82,7 +95,10 @@ impl ServeHttp for Admin {
                     json!({"result": "ok", "generation": generation}),
                 ),
                 Err(e) => json_response(
-                    StatusCode::BAD_REQUEST,
+                    match e {
+                        crate::reload::ReloadError::Config(_) => StatusCode::BAD_REQUEST,
+                        crate::reload::ReloadError::Tls { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+                    },
                     json!({"result": "error", "error": e.to_string(),
                            "generation": self.current.load().generation}),
                 ),
@@ -217,6 +233,7 @@ impl Admin {
         let mut v = status::status_json(&snap, self.reloader.last_error());
         v["needs_upgrade"] = json!(self.reloader.needs_upgrade());
         v["pid"] = json!(std::process::id());
+        v["edge"] = json!({"requests_in_flight": self.slots.in_use()});
         v
     }
 }
@@ -227,4 +244,59 @@ fn bearer(value: &[u8]) -> Option<&[u8]> {
     scheme
         .eq_ignore_ascii_case(b"bearer ")
         .then(|| rest.trim_ascii())
+}
+
+/// Without a token, a mutating request from a browser on another site (a form that POSTs to
+/// `http://127.0.0.1:9901/reload`, which needs no preflight) is refused with 403: when
+/// `Sec-Fetch-Site` says `cross-site` or `same-site`, or when `Origin` names another host than
+/// the one the request is for. Clients that are not browsers send neither header. With a token
+/// the bearer header is the protection (a browser cannot add it to a cross-site form).
+fn cross_site(session: &ServerSession, has_token: bool) -> Option<Response<Vec<u8>>> {
+    if has_token {
+        return None;
+    }
+    let h = &session.req_header().headers;
+    let fetch_site = h.get("sec-fetch-site").and_then(|v| v.to_str().ok());
+    let foreign_fetch = fetch_site.is_some_and(|s| {
+        s.eq_ignore_ascii_case("cross-site") || s.eq_ignore_ascii_case("same-site")
+    });
+    let host = h.get(http::header::HOST).and_then(|v| v.to_str().ok());
+    let foreign_origin = h
+        .get(http::header::ORIGIN)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|o| !same_origin_host(o, host));
+    (foreign_fetch || foreign_origin).then(|| {
+        json_response(
+            StatusCode::FORBIDDEN,
+            json!({"error": {"message": "cross-site requests to mutating admin endpoints are refused",
+                             "code": "cross_site"}}),
+        )
+    })
+}
+
+/// Does the `Origin` (`scheme://host[:port]`, or `null`) name `host` (the `Host` header)?
+fn same_origin_host(origin: &str, host: Option<&str>) -> bool {
+    let Some(host) = host else { return false };
+    origin
+        .split_once("://")
+        .is_some_and(|(_, authority)| authority.eq_ignore_ascii_case(host))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origins_must_name_the_admin_host() {
+        assert!(same_origin_host(
+            "http://127.0.0.1:9901",
+            Some("127.0.0.1:9901")
+        ));
+        assert!(!same_origin_host(
+            "http://evil.test",
+            Some("127.0.0.1:9901")
+        ));
+        assert!(!same_origin_host("null", Some("127.0.0.1:9901")));
+        assert!(!same_origin_host("http://127.0.0.1:9901", None));
+    }
 }

@@ -82,7 +82,7 @@ impl MemoryStore {
         let age = now.saturating_duration_since(entry.stored_at);
         if age < ttl {
             Found::Fresh(entry, age)
-        } else if age < ttl + stale_if_error {
+        } else if age < ttl.saturating_add(stale_if_error) {
             Found::Expired(entry, age)
         } else {
             Found::Missing

@@ -40,7 +40,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use store::{CacheStore, Entry};
 
-pub use pass::{lookup, Lookup, Pass};
+pub use pass::{lookup, Lookup, Pass, Request};
 
 /// Where an answer on a cached route came from (the `x-cache-status` header).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

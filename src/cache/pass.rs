@@ -31,22 +31,37 @@ pub enum Lookup<'a> {
     Upstream(Pass<'a>),
 }
 
-/// The cache stage of a request on a cached route (its `cache` with its config `cfg`; `idle` is
-/// the route's idle timeout): answer it from the store, follow an identical request in flight,
-/// or let it go upstream with a [`Pass`].
+/// What the cache stage knows of the request besides the client.
+pub struct Request<'b> {
+    pub body: &'b RequestBody,
+    pub request_id: &'b str,
+    pub deadline: Instant,
+    /// The route's idle timeout.
+    pub idle: Duration,
+    /// The request's host, when the route does not match on one (it then takes part in the key).
+    pub host: Option<&'b str>,
+}
+
+/// The cache stage of a request on a cached route (its `cache` with its config `cfg`): answer it
+/// from the store, follow an identical request in flight, or let it go upstream with a [`Pass`].
+/// `HEAD` requests are not cached (their answers have no body to store).
 pub async fn lookup<'a>(
     cache: &'a RouteCache,
     cfg: &'a CacheConfig,
-    idle: Duration,
     client: &mut impl Downstream,
-    body: &RequestBody,
-    request_id: &str,
-    deadline: Instant,
+    r: Request<'_>,
 ) -> Result<Lookup<'a>> {
+    let Request {
+        body,
+        request_id,
+        deadline,
+        idle,
+        host,
+    } = r;
     let bypass = || Lookup::Upstream(Pass::new(cache, cfg, Status::Bypass, None));
     let req = client.req_header();
     let control = key::request_control(&req.headers);
-    if control == RequestControl::NoStore {
+    if control == RequestControl::NoStore || req.method == http::Method::HEAD {
         return Ok(bypass());
     }
     let json = body.json();
@@ -54,15 +69,13 @@ pub async fn lookup<'a>(
         return Ok(bypass());
     }
     let path = req.uri.path_and_query().map_or("/", |p| p.as_str());
-    let k = key::key(
-        cache.route(),
-        &req.method,
-        path,
-        &req.headers,
-        &cfg.vary_headers,
-        body.bytes(),
-        json,
-    );
+    let target = key::Target {
+        route: cache.route(),
+        method: &req.method,
+        path_and_query: path,
+        host,
+    };
+    let k = key::key(target, &req.headers, &cfg.vary_headers, body.bytes(), json);
     if control == RequestControl::NoCache {
         return Ok(Lookup::Upstream(Pass::new(
             cache,
@@ -169,12 +182,17 @@ impl<'a> Pass<'a> {
                 .get(http::header::CONTENT_LENGTH)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.parse::<u64>().ok());
+            let sse = crate::respond::is_sse(&header.headers);
+            // An answer that ends with the connection cannot tell a complete body from one a
+            // crashing peer cut short (an SSE stream can: it must end with `data: [DONE]`).
+            let framed = length.is_some() || chunked(&header.headers) || sse;
             let storable = header.status == 200
+                && framed
                 && key::response_storable(&header.headers)
+                && key::vary_covered(&header.headers, &self.cfg.vary_headers)
                 && length.is_none_or(|n| n <= self.cfg.max_entry_bytes);
             if storable {
                 let headers = serve::kept_headers(header);
-                let sse = crate::respond::is_sse(&header.headers);
                 let size = store::entry_size(&headers, 0);
                 let head = Arc::new(Head {
                     headers,
@@ -285,6 +303,15 @@ impl<'a> Pass<'a> {
         serve::entry(client, &e, age, status, request_id).await?;
         Ok(true)
     }
+}
+
+/// Is the answer framed by chunked coding (as the upstream sent it)?
+fn chunked(headers: &http::HeaderMap) -> bool {
+    headers
+        .get_all(http::header::TRANSFER_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.to_ascii_lowercase().contains("chunked"))
 }
 
 impl Drop for Pass<'_> {

@@ -13,16 +13,9 @@ use pingora::Result;
 use std::time::Duration;
 use tokio::time::Instant;
 
-/// Response headers that describe one connection or one exchange, not the answer: never stored.
+/// Response headers that describe one exchange, not the answer: never stored (nor the
+/// hop-by-hop ones, `crate::hop`).
 const NOT_KEPT: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
     "content-length",
     "set-cookie",
     "age",
@@ -32,14 +25,15 @@ const NOT_KEPT: &[&str] = &[
 
 /// Is a response header worth keeping in an entry?
 pub fn keep_header(name: &HeaderName) -> bool {
-    !NOT_KEPT.contains(&name.as_str())
+    !NOT_KEPT.contains(&name.as_str()) && !crate::hop::is_hop_by_hop(name)
 }
 
 /// The headers of `h` that an entry keeps.
 pub fn kept_headers(h: &ResponseHeader) -> Vec<(HeaderName, HeaderValue)> {
+    let hop = crate::hop::present(&h.headers);
     h.headers
         .iter()
-        .filter(|(k, _)| keep_header(k))
+        .filter(|(k, _)| keep_header(k) && !hop.contains(k))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect()
 }
@@ -49,6 +43,7 @@ fn header(
     status: Status,
     request_id: &str,
     length: Option<u64>,
+    client: http::Version,
 ) -> Result<Box<ResponseHeader>> {
     let mut resp = ResponseHeader::build(200, Some(headers.len() + 4))?;
     for (k, v) in headers {
@@ -58,8 +53,12 @@ fn header(
     resp.insert_header("x-request-id", request_id)?;
     match length {
         Some(n) => resp.insert_header(http::header::CONTENT_LENGTH, n.to_string())?,
-        // Chunked on HTTP/1.1 (Pingora's h2 writer drops the header).
-        None => resp.insert_header(http::header::TRANSFER_ENCODING, "chunked")?,
+        // Chunked on HTTP/1.1 (Pingora's h2 writer drops the header); HTTP/1.0 has no chunked
+        // coding: the body ends with the connection.
+        None if client == http::Version::HTTP_11 => {
+            resp.insert_header(http::header::TRANSFER_ENCODING, "chunked")?
+        }
+        None => {}
     }
     Ok(Box::new(resp))
 }
@@ -73,7 +72,8 @@ pub async fn entry(
     request_id: &str,
 ) -> Result<()> {
     let length = (!e.sse).then_some(e.body.len() as u64);
-    let mut resp = header(&e.headers, status, request_id, length)?;
+    let v = client.req_header().version;
+    let mut resp = header(&e.headers, status, request_id, length, v)?;
     resp.insert_header(http::header::AGE, age.as_secs().to_string())?;
     client.write_header(resp, false).await?;
     client.write_body(Some(e.body.clone()), true).await
@@ -101,26 +101,44 @@ pub async fn follow(
     idle: Duration,
     deadline: Instant,
 ) -> Result<Followed> {
-    let Some(head) = f.head((Instant::now() + lock_timeout).min(deadline)).await else {
+    let Some(head) = f
+        .head(crate::deadline::from_now(lock_timeout).min(deadline))
+        .await
+    else {
         return Ok(Followed::OnOwn);
     };
-    let resp = header(&head.headers, status, request_id, head.content_length)?;
+    let v = client.req_header().version;
+    let resp = header(&head.headers, status, request_id, head.content_length, v)?;
     if client.write_header(resp, false).await.is_err() {
         return Ok(Followed::Cut);
     }
+    // Like the leader's relay, a follower forwards whole events only, so the error event that
+    // ends a cut stream starts on a boundary.
+    let mut framer = head.sse.then(crate::sse::Framer::new);
+    // Between two chunks the leader may wait `idle` for its upstream and `idle` for its own
+    // client (a stalled one is then cut off, and the leader reads on for its followers); a
+    // little more, so that the leader's verdict arrives first.
+    let gap = idle
+        .saturating_mul(2)
+        .saturating_add(Duration::from_secs(1));
     loop {
-        // A little past the leader's own idle limit, so that its verdict arrives first.
-        let until = (Instant::now() + idle + Duration::from_secs(1)).min(deadline);
+        let until = crate::deadline::from_now(gap).min(deadline);
         match f.next(until).await {
             Next::Chunks(chunks) => {
                 for c in chunks {
-                    if client.write_body(Some(c), false).await.is_err() {
+                    let out = match framer.as_mut() {
+                        Some(fr) => fr.push(c, |_| {}),
+                        None => Some(c),
+                    };
+                    let Some(out) = out else { continue };
+                    if client.write_body(Some(out), false).await.is_err() {
                         return Ok(Followed::Cut);
                     }
                 }
             }
             Next::End(FlightEnd::Complete) => {
-                return Ok(match client.write_body(None, true).await {
+                let rest = framer.as_mut().and_then(|fr| fr.finish());
+                return Ok(match client.write_body(rest, true).await {
                     Ok(()) => Followed::Served,
                     Err(_) => Followed::Cut,
                 });

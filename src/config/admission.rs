@@ -14,6 +14,10 @@ use std::time::Duration;
 
 /// Matching failures in a row before a key is taken out, when not given.
 const FAILURE_THRESHOLD: u32 = 3;
+/// The longest `retry-after` a key is cooled for, when not given: an answer asking for more (a
+/// year, or `u64::MAX` seconds) is not a sane cooldown.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+
 /// A key's cooldown when the answer has no `retry-after`, when not given.
 const DEFAULT_COOLDOWN: Duration = Duration::from_secs(60);
 
@@ -86,6 +90,11 @@ pub(super) fn api_keys(base: &str, k: &ApiKeysFile) -> Result<ApiKeysConfig> {
         f.and_then(|f| f.default_cooldown),
         DEFAULT_COOLDOWN,
     )?;
+    let max_retry_after = positive(
+        &format!("{fbase}.max_retry_after"),
+        f.and_then(|f| f.max_retry_after),
+        MAX_RETRY_AFTER,
+    )?;
     let conditions = match f.and_then(|f| f.conditions.as_ref()) {
         Some(list) => {
             let mut out = Vec::new();
@@ -123,6 +132,7 @@ pub(super) fn api_keys(base: &str, k: &ApiKeysFile) -> Result<ApiKeysConfig> {
         failure_threshold,
         conditions,
         default_cooldown,
+        max_retry_after,
         health_check,
     })
 }

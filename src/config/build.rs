@@ -51,5 +51,6 @@ pub(super) fn build(f: FileConfig) -> Result<Config> {
         limits: process::limits(&f.limits)?,
         access_log: process::access_log(f.access_log.as_ref())?,
         resolver: upstream::resolver(f.resolver.as_ref())?,
+        trusted_proxies: process::trusted_proxies(&f.trusted_proxies)?,
     })
 }

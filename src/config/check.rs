@@ -35,6 +35,25 @@ pub(super) fn err<T>(path: impl Into<String>, message: impl Into<String>) -> Res
     })
 }
 
+/// The longest duration any key accepts: 365 days. Every deadline is an `Instant` plus a
+/// configured duration (sometimes two added, as `ttl + stale_if_error`), and `Instant + Duration`
+/// panics on overflow; a bound far below the overflow keeps every such sum safe, and no sane
+/// timeout, interval or TTL is longer than a year.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// `d` when it is within [`MAX_DURATION`], else the message that says why not. Every duration
+/// key goes through this: it is called where a duration is read from the file (`units::Dur`),
+/// so a key added later is bounded too.
+pub fn bounded_duration(d: Duration) -> std::result::Result<Duration, String> {
+    if d > MAX_DURATION {
+        return Err(format!(
+            "{} is longer than the longest duration accepted, 365days",
+            humantime::format_duration(d)
+        ));
+    }
+    Ok(d)
+}
+
 /// A duration that must not be zero, or `default` when absent.
 pub(super) fn positive(path: &str, d: Option<Dur>, default: Duration) -> Result<Duration> {
     match d {

@@ -128,7 +128,9 @@ impl<'de> Deserialize<'de> for CooldownFile {
                     Ok(d) if d.is_zero() => Err(E::custom(format_args!(
                         "bad cooldown {s:?}: must be greater than zero"
                     ))),
-                    Ok(d) => Ok(CooldownFile::For(d)),
+                    Ok(d) => super::check::bounded_duration(d)
+                        .map(CooldownFile::For)
+                        .map_err(|e| E::custom(format_args!("bad cooldown {s:?}: {e}"))),
                     Err(_) => Err(E::invalid_value(de::Unexpected::Str(s), &self)),
                 }
             }

@@ -30,6 +30,8 @@ pub struct FileConfig {
     pub access_log: Option<AccessLogFile>,
     #[serde(default)]
     pub resolver: Option<ResolverFile>,
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
 }
 
 /// `resolver:`: the DNS servers that peers given by name are resolved with.
@@ -75,6 +77,7 @@ pub struct AdminFile {
     pub addr: Option<String>,
     pub token: Option<String>,
     pub token_file: Option<String>,
+    pub protect_reads: Option<bool>,
 }
 
 /// Protections of the client-facing side (`limits:`).
@@ -83,6 +86,7 @@ pub struct AdminFile {
 pub struct LimitsFile {
     pub max_header_bytes: Option<Size>,
     pub client_body_timeout: Option<Dur>,
+    pub client_body_total_timeout: Option<Dur>,
     pub keepalive_timeout: Option<Dur>,
     pub keepalive_requests: Option<u32>,
     pub max_connections: Option<u32>,
@@ -273,6 +277,7 @@ pub struct KeyFailoverFile {
     pub failure_threshold: Option<u32>,
     pub conditions: Option<Vec<KeyConditionFile>>,
     pub default_cooldown: Option<Dur>,
+    pub max_retry_after: Option<Dur>,
     #[serde(default)]
     pub health_check: Option<KeyHealthFile>,
 }

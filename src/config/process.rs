@@ -96,7 +96,18 @@ pub(super) fn admin(a: Option<&AdminFile>) -> Result<AdminSettings> {
             ),
         );
     }
-    Ok(AdminSettings { addr, token })
+    let protect_reads = a.and_then(|a| a.protect_reads).unwrap_or(false);
+    if protect_reads && token.is_none() {
+        return err(
+            "admin.protect_reads",
+            "needs admin.token or admin.token_file: there is nothing to protect the reads with",
+        );
+    }
+    Ok(AdminSettings {
+        addr,
+        token,
+        protect_reads,
+    })
 }
 
 fn admin_token(path: &str, raw: &str) -> Result<AdminToken> {
@@ -147,6 +158,11 @@ pub(super) fn limits(l: &LimitsFile) -> Result<Limits> {
             l.client_body_timeout,
             d.client_body_timeout,
         )?,
+        client_body_total_timeout: positive(
+            "limits.client_body_total_timeout",
+            l.client_body_total_timeout,
+            d.client_body_total_timeout,
+        )?,
         keepalive_timeout,
         keepalive_requests: at_least_one(
             "limits.keepalive_requests",
@@ -160,6 +176,25 @@ pub(super) fn limits(l: &LimitsFile) -> Result<Limits> {
             d.max_concurrent_requests,
         )?,
     })
+}
+
+/// `trusted_proxies`: CIDRs (`10.0.0.0/8`, `2001:db8::/32`) or single addresses.
+pub(super) fn trusted_proxies(list: &[String]) -> Result<Vec<ipnet::IpNet>> {
+    list.iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let t = s.trim();
+            t.parse::<ipnet::IpNet>()
+                .or_else(|_| t.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map(|n| n.trunc())
+                .or_else(|_| {
+                    err(
+                        format!("trusted_proxies[{i}]"),
+                        format!("bad address {s:?}: expected a CIDR like \"10.0.0.0/8\" or an IP"),
+                    )
+                })
+        })
+        .collect()
 }
 
 /// `access_log`: stderr or a file whose directory exists.

@@ -1,7 +1,8 @@
 //! Human-friendly units in the config file: durations like `"500ms"` and sizes like `"4MiB"`.
 //!
 //! They are parsed while the file is deserialised, so a bad value is reported by serde with its
-//! key path and line like any other type error.
+//! key path and line like any other type error. Durations are bounded there too
+//! (`check::bounded_duration`), so no duration key can make a deadline overflow.
 
 use serde::{de, Deserialize, Deserializer};
 use std::fmt;
@@ -20,7 +21,9 @@ impl<'de> Deserialize<'de> for Dur {
                 f.write_str("a duration with a unit, like \"500ms\", \"30s\" or \"5m\"")
             }
             fn visit_str<E: de::Error>(self, s: &str) -> Result<Dur, E> {
-                humantime::parse_duration(s.trim())
+                let d = humantime::parse_duration(s.trim())
+                    .map_err(|e| E::custom(format_args!("bad duration {s:?}: {e}")))?;
+                super::check::bounded_duration(d)
                     .map(Dur)
                     .map_err(|e| E::custom(format_args!("bad duration {s:?}: {e}")))
             }
@@ -91,6 +94,13 @@ mod tests {
         assert_eq!(d.0, Duration::from_secs(300));
         assert!(serde_yaml::from_str::<Dur>("30").is_err());
         assert!(serde_yaml::from_str::<Dur>("soon").is_err());
+        // Bounded: a sum of deadlines can never overflow an `Instant`.
+        assert_eq!(
+            serde_yaml::from_str::<Dur>("365days").unwrap().0,
+            super::super::check::MAX_DURATION
+        );
+        let e = serde_yaml::from_str::<Dur>("400000000000y").unwrap_err();
+        assert!(e.to_string().contains("longest duration accepted"), "{e}");
         let s: Size = serde_yaml::from_str("4MiB").unwrap();
         assert_eq!(s.0, 4 * 1024 * 1024);
         let s: Size = serde_yaml::from_str("256 MiB").unwrap();

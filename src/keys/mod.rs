@@ -121,8 +121,11 @@ impl KeyState {
         now: Instant,
     ) -> bool {
         let cool = |d: Duration| {
-            self.out_until_ms
-                .store(self.ms(now + d).max(1), Ordering::Relaxed);
+            // Saturating: a cooldown past the end of time is "out until a reload or restart".
+            let until = self
+                .ms(now)
+                .saturating_add(d.as_millis().min(u64::MAX as u128) as u64);
+            self.out_until_ms.store(until.max(1), Ordering::Relaxed);
         };
         match cooldown {
             KeyCooldown::RetryAfter => {
@@ -204,11 +207,9 @@ pub fn judge(
         key.on_success();
         return false;
     };
-    let retry_after = headers
-        .get(http::header::RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(Duration::from_secs);
+    // Seconds or an HTTP-date, capped: an upstream cannot take a key out for a year, nor make
+    // the cooldown's deadline overflow.
+    let retry_after = crate::retry_after::of(headers, pool.cfg.max_retry_after);
     let now = Instant::now();
     if key.on_failure(cond.cooldown, retry_after, &pool.cfg, now) {
         let says_quota = String::from_utf8_lossy(body).contains("quota");
@@ -288,9 +289,12 @@ impl KeyRegistry {
         }
     }
 
-    pub fn retain(&self, keep: &HashSet<(String, String)>) {
+    /// Drop the state of keys not in `keep`; returns the (cluster, fingerprint) pairs dropped.
+    pub fn retain(&self, keep: &HashSet<(String, String)>) -> Vec<(String, String)> {
         let mut map = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+        let gone: Vec<_> = map.keys().filter(|k| !keep.contains(*k)).cloned().collect();
         map.retain(|k, _| keep.contains(k));
+        gone
     }
 }
 
@@ -308,6 +312,7 @@ mod tests {
             failure_threshold: threshold,
             conditions: Vec::<KeyCondition>::new(),
             default_cooldown: Duration::from_secs(60),
+            max_retry_after: Duration::from_secs(3600),
             health_check: with_probe.then(|| crate::config::KeyHealthCheck {
                 method: http::Method::GET,
                 path: "/".into(),
@@ -366,6 +371,22 @@ mod tests {
         ));
         assert!(!k2.is_usable(now + Duration::from_millis(1900)));
         assert!(k2.is_usable(now + Duration::from_millis(2000)));
+    }
+
+    #[test]
+    fn a_cooldown_past_the_end_of_time_does_not_overflow() {
+        let c = cfg(1, false);
+        let pool = KeyRegistry::default().pool("c", &c, &mut HashSet::new());
+        let now = Instant::now();
+        assert!(pool.keys[0].on_failure(KeyCooldown::For(Duration::MAX), None, &c, now));
+        assert!(!pool.keys[0].is_usable(now + Duration::from_secs(86_400)));
+        let h = |v: &str| {
+            let mut m = http::HeaderMap::new();
+            m.insert(http::header::RETRY_AFTER, v.parse().unwrap());
+            m
+        };
+        let capped = crate::retry_after::of(&h("18446744073709551615"), c.max_retry_after);
+        assert_eq!(capped, Some(Duration::from_secs(3600)));
     }
 
     #[test]

@@ -15,10 +15,12 @@ pub mod local;
 mod queue;
 mod registry;
 mod retry;
+mod slots;
 
 pub use queue::{AdmissionQueue, QueueSlot};
 pub use registry::LimiterRegistry;
 pub use retry::{RetryBudget, RetrySlot, UpstreamStage};
+pub use slots::{RequestSlot, RequestSlots};
 
 use async_trait::async_trait;
 use std::time::Duration;

@@ -26,6 +26,8 @@ pub struct Ctx {
     pub(super) request_id: Option<String>,
     /// `x-cache-status` of the answer, on cached routes.
     pub(super) cache: Option<&'static str>,
+    /// The client, resolved through `trusted_proxies`.
+    pub(super) identity: super::identity::Identity,
 }
 
 impl Ctx {
@@ -43,6 +45,7 @@ impl Ctx {
             tls: false,
             request_id: None,
             cache: None,
+            identity: Default::default(),
         }
     }
 }

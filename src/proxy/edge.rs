@@ -3,9 +3,9 @@
 //! connection (the body was not read, so it cannot be reused).
 
 use crate::config::Limits;
+pub use crate::limits::{RequestSlot, RequestSlots};
 use crate::respond::JsonError;
 use pingora::http::RequestHeader;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// A request refused at the edge.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,27 +46,6 @@ impl Refusal {
     }
 }
 
-/// The requests in flight on every listener, against `limits.max_concurrent_requests`.
-#[derive(Debug, Default)]
-pub struct RequestSlots(AtomicUsize);
-
-impl RequestSlots {
-    /// A slot if fewer than `max` are taken; held until the guard drops.
-    pub fn take(&self, max: usize) -> Option<RequestSlot<'_>> {
-        let before = self.0.fetch_add(1, Ordering::AcqRel);
-        if before >= max {
-            self.0.fetch_sub(1, Ordering::AcqRel);
-            return None;
-        }
-        Some(RequestSlot(&self.0))
-    }
-
-    /// Requests in flight now.
-    pub fn in_use(&self) -> usize {
-        self.0.load(Ordering::Relaxed)
-    }
-}
-
 /// Admit a request at the edge: take a slot among the requests in flight and check the header
 /// size.
 pub fn admit_request<'a>(
@@ -92,30 +71,9 @@ pub fn header_bytes(req: &RequestHeader) -> usize {
         .fold(target, |n, (k, v)| n + k.as_str().len() + v.len())
 }
 
-/// One request in flight, counted until dropped.
-pub struct RequestSlot<'a>(&'a AtomicUsize);
-
-impl Drop for RequestSlot<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn slots_are_bounded_and_given_back() {
-        let n = RequestSlots::default();
-        let a = n.take(2).unwrap();
-        let _b = n.take(2).unwrap();
-        assert!(n.take(2).is_none());
-        assert_eq!(n.in_use(), 2);
-        drop(a);
-        assert!(n.take(2).is_some());
-        assert_eq!(n.in_use(), 1);
-    }
 
     #[test]
     fn header_bytes_counts_target_names_and_values() {

@@ -5,7 +5,9 @@
 //!
 //! | stage | file |
 //! |---|---|
+//! | who the client is (through `trusted_proxies`) | `identity.rs` |
 //! | edge admission (requests in flight, header size) | `edge.rs` |
+//! | the path, normalised before routing | `path.rs` |
 //! | route, request id, sticky key | `request.rs` |
 //! | body (bounded, kept for replay) | `body.rs` |
 //! | cache | `crate::cache::lookup` |
@@ -31,6 +33,8 @@ mod body;
 mod ctx;
 pub mod edge;
 mod forward;
+mod identity;
+pub mod path;
 mod pick;
 mod relay;
 mod request;
@@ -44,11 +48,11 @@ pub use ctx::Ctx;
 
 use crate::access_log::AccessLog;
 use crate::downstream::Downstream;
+use crate::limits::RequestSlots;
 use crate::metrics::Metrics;
 use crate::respond;
 use crate::snapshot::Current;
 use async_trait::async_trait;
-use edge::RequestSlots;
 use pingora::connectors::TransportConnector;
 use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
@@ -62,18 +66,23 @@ pub struct Switchyard {
     /// Opens new connections to peers (idle keep-alive ones are kept per peer).
     connector: TransportConnector,
     /// Requests in flight on every listener, against `limits.max_concurrent_requests`.
-    slots: RequestSlots,
+    slots: Arc<RequestSlots>,
 }
 
 impl Switchyard {
-    /// The request path over the snapshot in `current`.
-    pub fn new(current: Arc<Current>, metrics: Arc<Metrics>, access_log: Arc<AccessLog>) -> Self {
+    /// The request path over the snapshot in `current`, counting its requests in `slots`.
+    pub fn new(
+        current: Arc<Current>,
+        metrics: Arc<Metrics>,
+        access_log: Arc<AccessLog>,
+        slots: Arc<RequestSlots>,
+    ) -> Self {
         Switchyard {
             current,
             metrics,
             access_log,
             connector: TransportConnector::new(None),
-            slots: RequestSlots::default(),
+            slots,
         }
     }
 
@@ -84,10 +93,24 @@ impl Switchyard {
         ctx.snapshot = Some(snap.clone());
         let rid = request::request_id(client.req_header());
         ctx.tls = client.is_tls();
+        ctx.identity = identity::resolve(
+            client.client_ip(),
+            &client.req_header().headers,
+            &snap.config.trusted_proxies,
+        );
         if self.access_log.is_on() {
             ctx.request_id = Some(rid.clone());
         }
-        client.set_keepalive(Some(snap.config.limits.keepalive_timeout.as_secs()));
+        let limits = &snap.config.limits;
+        // Lower the keep-alive timeout only: when Pingora has turned keep-alive off (HTTP/1.0
+        // without `keep-alive`, or `Content-Length` with `Transfer-Encoding`, its guard against
+        // request smuggling), it stays off.
+        if client.keepalive().is_some() {
+            client.set_keepalive(Some(limits.keepalive_timeout.as_secs()));
+        }
+        // Until a route says how long a client may stall, the local answers are bounded by the
+        // client-side timeout.
+        client.set_write_timeout(Some(limits.client_body_timeout));
 
         let Some(_slot) = self.admit_request(client, ctx, &snap, &rid).await? else {
             return Ok(());
@@ -96,13 +119,16 @@ impl Switchyard {
             return Ok(());
         };
         let _inflight = Gauge::up(&route.inflight);
+        // A client that takes no part of a write for the route's `idle` is cut off, and what it
+        // held (slots, the upstream connection) is released.
+        client.set_write_timeout(Some(route.cfg.timeouts.idle));
         if !self.admit_client(client, ctx, route, &rid).await? {
             return Ok(());
         }
         let Some(body) = self.read_body(client, ctx, &snap, route, &rid).await? else {
             return Ok(());
         };
-        let deadline = ctx.start + route.cfg.timeouts.total;
+        let deadline = crate::deadline::after(ctx.start, route.cfg.timeouts.total);
         let Some(mut pass) = self
             .cache(client, ctx, route, &body, &rid, deadline)
             .await?

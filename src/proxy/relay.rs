@@ -45,14 +45,11 @@ pub async fn relay(
         &mut ready.header,
         Box::new(pingora::http::ResponseHeader::build(200, None).expect("static status")),
     );
-    for h in ["connection", "keep-alive", "proxy-connection"] {
-        header.remove_header(h);
-    }
-    // The downstream speaks its own protocol version (Pingora's h2 writer ignores this field).
-    header.set_version(http::Version::HTTP_11);
+    // The cache sees the answer as the upstream framed it, then it is framed for the client.
     if let Some(t) = tee.as_deref_mut() {
         t.head(&mut header);
     }
+    for_client(&mut header, client.req_header().version);
     let _ = header.insert_header("x-request-id", request_id);
     let is_sse = is_sse(&header.headers);
     let mut framer = is_sse.then(sse::Framer::new);
@@ -81,7 +78,7 @@ pub async fn relay(
         let (chunk, end) = match next.take() {
             Some(c) => c,
             None => {
-                let by = (Instant::now() + idle).min(deadline);
+                let by = crate::deadline::from_now(idle).min(deadline);
                 let (failure, chunk) = match timeout_at(by, ready.session.read_body_bytes()).await {
                     Err(_) => (
                         Some("upstream stalled past the idle or total timeout"),
@@ -142,6 +139,23 @@ pub async fn relay(
     }
 }
 
+/// Make an upstream answer's header fit the client's connection: hop-by-hop headers (the fixed
+/// set and those its `Connection` names) are dropped, and a body without a length is framed
+/// for the client: chunked on HTTP/1.1, delimited by the connection's close on HTTP/1.0 (which
+/// has no chunked coding). Pingora's HTTP/2 writer frames by itself.
+pub fn for_client(header: &mut pingora::http::ResponseHeader, client: http::Version) {
+    for name in crate::hop::present(&header.headers) {
+        header.remove_header(&name);
+    }
+    let no_length = header.headers.get(http::header::CONTENT_LENGTH).is_none();
+    let bodiless = crate::upstream::bodiless_status(header.status.as_u16());
+    if no_length && !bodiless && client == http::Version::HTTP_11 {
+        let _ = header.insert_header(http::header::TRANSFER_ENCODING, "chunked");
+    }
+    // The downstream speaks its own protocol version (Pingora's h2 writer ignores this field).
+    header.set_version(http::Version::HTTP_11);
+}
+
 /// `a` (if any) followed by `b`.
 fn join(a: Option<bytes::Bytes>, b: bytes::Bytes) -> bytes::Bytes {
     match a {
@@ -152,5 +166,36 @@ fn join(a: Option<bytes::Bytes>, b: bytes::Bytes) -> bytes::Bytes {
             both.extend_from_slice(&b);
             both.freeze()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pingora::http::ResponseHeader;
+
+    #[test]
+    fn answers_are_framed_for_the_client() {
+        let up = || {
+            let mut h = ResponseHeader::build(200, None).unwrap();
+            h.insert_header("transfer-encoding", "chunked").unwrap();
+            h.insert_header("connection", "keep-alive, x-hop").unwrap();
+            h.insert_header("x-hop", "1").unwrap();
+            h.insert_header("upgrade", "h2c").unwrap();
+            h.insert_header("content-type", "text/event-stream")
+                .unwrap();
+            h
+        };
+        let mut h = up();
+        for_client(&mut h, http::Version::HTTP_11);
+        let mut names: Vec<_> = h.headers.keys().map(|k| k.as_str().to_string()).collect();
+        names.sort();
+        assert_eq!(names, ["content-type", "transfer-encoding"]);
+        let mut h = up();
+        for_client(&mut h, http::Version::HTTP_10);
+        assert!(
+            h.headers.get("transfer-encoding").is_none(),
+            "HTTP/1.0: close-delimited"
+        );
     }
 }

@@ -4,11 +4,11 @@
 use super::body::{self, BodyError};
 use super::ctx::Ctx;
 use super::edge::{self, RequestSlot};
-use super::forward::Forward;
+use super::forward::{self, Forward};
 use super::pick::Picker;
 use super::relay::{self, RelayEnd};
 use super::tries::{Outcome, Tries};
-use super::{answer, request, Switchyard};
+use super::{answer, path, request, Switchyard};
 use crate::body::RequestBody;
 use crate::cache::{self, Pass};
 use crate::downstream::Downstream;
@@ -52,7 +52,8 @@ impl Switchyard {
         }
     }
 
-    /// The first route that takes the request; 404 when none does.
+    /// The first route that takes the request (its path normalised first: 400 when that path
+    /// is ambiguous); 404 when none does.
     pub(super) async fn route<'a>(
         &self,
         client: &mut impl Downstream,
@@ -60,6 +61,13 @@ impl Switchyard {
         snap: &'a Snapshot,
         rid: &str,
     ) -> Result<Option<&'a Route>> {
+        if let Err(why) = normalize_path(client) {
+            client.set_keepalive(None);
+            let e = JsonError::new(400, "bad_path", why.message());
+            return answer::local(client, ctx, &e, rid, &[])
+                .await
+                .map(|()| None);
+        }
         let req = client.req_header();
         let Some(ri) = snap.match_route(request::host(req), req.uri.path(), &req.method) else {
             client.set_keepalive(None);
@@ -88,7 +96,7 @@ impl Switchyard {
         else {
             return Ok(true);
         };
-        let key = request::sticky_hash(client, &cfg.key).unwrap_or(0);
+        let key = request::sticky_hash(client, &cfg.key, ctx.identity.client).unwrap_or(0);
         let Err(wait) = limiter.check(key).await else {
             return Ok(true);
         };
@@ -113,9 +121,13 @@ impl Switchyard {
         route: &Route,
         rid: &str,
     ) -> Result<Option<RequestBody>> {
-        let idle = snap.config.limits.client_body_timeout;
+        let limits = &snap.config.limits;
+        let t = body::BodyTimeouts {
+            idle: limits.client_body_timeout,
+            total: limits.client_body_total_timeout,
+        };
         let limit = route.cfg.max_request_body;
-        let (e, more) = match body::read(client, limit, idle).await {
+        let (e, more) = match body::read(client, limit, t).await {
             Ok(b) => return Ok(Some(b)),
             Err(BodyError::Downstream(e)) => return Err(e),
             Err(BodyError::Timeout) => {
@@ -123,7 +135,15 @@ impl Switchyard {
                     .limit_rejected
                     .with_label_values(&["client_body_timeout"])
                     .inc();
-                let msg = format!("no request body data for {idle:?}");
+                let msg = format!("no request body data for {:?}", t.idle);
+                (JsonError::new(408, "client_body_timeout", msg), None)
+            }
+            Err(BodyError::TotalTimeout) => {
+                self.metrics
+                    .limit_rejected
+                    .with_label_values(&["client_body_total_timeout"])
+                    .inc();
+                let msg = format!("the request body did not arrive within {:?}", t.total);
                 (JsonError::new(408, "client_body_timeout", msg), None)
             }
             Err(BodyError::TooLarge) => {
@@ -154,8 +174,18 @@ impl Switchyard {
         let (Some(c), Some(cfg)) = (route.cache.as_deref(), route.cfg.cache.as_ref()) else {
             return Ok(Some(None));
         };
-        let idle = route.cfg.timeouts.idle;
-        match cache::lookup(c, cfg, idle, client, body, rid, deadline).await? {
+        let host = match route.cfg.matcher.host {
+            Some(_) => None,
+            None => request::host(client.req_header()).map(str::to_string),
+        };
+        let r = cache::Request {
+            body,
+            request_id: rid,
+            deadline,
+            idle: route.cfg.timeouts.idle,
+            host: host.as_deref(),
+        };
+        match cache::lookup(c, cfg, client, r).await? {
             cache::Lookup::Answered { status, cache, cut } => {
                 ctx.status = status;
                 ctx.cache = Some(cache);
@@ -188,8 +218,21 @@ impl Switchyard {
             deadline,
         } = up;
         let stream = body.stream();
-        let forward = Forward::new(client, body.len(), request_id)?;
-        let sticky = (route.cfg.sticky.as_ref()).and_then(|k| request::sticky_hash(client, k));
+        let path = client
+            .req_header()
+            .uri
+            .path_and_query()
+            .map_or("/", |pq| pq.as_str())
+            .to_string();
+        let origin = forward::Origin {
+            path: &path,
+            body_len: body.len(),
+            request_id,
+            identity: ctx.identity,
+        };
+        let forward = Forward::new(client, &origin)?;
+        let ip = ctx.identity.client;
+        let sticky = (route.cfg.sticky.as_ref()).and_then(|k| request::sticky_hash(client, k, ip));
         let first = route.cfg.split[match sticky {
             Some(h) => route.split.pick_sticky(h),
             None => route.split.pick(),
@@ -239,4 +282,24 @@ impl Switchyard {
             ),
         }
     }
+}
+
+/// Replace the request's path by its normalised form (`path.rs`), keeping scheme, authority and
+/// query.
+fn normalize_path(client: &mut impl Downstream) -> std::result::Result<(), path::Ambiguous> {
+    let uri = &client.req_header().uri;
+    let normal = match path::normalize(uri.path())? {
+        std::borrow::Cow::Borrowed(_) => return Ok(()),
+        std::borrow::Cow::Owned(p) => p,
+    };
+    let pq = match uri.query() {
+        Some(q) => format!("{normal}?{q}"),
+        None => normal,
+    };
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = pq.parse().ok();
+    if let Ok(new) = http::Uri::from_parts(parts) {
+        client.req_header_mut().set_uri(new);
+    }
+    Ok(())
 }

@@ -18,10 +18,54 @@ use sha2::{Digest, Sha256};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-/// Hex SHA-256 of the config text, shown in `/status` so operators can tell what is loaded.
+/// Hex SHA-256 of the config, shown in `/status` so operators can tell what is loaded. Secrets
+/// are left out (`admin.token` and every `api_keys.keys`): the digest is shown without
+/// authentication, and a hash of a text holding a low-entropy secret is an oracle for it. The
+/// digest is of the parsed document, so comments and layout do not change it; a text that does
+/// not parse is digested as it is (it is never loaded).
 pub fn digest(text: &str) -> String {
-    let d = Sha256::digest(text.as_bytes());
+    let redacted = serde_yaml::from_str::<serde_yaml::Value>(text)
+        .ok()
+        .map(|mut v| {
+            redact(&mut v);
+            serde_yaml::to_string(&v).unwrap_or_default()
+        });
+    let d = Sha256::digest(redacted.as_deref().unwrap_or(text).as_bytes());
     d.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Blank out the secrets of a config document.
+fn redact(v: &mut serde_yaml::Value) {
+    let secret = serde_yaml::Value::String("<secret>".into());
+    if let Some(t) = v.get_mut("admin").and_then(|a| a.get_mut("token")) {
+        *t = secret.clone();
+    }
+    if let Some(clusters) = v.get_mut("clusters").and_then(|c| c.as_mapping_mut()) {
+        for (_, c) in clusters.iter_mut() {
+            if let Some(k) = c.get_mut("api_keys").and_then(|k| k.get_mut("keys")) {
+                *k = secret.clone();
+            }
+        }
+    }
+}
+
+/// Why a reload failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The file could not be read or is not a valid config: nothing changed.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The config was installed, but a TLS listener's certificate could not be re-read: the
+    /// certificates in force stay.
+    #[error(
+        "config generation {generation} is in force, but the TLS certificates were not \
+         reloaded (the ones in force stay): {source}"
+    )]
+    Tls {
+        generation: u64,
+        #[source]
+        source: TlsError,
+    },
 }
 
 /// Read and build the config at `path`, with the digest of its text.
@@ -148,7 +192,7 @@ impl Reloader {
 
     /// Read the config file again and, if it is valid, swap it in with one store. On error the
     /// old snapshot keeps serving and the error is kept for `/status`.
-    pub async fn reload(&self) -> Result<u64, ConfigError> {
+    pub async fn reload(&self) -> Result<u64, ReloadError> {
         let _one_at_a_time = self.lock.lock().await;
         let result = match &self.config_path {
             Some(path) => {
@@ -171,9 +215,14 @@ impl Reloader {
         match result {
             Ok((cfg, d)) => {
                 let generation = self.install(cfg, d);
-                // Certificates and the access log file follow the new config in place.
-                if let Err(e) = self.reload_edge() {
-                    log::error!("TLS certificates not reloaded, the ones in force stay: {e}");
+                // Certificates and the access log file follow the new config in place; a
+                // certificate that does not load fails the reload (renewal automation must see
+                // it), though the config itself is in force.
+                if let Err(source) = self.reload_edge() {
+                    let e = ReloadError::Tls { generation, source };
+                    log::error!("{e}");
+                    *lock(&self.last_error) = Some(e.to_string());
+                    return Err(e);
                 }
                 Ok(generation)
             }
@@ -184,7 +233,7 @@ impl Reloader {
                     .with_label_values(&["error"])
                     .inc();
                 *lock(&self.last_error) = Some(e.to_string());
-                Err(e)
+                Err(e.into())
             }
         }
     }
@@ -232,5 +281,25 @@ impl Reloader {
         }
         self.access_log.reopen();
         self.tls.reload()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_digest_leaves_secrets_out() {
+        let with = |token: &str, key: &str| {
+            format!("admin: {{ token: {token} }}\nclusters:\n  c:\n    api_keys: {{ keys: [{key}] }}\n    peers: []\n")
+        };
+        let a = digest(&with("aaaaaaaaaaaaaaaaaaaa", "sk-1"));
+        assert_eq!(a, digest(&with("bbbbbbbbbbbbbbbbbbbb", "sk-2")));
+        assert_ne!(
+            a,
+            digest(&with("aaaaaaaaaaaaaaaaaaaa", "sk-1").replace("peers: []", "peers: [x]"))
+        );
+        // Comments and layout are not the config.
+        assert_eq!(a, digest(&format!("# hi\n{}", with("c", "d"))));
     }
 }

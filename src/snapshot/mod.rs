@@ -74,7 +74,7 @@ impl Snapshot {
             .map(|c| c.name.as_str())
             .collect();
         state.tls.retain(&tls);
-        state.keys.retain(&kept.keys);
+        metrics.forget_keys(&state.keys.retain(&kept.keys));
         let cluster_names: HashSet<&str> =
             config.clusters.iter().map(|c| c.name.as_str()).collect();
         let route_names: HashSet<&str> = config.routes.iter().map(|r| r.name.as_str()).collect();

@@ -7,6 +7,7 @@
 //! token is failed over too. Only then is the try [`Ready`] to commit; everything before is
 //! invisible to the client.
 
+use super::framing::{before_any_byte, free_retry, no_body};
 use super::{Target, TryError};
 use crate::config::Timeouts;
 use bytes::{Buf, Bytes, BytesMut};
@@ -53,7 +54,13 @@ pub struct Ready {
     pub ttfb: Duration,
     /// The peer, for returning the connection to the pool.
     pub target: Arc<Target>,
+    /// The connection may go back to the pool once the answer is read (not after an early
+    /// answer: the peer did not take the whole request).
+    pub reusable: bool,
 }
+
+/// How long a try whose send failed waits for an answer the peer may have sent early.
+const EARLY_ANSWER_WAIT: Duration = Duration::from_secs(1);
 
 /// Largest error body read to judge an API key by.
 const MAX_CAPTURE: usize = 64 * 1024;
@@ -67,7 +74,7 @@ impl Ready {
     /// Put the connection back in the pool if the response was read to its end (and neither
     /// side asked to close it).
     pub async fn release(mut self) {
-        if self.session.is_body_done() {
+        if self.reusable && self.session.is_body_done() {
             self.session.respect_keepalive();
             if let Some(stream) = self.session.reuse().await {
                 self.target.idle.put(stream, self.target.transport());
@@ -161,20 +168,33 @@ pub async fn try_once(
             conn.write_all_buf(&mut head.chain(&body[..])).await?;
             conn.flush().await
         };
-        match timeout_at(first_byte_by, send).await {
+        let send_started = Instant::now();
+        let write_failed = match timeout_at(first_byte_by, send).await {
             Err(_) => return Err(TryError::FirstByteTimeout),
-            Ok(Err(_)) if reused => continue,
-            Ok(Err(_)) => return Err(TryError::Reset),
-            Ok(Ok(())) => {}
-        }
+            Ok(Err(_)) => true,
+            Ok(Ok(())) => false,
+        };
         let sent = Instant::now();
         let mut s = HttpSession::new_with_options(conn, peer);
+        // A peer that stopped taking the body may have answered already (413 to a prompt it
+        // finds too large): read that answer, briefly, rather than call it a reset.
+        let read_by = match write_failed {
+            true => crate::deadline::from_now(EARLY_ANSWER_WAIT).min(first_byte_by),
+            false => first_byte_by,
+        };
         // Informational (1xx) headers are skipped.
         let mut header = None;
         for _ in 0..8 {
-            match timeout_at(first_byte_by, s.read_response()).await {
+            match timeout_at(read_by, s.read_response()).await {
+                Err(_) if write_failed => break,
                 Err(_) => return Err(TryError::FirstByteTimeout),
-                Ok(Err(e)) if stale_pooled(&e, reused) => break,
+                Ok(Err(e)) if stale_pooled(&e, reused) && !write_failed => {
+                    if free_retry(reused, !before_any_byte(&e), sent.elapsed()) {
+                        break;
+                    }
+                    return Err(classify(&e));
+                }
+                Ok(Err(_)) if write_failed => break,
                 Ok(Err(e)) => return Err(classify(&e)),
                 Ok(Ok(_)) => {}
             }
@@ -187,15 +207,26 @@ pub async fn try_once(
                 None => return Err(TryError::Protocol),
             }
         }
-        let Some(header) = header else { continue };
+        let Some(header) = header else {
+            // No answer: a stale pooled connection is retried once on a fresh one for free,
+            // anything else is a failed try.
+            let since = if write_failed { send_started } else { sent };
+            if free_retry(reused, false, since.elapsed()) {
+                continue;
+            }
+            return Err(TryError::Reset);
+        };
         let ttfb = sent.elapsed();
         let status = header.status.as_u16();
+        // HEAD, 1xx, 204, 304: no body, whatever the header says (Pingora's session never saw
+        // the request, so it cannot know about HEAD).
+        let bodiless = no_body(head, status);
         if retry_statuses.contains(&status) {
             s.shutdown().await;
             return Err(TryError::Status(status));
         }
         let mut first = None;
-        if capture_statuses.contains(&status) {
+        if !bodiless && capture_statuses.contains(&status) {
             // Read the (small) error body, so the caller can judge the API key by it.
             let mut buf = BytesMut::new();
             while !s.is_body_done() && buf.len() < MAX_CAPTURE {
@@ -207,14 +238,14 @@ pub async fn try_once(
                 }
             }
             first = Some(buf.freeze());
-        } else if stream && header.status.is_success() && !s.is_body_done() {
+        } else if !bodiless && stream && header.status.is_success() && !s.is_body_done() {
             match timeout_at(first_byte_by, s.read_body_bytes()).await {
                 Err(_) => return Err(TryError::FirstByteTimeout),
                 Ok(Err(e)) => return Err(classify(&e)),
                 Ok(Ok(chunk)) => first = chunk,
             }
         }
-        let done = s.is_body_done();
+        let done = bodiless || s.is_body_done();
         return Ok(Ready {
             session: s,
             header,
@@ -222,6 +253,7 @@ pub async fn try_once(
             done,
             ttfb,
             target: target.clone(),
+            reusable: !write_failed,
         });
     }
     Err(TryError::Reset)

@@ -9,12 +9,14 @@
 
 mod attempt;
 mod error;
+mod framing;
 mod pool;
 mod target;
 mod tls;
 
 pub use attempt::{timeout_at, try_once, wire, Ready, TryRequest};
 pub use error::TryError;
+pub use framing::{bodiless_status, is_head};
 pub use pool::IdlePool;
 pub use target::{ConnectFailed, Target};
 pub use tls::{TlsClient, TlsClients};

@@ -13,6 +13,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+pub mod raw;
+
 pub use switchyard::sim::{Failure, SimConfig, SimHandle};
 
 static HANDED_OUT: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
@@ -317,4 +319,36 @@ pub fn chat(content: &str, stream: bool) -> String {
         "stream": stream,
     })
     .to_string()
+}
+
+/// Requests in flight at the edge and tries in flight on every peer, from `/status`.
+pub async fn held(lb: &Balancer) -> (u64, u64) {
+    let s = lb.status().await;
+    let edge = s["edge"]["requests_in_flight"].as_u64().unwrap_or(u64::MAX);
+    let peers = s["clusters"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|c| c["peers"].as_array().cloned().unwrap_or_default())
+        .map(|p| p["inflight"].as_u64().unwrap_or(u64::MAX))
+        .sum();
+    (edge, peers)
+}
+
+/// After a hostile client: nothing is left held (within `limit`), and a normal request to
+/// `url` (a chat completion) is answered 200.
+pub async fn still_serves(lb: &Balancer, url: &str, limit: Duration) {
+    wait_until(limit, "no request or peer slot left held", || async {
+        held(lb).await == (0, 0)
+    })
+    .await;
+    let r = client()
+        .post(url)
+        .header("content-type", "application/json")
+        .body(chat("still there?", false))
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .expect("a normal request after the hostile one");
+    assert_eq!(r.status(), 200, "a normal request after the hostile one");
 }

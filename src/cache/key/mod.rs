@@ -19,7 +19,49 @@ use std::io::Write;
 pub struct CacheKey(pub [u8; 32]);
 
 /// Bumped when the key layout changes, so that old and new layouts can never meet.
-const KEY_VERSION: &[u8] = b"switchyard-cache-key-v1";
+const KEY_VERSION: &[u8] = b"switchyard-cache-key-v2";
+
+/// The codings a request accepts, normalised: lower-case, `q=0` dropped, sorted, deduplicated
+/// (`gzip, br;q=0.5` and `BR, gzip` are one key; an absent header is the empty string).
+pub fn accept_encoding(headers: &HeaderMap) -> String {
+    let mut codings: Vec<String> = headers
+        .get_all(http::header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|item| {
+            let mut parts = item.split(';');
+            let coding = parts.next()?.trim().to_ascii_lowercase();
+            let refused = parts.any(|p| {
+                let p = p.trim();
+                p.strip_prefix("q=")
+                    .and_then(|q| q.trim().parse::<f32>().ok())
+                    .is_some_and(|q| q == 0.0)
+            });
+            (!coding.is_empty() && !refused).then_some(coding)
+        })
+        .collect();
+    codings.sort_unstable();
+    codings.dedup();
+    codings.join(",")
+}
+
+/// May an answer whose `Vary` is in `headers` be shared, when the key covers `keyed` request
+/// headers (the route's `vary_headers`, and `accept-encoding`)? Not with `Vary: *`, nor when it
+/// varies on a request header the key does not hold.
+pub fn vary_covered(headers: &HeaderMap, keyed: &[HeaderName]) -> bool {
+    headers
+        .get_all(http::header::VARY)
+        .iter()
+        .flat_map(|v| v.to_str().map(|s| s.split(',')).into_iter().flatten())
+        .map(|t| t.trim())
+        .filter(|t| !t.is_empty())
+        .all(|t| {
+            t != "*"
+                && (t.eq_ignore_ascii_case("accept-encoding")
+                    || keyed.iter().any(|k| k.as_str().eq_ignore_ascii_case(t)))
+        })
+}
 
 /// The request's own `cache-control` wishes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,11 +141,23 @@ fn put_len_prefixed(out: &mut impl Sink, bytes: &[u8]) {
     out.put(bytes);
 }
 
-/// The key of a request. `json` is the parsed body when it is JSON (see [`parse_json`]).
+/// What identifies a request besides its headers and body.
+#[derive(Debug, Clone, Copy)]
+pub struct Target<'a> {
+    pub route: &'a str,
+    pub method: &'a Method,
+    pub path_and_query: &'a str,
+    /// The host, when the route does not match on it (else requests for two virtual hosts
+    /// could share an entry); `None` when the route's host matcher already fixes it.
+    pub host: Option<&'a str>,
+}
+
+/// The key of a request. `json` is the parsed body when it is JSON (see [`parse_json`]). Besides
+/// the target and the `vary` headers, the key holds the request's `accept-encoding`, normalised
+/// (see [`accept_encoding`]): an answer the upstream compressed for one client is never replayed
+/// to a client that cannot decode it.
 pub fn key(
-    route: &str,
-    method: &Method,
-    path_and_query: &str,
+    t: Target<'_>,
     headers: &HeaderMap,
     vary: &[HeaderName],
     body: &[u8],
@@ -111,9 +165,14 @@ pub fn key(
 ) -> CacheKey {
     let mut h = Sha256::new();
     put_len_prefixed(&mut h, KEY_VERSION);
-    put_len_prefixed(&mut h, route.as_bytes());
-    put_len_prefixed(&mut h, method.as_str().as_bytes());
-    put_len_prefixed(&mut h, path_and_query.as_bytes());
+    put_len_prefixed(&mut h, t.route.as_bytes());
+    put_len_prefixed(&mut h, t.method.as_str().as_bytes());
+    put_len_prefixed(&mut h, t.path_and_query.as_bytes());
+    match t.host {
+        Some(host) => put_len_prefixed(&mut h, host.to_ascii_lowercase().as_bytes()),
+        None => h.put(b"-"),
+    }
+    put_len_prefixed(&mut h, accept_encoding(headers).as_bytes());
     h.put(&(vary.len() as u64).to_le_bytes());
     for name in vary {
         put_len_prefixed(&mut h, name.as_str().as_bytes());

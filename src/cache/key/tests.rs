@@ -7,9 +7,12 @@ use serde_json::json;
 fn key_of(body: &str, headers: &HeaderMap) -> CacheKey {
     let json = parse_json(body.as_bytes());
     key(
-        "chat",
-        &Method::POST,
-        "/v1/chat/completions",
+        Target {
+            route: "chat",
+            method: &Method::POST,
+            path_and_query: "/v1/chat/completions",
+            host: None,
+        },
         headers,
         &[http::header::AUTHORIZATION],
         body.as_bytes(),
@@ -71,9 +74,12 @@ fn route_method_path_and_vary_headers_take_part() {
     let k = |route: &str, method: &Method, path: &str, headers: &HeaderMap| {
         let vary = [http::header::AUTHORIZATION];
         key(
-            route,
-            method,
-            path,
+            Target {
+                route,
+                method,
+                path_and_query: path,
+                host: None,
+            },
             headers,
             &vary,
             BASE.as_bytes(),
@@ -171,4 +177,41 @@ fn cache_control_directives() {
     let mut n = HeaderMap::new();
     n.insert("cache-control", HeaderValue::from_static("no-storex"));
     assert!(response_storable(&n));
+}
+
+#[test]
+fn host_and_accept_encoding_take_part() {
+    let json = parse_json(BASE.as_bytes());
+    let k = |host: Option<&str>, ae: Option<&str>| {
+        let mut h = HeaderMap::new();
+        if let Some(v) = ae {
+            h.insert("accept-encoding", HeaderValue::from_str(v).unwrap());
+        }
+        let t = Target {
+            route: "chat",
+            method: &Method::POST,
+            path_and_query: "/v1/chat/completions",
+            host,
+        };
+        key(t, &h, &[], BASE.as_bytes(), json.as_ref())
+    };
+    assert_ne!(k(Some("a.test"), None), k(Some("b.test"), None));
+    assert_eq!(k(Some("A.test"), None), k(Some("a.test"), None));
+    assert_ne!(k(None, Some("gzip")), k(None, None));
+    assert_eq!(k(None, Some("gzip, BR")), k(None, Some("br;q=0.5,gzip")));
+    assert_eq!(k(None, Some("gzip;q=0")), k(None, None));
+}
+
+#[test]
+fn vary_must_be_covered_by_the_key() {
+    let h = |v: &str| {
+        let mut m = HeaderMap::new();
+        m.insert("vary", HeaderValue::from_str(v).unwrap());
+        m
+    };
+    let keyed = [http::header::AUTHORIZATION];
+    assert!(vary_covered(&HeaderMap::new(), &keyed));
+    assert!(vary_covered(&h("Accept-Encoding, authorization"), &keyed));
+    assert!(!vary_covered(&h("*"), &keyed));
+    assert!(!vary_covered(&h("accept-language"), &keyed));
 }

@@ -187,7 +187,8 @@ fn cache_defaults_and_errors_name_the_key_path() {
     assert_eq!(cache.ttl, Duration::from_secs(600));
     assert_eq!(cache.max_bytes, 256 * 1024 * 1024);
     assert_eq!(cache.max_entry_bytes, 1024 * 1024);
-    assert_eq!(cache.vary_headers, vec![http::header::AUTHORIZATION]);
+    let vary: Vec<&str> = cache.vary_headers.iter().map(|h| h.as_str()).collect();
+    assert_eq!(vary, ["authorization", "x-api-key", "api-key"]);
     assert!(cache.deterministic_only);
     assert_eq!(cache.stale_if_error, Duration::ZERO);
     assert_eq!(cache.lock_timeout, Duration::from_secs(30));

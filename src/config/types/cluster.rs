@@ -219,6 +219,9 @@ pub struct ApiKeysConfig {
     /// Cooldown when `retry-after` is absent, and how long a key without a health check stays out.
     /// Default 60s.
     pub default_cooldown: Duration,
+    /// Longest cooldown an answer's `retry-after` can ask for (a larger value, in seconds or as
+    /// a date, is cut to this). Default 1h.
+    pub max_retry_after: Duration,
     /// Probe that brings a key that was taken out back; `None` = it returns after
     /// `default_cooldown`.
     pub health_check: Option<KeyHealthCheck>,

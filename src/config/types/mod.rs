@@ -31,6 +31,9 @@ pub struct Config {
     pub access_log: Option<AccessLogConfig>,
     /// The DNS servers that resolve named peers.
     pub resolver: ResolverSettings,
+    /// Addresses of the proxies in front of switchyard whose `x-forwarded-for` is believed.
+    /// Default: none (every client's own forwarding headers are replaced).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl Config {

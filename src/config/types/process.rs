@@ -15,25 +15,76 @@ pub struct ServerSettings {
     pub grace_period: Duration,
     /// After the grace period, how long to wait for tasks to end. Default 5s.
     pub graceful_shutdown_timeout: Duration,
-    /// Where the process id is written. Default `/tmp/switchyard.pid`.
+    /// Where the process id is written. Default `switchyard.pid` in [`runtime_dir`].
     pub pid_file: String,
-    /// Socket the old and new process use to hand over listeners. Default
-    /// `/tmp/switchyard_upgrade.sock`.
+    /// Socket the old and new process use to hand over listeners (whoever can connect to it
+    /// receives the listening sockets). Default `upgrade.sock` in [`runtime_dir`].
     pub upgrade_sock: String,
 }
 
 impl Default for ServerSettings {
-    /// One thread per core, a grace period of 30s, 5s for tasks to end, `/tmp/switchyard.pid`
-    /// and `/tmp/switchyard_upgrade.sock`.
+    /// One thread per core, a grace period of 30s, 5s for tasks to end, `switchyard.pid` and
+    /// `upgrade.sock` in [`runtime_dir`].
     fn default() -> Self {
+        let dir = runtime_dir();
+        let at = |f: &str| dir.join(f).display().to_string();
         ServerSettings {
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             grace_period: Duration::from_secs(30),
             graceful_shutdown_timeout: Duration::from_secs(5),
-            pid_file: "/tmp/switchyard.pid".into(),
-            upgrade_sock: "/tmp/switchyard_upgrade.sock".into(),
+            pid_file: at("switchyard.pid"),
+            upgrade_sock: at("upgrade.sock"),
         }
     }
+}
+
+/// A directory for the process files that only this user can write to (the upgrade socket hands
+/// the listening sockets to whoever connects to it, so it must not sit in a shared `/tmp`):
+/// `$RUNTIME_DIRECTORY` (systemd's `RuntimeDirectory=`), else `/run/switchyard` when `/run` or
+/// that directory is writable (root), else `$XDG_RUNTIME_DIR/switchyard`, else a per-user
+/// directory under the temporary directory (`switchyard-UID`, created private at start; a
+/// warning says so). Nothing is created here: `server` creates the directory, mode 0700.
+pub fn runtime_dir() -> PathBuf {
+    let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty());
+    if let Some(d) = env("RUNTIME_DIRECTORY") {
+        // systemd may list several, separated by ':'.
+        let first = d
+            .to_string_lossy()
+            .split(':')
+            .next()
+            .unwrap_or("")
+            .to_string();
+        if !first.is_empty() {
+            return PathBuf::from(first);
+        }
+    }
+    let run = PathBuf::from("/run/switchyard");
+    if writable(&run) || (!run.exists() && writable(std::path::Path::new("/run"))) {
+        return run;
+    }
+    if let Some(x) = env("XDG_RUNTIME_DIR") {
+        return PathBuf::from(x).join("switchyard");
+    }
+    let uid = std::fs::metadata("/proc/self").map_or(0, |m| {
+        use std::os::unix::fs::MetadataExt;
+        m.uid()
+    });
+    std::env::temp_dir().join(format!("switchyard-{uid}"))
+}
+
+fn writable(dir: &std::path::Path) -> bool {
+    dir.is_dir()
+        && std::fs::metadata(dir).is_ok_and(|m| !m.permissions().readonly())
+        && tempfile_probe(dir)
+}
+
+/// Can this process create a file in `dir`? (Permission bits alone do not say, for root or
+/// read-only mounts.)
+fn tempfile_probe(dir: &std::path::Path) -> bool {
+    let probe = dir.join(format!(".switchyard-probe-{}", std::process::id()));
+    let ok = std::fs::File::create(&probe).is_ok();
+    let _ = std::fs::remove_file(&probe);
+    ok
 }
 
 /// A client-facing listener.
@@ -61,6 +112,9 @@ pub struct AdminSettings {
     pub addr: SocketAddr,
     /// Bearer token required on mutating endpoints; required when `addr` is not loopback.
     pub token: Option<AdminToken>,
+    /// The token protects the read endpoints too (`/metrics`, `/status`, the breaker
+    /// documents); `/healthz` and `/readyz` stay open for probes. Default false.
+    pub protect_reads: bool,
 }
 
 /// The admin bearer token. Never printed: `Debug` shows a placeholder.
@@ -101,6 +155,9 @@ pub struct Limits {
     pub max_header_bytes: usize,
     /// Longest wait for the next piece of a request body. Default 30s.
     pub client_body_timeout: Duration,
+    /// Longest time to receive a whole request body, however steadily it trickles in. Default
+    /// 60s.
+    pub client_body_total_timeout: Duration,
     /// How long an idle client connection is kept open between requests (HTTP/1.1: also each
     /// read of a later request's header; HTTP/2: idle connection). Whole seconds. Default 60s.
     pub keepalive_timeout: Duration,
@@ -115,12 +172,13 @@ pub struct Limits {
 }
 
 impl Default for Limits {
-    /// Headers up to 64KiB, 30s between body pieces, idle connections kept 60s, 1000 requests
+    /// Headers up to 64KiB, 30s between body pieces and 60s for a whole body, idle connections kept 60s, 1000 requests
     /// per HTTP/1.1 connection, 10000 connections and 4096 requests in flight.
     fn default() -> Self {
         Limits {
             max_header_bytes: 64 * 1024,
             client_body_timeout: Duration::from_secs(30),
+            client_body_total_timeout: Duration::from_secs(60),
             keepalive_timeout: Duration::from_secs(60),
             keepalive_requests: 1000,
             max_connections: 10_000,

@@ -190,7 +190,9 @@ pub struct CacheConfig {
     pub max_bytes: u64,
     /// Larger answers are not stored. Default 1MiB.
     pub max_entry_bytes: u64,
-    /// Request headers whose values (digested) take part in the key. Default `[authorization]`.
+    /// Request headers whose values (digested) take part in the key. Default
+    /// `[authorization, x-api-key, api-key]` (the ways OpenAI, Anthropic and Azure clients send
+    /// their key: tenants never share an entry).
     pub vary_headers: Vec<HeaderName>,
     /// Cache only requests with `"temperature": 0` (absent counts as 1). Default true.
     pub deterministic_only: bool,
@@ -212,7 +214,11 @@ impl Default for CacheConfig {
             ttl: Duration::from_secs(600),
             max_bytes: 256 * 1024 * 1024,
             max_entry_bytes: 1024 * 1024,
-            vary_headers: vec![http::header::AUTHORIZATION],
+            vary_headers: vec![
+                http::header::AUTHORIZATION,
+                HeaderName::from_static("x-api-key"),
+                HeaderName::from_static("api-key"),
+            ],
             deterministic_only: true,
             stale_if_error: Duration::ZERO,
             lock_timeout: Duration::from_secs(30),

@@ -3,6 +3,11 @@
 //! The answers mimic the OpenAI wire format closely enough for a load balancer to treat them as real, and add
 //! what a test needs to check the balancer's work: which instance answered (`served_by`, `x-sim-instance`) and
 //! exactly which request bytes arrived (`request_bytes`, `request_sha256`).
+//!
+//! Like vLLM and SGLang, it honours `max_tokens` (or `max_completion_tokens`) and continues a
+//! partial answer: a chat request with `"continue_final_message": true` whose last message is an
+//! `assistant` message holding the first k tokens of the answer (`tok0 tok1 … tok(k-1) `) is
+//! answered from token k on, so the partial text and the answer together are the full answer.
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicU16, AtomicU32, Ordering};
@@ -91,6 +96,8 @@ pub(crate) enum Kind {
 #[derive(Debug)]
 pub(crate) struct Answer {
     pub kind: Kind,
+    /// Index in the full answer of this answer's first token (above 0 when continuing one).
+    pub first_token: usize,
     pub id: String,
     pub model: String,
     pub created: u64,
@@ -150,7 +157,7 @@ async fn model_request(
 ) -> Result<Response<SimBody>, NoResponse> {
     let (seq, guard) = shared.stats.model_request();
     let configured = Failure::decode(shared.failure.load(Ordering::Relaxed));
-    let knobs = match Knobs::from_headers(req.headers(), &shared.cfg, configured) {
+    let mut knobs = match Knobs::from_headers(req.headers(), &shared.cfg, configured) {
         Ok(k) => k,
         Err(e) => return Ok(error_response(StatusCode::BAD_REQUEST, &e.to_string())),
     };
@@ -214,8 +221,11 @@ async fn model_request(
         Kind::Chat => "chatcmpl",
         Kind::Text => "cmpl",
     };
+    let (first_token, tokens) = extent(&json, kind, knobs.tokens);
+    knobs.tokens = tokens;
     let answer = Answer {
         kind,
+        first_token,
         id: format!("{prefix}-{}-{seq}", shared.cfg.name),
         model: json
             .get("model")
@@ -260,8 +270,32 @@ async fn model_request(
     Ok(resp)
 }
 
+/// Which tokens of a full answer of `full` tokens a request gets: the index of its first token
+/// (the tokens a continued `assistant` message already holds) and how many, within `max_tokens`.
+fn extent(json: &Value, kind: Kind, full: usize) -> (usize, usize) {
+    let continued = (kind == Kind::Chat && json["continue_final_message"] == true)
+        .then(|| json["messages"].as_array()?.last())
+        .flatten()
+        .filter(|m| m["role"] == "assistant")
+        .and_then(|m| m["content"].as_str());
+    let first = continued.map_or(0, |text| {
+        let mut k = 0;
+        let mut rest = text;
+        while let Some(r) = rest.strip_prefix(token(k).as_str()) {
+            rest = r;
+            k += 1;
+        }
+        k
+    });
+    let max = (json.get("max_tokens"))
+        .or_else(|| json.get("max_completion_tokens"))
+        .and_then(Value::as_u64)
+        .map_or(usize::MAX, |m| usize::try_from(m).unwrap_or(usize::MAX));
+    (first, full.saturating_sub(first).min(max))
+}
+
 fn complete_body(a: &Answer, tokens: usize) -> Value {
-    let text: String = (0..tokens).map(token).collect();
+    let text: String = (a.first_token..a.first_token + tokens).map(token).collect();
     let (object, choice) = match a.kind {
         Kind::Chat => (
             "chat.completion",

@@ -279,3 +279,25 @@ async fn sim_continues_a_final_assistant_message_within_max_tokens() {
     assert_eq!(v["choices"][0]["message"]["content"], "tok0 tok1 tok2 ");
     assert_eq!(v["usage"]["completion_tokens"], 3);
 }
+
+#[tokio::test]
+async fn sim_continues_a_prompt_ending_with_the_answer_so_far() {
+    let sim = start(fast()).await;
+    let client = reqwest::Client::new();
+    for (prompt, want) in [
+        ("say it: tok0 tok1 ", "tok2 tok3 "),
+        ("say it", "tok0 tok1 tok2 tok3 "),
+        ("tok0 tok1 and more", "tok0 tok1 tok2 tok3 "),
+    ] {
+        let v: Value = client
+            .post(url(&sim, "/v1/completions"))
+            .body(json!({ "prompt": prompt }).to_string())
+            .send()
+            .await
+            .expect("send")
+            .json()
+            .await
+            .expect("json");
+        assert_eq!(v["choices"][0]["text"], want, "{prompt:?}");
+    }
+}

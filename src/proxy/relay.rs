@@ -122,9 +122,10 @@ pub async fn relay(
             None => chunk,
             Some(f) => {
                 let whole = chunk.and_then(|c| f.push(c, |_| {}));
-                match (end, f.finish().filter(|_| end)) {
-                    (true, Some(rest)) => Some(join(whole, rest)),
-                    _ => whole,
+                // Only at the end: `finish` hands over (and forgets) what is held back.
+                match end.then(|| f.finish()).flatten() {
+                    Some(rest) => Some(join(whole, rest)),
+                    None => whole,
                 }
             }
         };

@@ -15,6 +15,7 @@
 //! | the tries, their budget and backoff | `tries.rs`, `retry.rs` (the retry table) |
 //! | breaker feedback | `verdict.rs` |
 //! | relay of the committed try | `relay.rs` |
+//! | continuing a committed stream that broke (`resume`) | `resume/` |
 //! | answers written here | `answer.rs` |
 //! | access log and request metrics | `access.rs` |
 //!
@@ -34,6 +35,7 @@ mod forward;
 mod pick;
 mod relay;
 mod request;
+mod resume;
 mod retry;
 mod rewrite;
 mod stages;

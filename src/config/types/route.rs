@@ -68,8 +68,8 @@ pub enum StickyKey {
 pub struct Timeouts {
     /// Per attempt, TCP connect. Default 1s.
     pub connect: Duration,
-    /// Per attempt, from request sent to response header (for streams: to the first body chunk).
-    /// Default 30s.
+    /// Per attempt, from request sent to response header (for streams: to the first complete SSE
+    /// event, or the first body chunk of a body that is not an event stream). Default 30s.
     pub first_byte: Duration,
     /// Longest gap between body chunks. Default 60s.
     pub idle: Duration,

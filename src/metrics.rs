@@ -33,6 +33,9 @@ pub struct Metrics {
     pub attempts: HistogramVec,
     /// `switchyard_fallback_response_total{route,reason}`
     pub fallbacks: IntCounterVec,
+    /// `switchyard_stream_resumes_total{route,result}`: breaks of committed streams on routes
+    /// with `resume`, by what became of them.
+    pub stream_resumes: IntCounterVec,
     /// `switchyard_circuit_breaker_open_total{cluster,peer}`
     pub breaker_opens: IntCounterVec,
     /// `switchyard_circuit_breaker_state{cluster,peer}`: 0 closed, 1 half-open, 2 open.
@@ -142,6 +145,13 @@ impl Metrics {
                     "Fallback answers, by route and reason."
                 ),
                 &["route", "reason"]
+            )),
+            stream_resumes: reg!(IntCounterVec::new(
+                Opts::new(
+                    "switchyard_stream_resumes_total",
+                    "Committed streams that broke on routes with resume, by route and result: resumed, failed, not_resumable, exhausted, completed."
+                ),
+                &["route", "result"]
             )),
             breaker_opens: reg!(IntCounterVec::new(
                 Opts::new(

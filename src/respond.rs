@@ -123,8 +123,5 @@ pub fn sse_error_event(message: &str, request_id: &str) -> Bytes {
 
 /// Does `content-type` say the body is an SSE stream?
 pub fn is_sse(headers: &http::HeaderMap) -> bool {
-    headers
-        .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("text/event-stream"))
+    crate::sse::is_event_stream(headers)
 }

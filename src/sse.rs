@@ -82,9 +82,26 @@ impl Framer {
     /// Take an upstream chunk. Returns the bytes to forward now (whole events, or everything once
     /// framing is lost) and calls `on_event` for each event completed by this chunk.
     pub fn push(&mut self, chunk: Bytes, mut on_event: impl FnMut(&Event<'_>)) -> Option<Bytes> {
+        self.push_until(chunk, |ev| {
+            on_event(ev);
+            true
+        })
+        .0
+    }
+
+    /// [`push`](Self::push), where `on_event` may stop the stream at an event by returning
+    /// `false` (an error event the caller will not forward): the bytes returned are those of the
+    /// events before it, that event and the rest of the chunk are dropped, and `true` says so.
+    /// Nothing more should be pushed after a stop.
+    pub fn push_until(
+        &mut self,
+        chunk: Bytes,
+        mut on_event: impl FnMut(&Event<'_>) -> bool,
+    ) -> (Option<Bytes>, bool) {
         if self.lost {
-            return (!chunk.is_empty()).then_some(chunk);
+            return ((!chunk.is_empty()).then_some(chunk), false);
         }
+        let mut stopped = false;
         // Where the last event completed by this chunk ends, as an offset into `chunk`.
         let mut last_end = None;
         let mut event_start = 0usize;
@@ -113,7 +130,10 @@ impl Framer {
             if self.at_line_start {
                 // An empty line: the event that started at `event_start` (or in `pending`) ends.
                 let end = i + 1 + usize::from(b == b'\r' && chunk.get(i + 1) == Some(&b'\n'));
-                self.complete(&chunk, held, event_start, end, &mut on_event);
+                if !self.complete(&chunk, held, event_start, end, &mut on_event) {
+                    stopped = true;
+                    break;
+                }
                 event_start = end;
                 last_end = Some(end);
             }
@@ -128,6 +148,10 @@ impl Framer {
                 Some(out.freeze())
             }
         };
+        if stopped {
+            self.pending.clear();
+            return (forward, true);
+        }
         let rest = &chunk[last_end.unwrap_or(0)..];
         if last_end.is_some() {
             self.pending.clear();
@@ -137,27 +161,29 @@ impl Framer {
             // Give up framing: send what is held and everything after it as it comes.
             self.lost = true;
             let held = std::mem::take(&mut self.pending).freeze();
-            return Some(match forward {
+            let all = match forward {
                 None => held,
                 Some(f) => {
                     let mut both = BytesMut::from(&f[..]);
                     both.extend_from_slice(&held);
                     both.freeze()
                 }
-            });
+            };
+            return (Some(all), false);
         }
-        forward
+        (forward, false)
     }
 
-    /// The event in `pending` (its first `held` bytes) plus `chunk[start..end]` is complete.
+    /// The event in `pending` (its first `held` bytes) plus `chunk[start..end]` is complete;
+    /// `false` when `on_event` stops the stream at it.
     fn complete(
         &mut self,
         chunk: &Bytes,
         held: usize,
         start: usize,
         end: usize,
-        on_event: &mut impl FnMut(&Event<'_>),
-    ) {
+        on_event: &mut impl FnMut(&Event<'_>) -> bool,
+    ) -> bool {
         let joined;
         let raw: &[u8] = if start == 0 && held > 0 {
             let mut b = Vec::with_capacity(held + end);
@@ -168,13 +194,13 @@ impl Framer {
         } else {
             &chunk[start..end]
         };
-        let Some(ev) = parse(raw) else { return };
+        let Some(ev) = parse(raw) else { return true };
         self.events += 1;
         self.done = ev.is_done();
         if ev.is_error() {
             self.errors += 1;
         }
-        on_event(&ev);
+        on_event(&ev)
     }
 
     /// The bytes held back at the end of a stream that ended normally (an unterminated last
@@ -272,6 +298,16 @@ fn lines(raw: &[u8]) -> impl Iterator<Item = &[u8]> {
     })
 }
 
+/// Does `content-type` say the body is an event stream (`text/event-stream`, any case)?
+pub fn is_event_stream(headers: &http::HeaderMap) -> bool {
+    const TYPE: &[u8] = b"text/event-stream";
+    headers.get(http::header::CONTENT_TYPE).is_some_and(|v| {
+        v.as_bytes()
+            .get(..TYPE.len())
+            .is_some_and(|p| p.eq_ignore_ascii_case(TYPE))
+    })
+}
+
 /// Does a whole SSE body end with the `data: [DONE]` event and carry no error event?
 pub fn completed_cleanly(body: &[u8]) -> bool {
     let mut f = Framer::new();
@@ -280,87 +316,4 @@ pub fn completed_cleanly(body: &[u8]) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Feed `parts` one by one; returns what was forwarded, the event data seen, and the framer.
-    fn run(parts: &[&str]) -> (String, Vec<String>, Framer) {
-        let mut f = Framer::new();
-        let mut out = String::new();
-        let mut seen = Vec::new();
-        for p in parts {
-            let fwd = f.push(Bytes::copy_from_slice(p.as_bytes()), |ev| {
-                seen.push(String::from_utf8_lossy(&ev.data).into_owned())
-            });
-            if let Some(b) = fwd {
-                out.push_str(std::str::from_utf8(&b).unwrap());
-            }
-        }
-        (out, seen, f)
-    }
-
-    #[test]
-    fn whole_events_pass_unchanged() {
-        let (out, seen, f) = run(&["data: {\"a\":1}\n\n", "data: [DONE]\n\n"]);
-        assert_eq!(out, "data: {\"a\":1}\n\ndata: [DONE]\n\n");
-        assert_eq!(seen, ["{\"a\":1}", "[DONE]"]);
-        assert!(f.done() && f.events() == 2 && f.errors() == 0);
-    }
-
-    #[test]
-    fn a_split_event_is_held_until_it_ends() {
-        let (out, seen, mut f) = run(&["data: {\"choices\":[{\"de", "lta\":1}]}\n", "\ndata: x"]);
-        assert_eq!(out, "data: {\"choices\":[{\"delta\":1}]}\n\n");
-        assert_eq!(seen, ["{\"choices\":[{\"delta\":1}]}"]);
-        assert!(!f.done());
-        // A cut now drops the unfinished "data: x"; a normal end hands it over.
-        assert_eq!(f.finish().as_deref(), Some(&b"data: x"[..]));
-    }
-
-    #[test]
-    fn every_line_ending_and_split_points() {
-        let text = "event: a\r\ndata: 1\r\ndata: 2\r\n\r\ndata: 3\r\rdata: [DONE]\n\n";
-        // Split at every byte position: the result must not depend on chunking.
-        for cut in 0..text.len() {
-            let (out, seen, f) = run(&[&text[..cut], &text[cut..]]);
-            assert_eq!(out, text, "cut at {cut}");
-            assert_eq!(seen, ["1\n2", "3", "[DONE]"], "cut at {cut}");
-            assert!(f.done());
-        }
-    }
-
-    #[test]
-    fn comments_and_error_events() {
-        let (_, seen, f) = run(&[": keep-alive\n\n", "event: error\ndata: {}\n\n"]);
-        assert_eq!(seen, ["{}"]);
-        assert_eq!((f.events(), f.errors()), (1, 1));
-        let (_, _, f) = run(&["data: {\"error\": {\"message\": \"engine died\"}}\n\n"]);
-        assert_eq!(f.errors(), 1);
-        let (_, _, f) =
-            run(&["data: {\"choices\": [{\"delta\": {\"content\": \"\\\"error\\\"\"}}]}\n\n"]);
-        assert_eq!(f.errors(), 0, "the word inside content is not an error");
-    }
-
-    #[test]
-    fn done_is_an_event_not_a_tail() {
-        assert!(completed_cleanly(b"data: {}\n\ndata: [DONE]\n\n"));
-        assert!(
-            !completed_cleanly(b"data: {}\n\ndata: [DONE]"),
-            "unterminated"
-        );
-        assert!(!completed_cleanly(b"data: x [DONE]\n\n"));
-        assert!(!completed_cleanly(
-            b"data: {\"error\":{}}\n\ndata: [DONE]\n\n"
-        ));
-        assert!(!completed_cleanly(b""));
-    }
-
-    #[test]
-    fn a_huge_event_gives_up_framing_and_loses_nothing() {
-        let big = "x".repeat(MAX_PENDING + 10);
-        let first = format!("data: {big}");
-        let (out, _, f) = run(&["data: 1\n\n", &first, "\n\ndata: 2\n\n"]);
-        assert_eq!(out, format!("data: 1\n\n{first}\n\ndata: 2\n\n"));
-        assert!(!f.at_boundary());
-    }
-}
+mod tests;

@@ -313,12 +313,18 @@ async fn filling_past_max_bytes_evicts_and_stays_under_the_bound() {
     let cache = "      max_bytes: 16KiB\n      max_entry_bytes: 4KiB\n";
     let lb = Balancer::start(&config(&[&s], cache, "")).await;
     let c = client();
+    // The simulator honours max_tokens, as a model server does: let the answers be long.
+    let long = |content: &str| {
+        let mut p = prompt(content, false);
+        p["max_tokens"] = json!(1000);
+        p
+    };
     let mut sizes = 0;
     for i in 0..40 {
         let (status, cache, body) = ask(
             &c,
             &lb,
-            &prompt(&format!("prompt {i}"), false),
+            &long(&format!("prompt {i}")),
             &[("x-sim-tokens", "200"), ("x-sim-token-delay-ms", "0")],
         )
         .await;
@@ -330,7 +336,7 @@ async fn filling_past_max_bytes_evicts_and_stays_under_the_bound() {
         "the test must fill well past the bound"
     );
     // Too large for max_entry_bytes: answered, never stored.
-    let big = prompt("big", false);
+    let big = long("big");
     assert_eq!(
         ask(&c, &lb, &big, &[("x-sim-tokens", "1000")]).await.1,
         "MISS"

@@ -1,5 +1,5 @@
 //! The words the file layer accepts for keys with a fixed set of values (`balance`, `kind`,
-//! `failure_on`, `retry_on`, `cooldown`).
+//! `failure_on`, `retry_on`, `cooldown`, `resume.mode`).
 //!
 //! serde parses them, so a value that is none of them is reported with the key path and line,
 //! and with the accepted values listed by serde itself (unknown variant `fastest`, expected
@@ -28,6 +28,14 @@ pub enum CheckKindFile {
     Http,
     /// `tcp`.
     Tcp,
+}
+
+/// `routes[N].resume.mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResumeModeFile {
+    /// `continue`.
+    Continue,
 }
 
 /// One entry of `breaker.failure_on`.

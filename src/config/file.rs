@@ -201,6 +201,8 @@ pub struct RouteFile {
     #[serde(default)]
     pub client_limit: Option<ClientLimitFile>,
     pub cache: Option<CacheFile>,
+    #[serde(default)]
+    pub resume: Option<ResumeFile>,
 }
 
 /// `routes[N].match`.
@@ -330,6 +332,14 @@ pub struct ClientLimitFile {
     pub key: String,
     pub requests_per_minute: u32,
     pub burst: Option<u32>,
+}
+
+/// `routes[N].resume`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResumeFile {
+    pub mode: Option<ResumeModeFile>,
+    pub max: Option<u32>,
 }
 
 /// `routes[N].cache`.

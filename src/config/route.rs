@@ -14,6 +14,8 @@ const DEFAULT_MAX_REQUEST_BODY: usize = 4 * 1024 * 1024;
 const MAX_ATTEMPTS: u32 = 10;
 /// The store weighs entries in KiB with a 16-bit weight.
 const MAX_CACHE_ENTRY: u64 = 63 * 1024 * 1024;
+/// Most continuations of one request.
+const MAX_RESUMES: u32 = 10;
 
 /// `routes[N]`; `clusters` are the built clusters, which the split names.
 pub(super) fn route(base: &str, r: &RouteFile, clusters: &[ClusterConfig]) -> Result<RouteConfig> {
@@ -63,6 +65,10 @@ pub(super) fn route(base: &str, r: &RouteFile, clusters: &[ClusterConfig]) -> Re
         Some(c) => Some(cache(&format!("{base}.cache"), c)?),
         None => None,
     };
+    let resume = match &r.resume {
+        Some(f) => Some(resume(&format!("{base}.resume"), f)?),
+        None => None,
+    };
     Ok(RouteConfig {
         client_limit,
         name: r.name.clone(),
@@ -78,7 +84,26 @@ pub(super) fn route(base: &str, r: &RouteFile, clusters: &[ClusterConfig]) -> Re
         max_request_body,
         fallback,
         cache,
+        resume,
     })
+}
+
+/// `routes[N].resume`.
+fn resume(base: &str, f: &ResumeFile) -> Result<ResumeConfig> {
+    let d = ResumeConfig::default();
+    let mode = match f.mode {
+        None | Some(ResumeModeFile::Continue) => ResumeMode::Continue,
+    };
+    let max = f.max.unwrap_or(d.max);
+    if max == 0 || max > MAX_RESUMES {
+        return err(
+            format!("{base}.max"),
+            format!(
+                "must be 1-{MAX_RESUMES} (continuations per request; leave resume out for none)"
+            ),
+        );
+    }
+    Ok(ResumeConfig { mode, max })
 }
 
 /// `routes[N].split`: one or more clusters, each named once, not all of weight zero.

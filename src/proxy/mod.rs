@@ -17,6 +17,7 @@
 //! | the tries, their budget and backoff | `tries.rs`, `retry.rs` (the retry table) |
 //! | breaker feedback | `verdict.rs` |
 //! | relay of the committed try | `relay.rs` |
+//! | continuing a committed stream that broke (`resume`) | `resume/` |
 //! | answers written here | `answer.rs` |
 //! | access log and request metrics | `access.rs` |
 //!
@@ -38,6 +39,7 @@ pub mod path;
 mod pick;
 mod relay;
 mod request;
+mod resume;
 mod retry;
 mod rewrite;
 mod stages;

@@ -90,6 +90,11 @@ impl<'a> Picker<'a> {
         (c, &c.peers[peer])
     }
 
+    /// Never pick `(cluster, peer)` for this request (a peer whose committed stream broke).
+    pub fn avoid(&mut self, cluster: usize, peer: usize) {
+        self.tried.push((cluster, peer));
+    }
+
     /// The try to `(cluster, peer)` failed for its API key, not the peer: the peer may be tried
     /// again with another key.
     pub fn key_rejected(&mut self, cluster: usize, peer: usize) {

@@ -7,12 +7,19 @@
 //! cleanly with an `event: error` and a JSON `data:` line, which starts on an event boundary;
 //! for any other body the downstream message is cut short (no final chunk), so the client can
 //! tell it is incomplete.
+//!
+//! On a route with `resume`, the relay keeps a [`Transcript`] of the events it forwards, and a
+//! break (a reset, a stall past `idle`, an error event, an end before the answer finished) is
+//! returned as [`RelayEnd::Broken`] with nothing written, so the caller can continue the stream
+//! elsewhere; [`continuation`] then relays the continuation into the same response.
 
+use super::resume::Transcript;
 use crate::cache::Pass;
 use crate::downstream::Downstream;
 use crate::respond::{is_sse, sse_error_event};
 use crate::sse;
 use crate::upstream::{timeout_at, Ready};
+use bytes::{Bytes, BytesMut};
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -27,19 +34,137 @@ pub enum RelayEnd {
     UpstreamFailed,
     /// The client went away.
     ClientGone,
+    /// A stream with a transcript broke on an event boundary; nothing was written about it, the
+    /// response is still open.
+    Broken(Break),
+}
+
+/// How a stream broke after its commit point.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Break {
+    /// The connection failed.
+    Reset,
+    /// No data for `idle`, or the request's deadline passed.
+    Stalled,
+    /// The upstream sent an error event.
+    ErrorEvent,
+    /// The body ended before the answer did (no `finish_reason`, no `[DONE]`).
+    Truncated,
+}
+
+impl Break {
+    /// What the client's error event says, when the break cannot be mended.
+    pub fn message(self) -> &'static str {
+        match self {
+            Break::Reset => "upstream connection failed mid-response",
+            Break::Stalled => "upstream stalled past the idle or total timeout",
+            Break::ErrorEvent => "upstream reported an error mid-stream",
+            Break::Truncated => "upstream ended the stream before the answer was complete",
+        }
+    }
+}
+
+/// End an SSE response that broke with the error event.
+pub async fn end_with_error(client: &mut impl Downstream, b: Break, request_id: &str) {
+    let ev = sse_error_event(b.message(), request_id);
+    let _ = client.write_body(Some(ev), true).await;
+}
+
+/// End an SSE response whose answer is whole with `data: [DONE]`.
+pub async fn end_with_done(client: &mut impl Downstream) -> RelayEnd {
+    let done = Bytes::from_static(b"data: [DONE]\n\n");
+    match client.write_body(Some(done), true).await {
+        Ok(()) => RelayEnd::Complete,
+        Err(_) => RelayEnd::ClientGone,
+    }
+}
+
+/// How a stream's events are handled on their way to the client.
+struct Events<'t> {
+    framer: sse::Framer,
+    transcript: Option<&'t mut Transcript>,
+    /// A continuation: events are rewritten by the transcript instead of forwarded as they came.
+    rewrite: bool,
+}
+
+impl Events<'_> {
+    /// Frame `chunk`: the bytes to write now, and whether an error event stopped the stream
+    /// (only with a transcript; otherwise error events pass like any other).
+    fn push(&mut self, chunk: Bytes) -> (Option<Bytes>, bool) {
+        let Some(t) = self.transcript.as_deref_mut() else {
+            return (self.framer.push(chunk, |_| {}), false);
+        };
+        if !self.rewrite {
+            return self.framer.push_until(chunk, |ev| {
+                let go_on = !ev.is_error();
+                if go_on {
+                    t.observe(ev);
+                }
+                go_on
+            });
+        }
+        let mut out = BytesMut::new();
+        let (raw, stop) = self.framer.push_until(chunk, |ev| {
+            let go_on = !ev.is_error();
+            if let Some(b) = t.rewrite(ev).filter(|_| go_on) {
+                out.extend_from_slice(&b);
+            }
+            go_on
+        });
+        if !self.framer.at_boundary() {
+            return (raw, stop);
+        }
+        ((!out.is_empty()).then(|| out.freeze()), stop)
+    }
+
+    /// The bytes to write for `chunk` (the last one when `end`), and the break the caller will
+    /// mend, if the stream broke: what came before it goes out, the response stays open, and an
+    /// unfinished last event is dropped.
+    fn frame(&mut self, chunk: Option<Bytes>, end: bool) -> (Option<Bytes>, Option<Break>) {
+        let (whole, stopped) = match chunk {
+            Some(c) => self.push(c),
+            None => (None, false),
+        };
+        let broken = if stopped {
+            Some(Break::ErrorEvent)
+        } else if end && self.resumable() && !self.finished() {
+            Some(Break::Truncated)
+        } else {
+            None
+        };
+        // Only at the end: `finish` hands over (and forgets) what is held back.
+        let rest = (end && broken.is_none())
+            .then(|| self.framer.finish())
+            .flatten();
+        match rest {
+            Some(rest) => (Some(join(whole, rest)), broken),
+            None => (whole, broken),
+        }
+    }
+
+    /// Is a break to be handed back to the caller (a transcript, and whole events so far)?
+    fn resumable(&self) -> bool {
+        self.transcript.is_some() && self.framer.at_boundary()
+    }
+
+    /// Did the stream end its answer (`[DONE]`, or a finish reason)?
+    fn finished(&self) -> bool {
+        self.framer.done() || self.transcript.as_ref().is_some_and(|t| t.finished())
+    }
 }
 
 /// Relay `ready` to the client. `idle` bounds the gap between chunks, `deadline` the request.
 /// On a cached route `tee` records the answer (and marks it with `x-cache-status`); while it is
 /// recording, the upstream is read to its end even if the client leaves, so the answer can still
-/// be stored and handed to coalesced requests.
+/// be stored and handed to coalesced requests. With a `transcript` (routes with `resume`), an
+/// SSE stream's break is returned as [`RelayEnd::Broken`].
 pub async fn relay(
     client: &mut impl Downstream,
     mut ready: Ready,
-    idle: Duration,
-    deadline: Instant,
+    timing: (Duration, Instant),
     request_id: &str,
     mut tee: Option<&mut Pass<'_>>,
+    transcript: Option<&mut Transcript>,
 ) -> RelayEnd {
     let mut header = std::mem::replace(
         &mut ready.header,
@@ -51,13 +176,16 @@ pub async fn relay(
     }
     for_client(&mut header, client.req_header().version);
     let _ = header.insert_header("x-request-id", request_id);
-    let is_sse = is_sse(&header.headers);
-    let mut framer = is_sse.then(sse::Framer::new);
+    let events = is_sse(&header.headers).then(|| Events {
+        framer: sse::Framer::new(),
+        transcript,
+        rewrite: false,
+    });
     let header_only = ready.done && ready.first.is_none();
     if let (true, Some(t)) = (header_only, tee.as_deref_mut()) {
         t.end(true).await;
     }
-    let mut client_gone = client.write_header(header, header_only).await.is_err();
+    let client_gone = client.write_header(header, header_only).await.is_err();
     if header_only {
         ready.release().await;
         return if client_gone {
@@ -66,6 +194,41 @@ pub async fn relay(
             RelayEnd::Complete
         };
     }
+    pump(client, ready, timing, request_id, tee, events, client_gone).await
+}
+
+/// Relay a continuation of a broken stream into the response already started: its header is not
+/// sent again, and each event is rewritten by `transcript`. A continuation that is not an event
+/// stream cannot be spliced in: it is dropped as [`Break::Truncated`].
+pub async fn continuation(
+    client: &mut impl Downstream,
+    ready: Ready,
+    timing: (Duration, Instant),
+    request_id: &str,
+    transcript: &mut Transcript,
+) -> RelayEnd {
+    if !is_sse(&ready.header.headers) {
+        ready.abandon().await;
+        return RelayEnd::Broken(Break::Truncated);
+    }
+    let events = Events {
+        framer: sse::Framer::new(),
+        transcript: Some(transcript),
+        rewrite: true,
+    };
+    pump(client, ready, timing, request_id, None, Some(events), false).await
+}
+
+/// The body of `ready`, chunk by chunk, until it ends, breaks or the client leaves.
+async fn pump(
+    client: &mut impl Downstream,
+    mut ready: Ready,
+    (idle, deadline): (Duration, Instant),
+    request_id: &str,
+    mut tee: Option<&mut Pass<'_>>,
+    mut events: Option<Events<'_>>,
+    mut client_gone: bool,
+) -> RelayEnd {
     let mut next = ready.first.take().map(|first| (Some(first), ready.done));
     loop {
         if client_gone && !tee.as_deref().is_some_and(|t| t.recording()) {
@@ -80,14 +243,11 @@ pub async fn relay(
             None => {
                 let by = crate::deadline::from_now(idle).min(deadline);
                 let (failure, chunk) = match timeout_at(by, ready.session.read_body_bytes()).await {
-                    Err(_) => (
-                        Some("upstream stalled past the idle or total timeout"),
-                        None,
-                    ),
-                    Ok(Err(_)) => (Some("upstream connection failed mid-response"), None),
+                    Err(_) => (Some(Break::Stalled), None),
+                    Ok(Err(_)) => (Some(Break::Reset), None),
                     Ok(Ok(chunk)) => (None, chunk),
                 };
-                if let Some(msg) = failure {
+                if let Some(b) = failure {
                     ready.session.shutdown().await;
                     if let Some(t) = tee {
                         t.end(false).await;
@@ -95,38 +255,45 @@ pub async fn relay(
                     if client_gone {
                         return RelayEnd::ClientGone;
                     }
-                    if is_sse {
-                        let ev = sse_error_event(msg, request_id);
-                        let _ = client.write_body(Some(ev), true).await;
-                        return RelayEnd::UpstreamFailedSse;
-                    }
-                    return RelayEnd::UpstreamFailed;
+                    return match &events {
+                        Some(e) if e.resumable() => RelayEnd::Broken(b),
+                        Some(_) => {
+                            end_with_error(client, b, request_id).await;
+                            RelayEnd::UpstreamFailedSse
+                        }
+                        None => RelayEnd::UpstreamFailed,
+                    };
                 }
                 let end = chunk.is_none() || ready.session.is_body_done();
                 (chunk, end)
             }
         };
+        if let (Some(t), Some(c)) = (tee.as_deref_mut(), &chunk) {
+            t.chunk(c);
+        }
+        let (out, broken) = match events.as_mut() {
+            None => (chunk, None),
+            Some(e) => e.frame(chunk, end),
+        };
         if let Some(t) = tee.as_deref_mut() {
-            if let Some(c) = &chunk {
-                t.chunk(c);
-            }
             // Stored before the client gets the last bytes, so its next request finds it.
-            if end {
-                t.end(true).await;
+            if end || broken.is_some() {
+                t.end(end && broken.is_none()).await;
             }
         }
-        let out = match framer.as_mut() {
-            None => chunk,
-            Some(f) => {
-                let whole = chunk.and_then(|c| f.push(c, |_| {}));
-                match (end, f.finish().filter(|_| end)) {
-                    (true, Some(rest)) => Some(join(whole, rest)),
-                    _ => whole,
-                }
-            }
-        };
         if !client_gone {
-            client_gone = client.write_body(out, end).await.is_err();
+            client_gone = client
+                .write_body(out, end && broken.is_none())
+                .await
+                .is_err();
+        }
+        if let Some(b) = broken {
+            ready.session.shutdown().await;
+            return if client_gone {
+                RelayEnd::ClientGone
+            } else {
+                RelayEnd::Broken(b)
+            };
         }
         if end {
             ready.release().await;
@@ -157,11 +324,11 @@ pub fn for_client(header: &mut pingora::http::ResponseHeader, client: http::Vers
 }
 
 /// `a` (if any) followed by `b`.
-fn join(a: Option<bytes::Bytes>, b: bytes::Bytes) -> bytes::Bytes {
+fn join(a: Option<Bytes>, b: Bytes) -> Bytes {
     match a {
         None => b,
         Some(a) => {
-            let mut both = bytes::BytesMut::with_capacity(a.len() + b.len());
+            let mut both = BytesMut::with_capacity(a.len() + b.len());
             both.extend_from_slice(&a);
             both.extend_from_slice(&b);
             both.freeze()

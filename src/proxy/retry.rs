@@ -136,6 +136,16 @@ pub fn policy(e: TryError) -> Policy {
                 retry_after: Some(1),
             },
         },
+        // An engine failure reported inside a 200: what a 500 would have said, before any token
+        // reached the client. Retried under `reset` (the stream broke before its first token) or
+        // when `retry_on` lists 500 (`5xx` does); a breaker failure under `5xx`.
+        TryError::ErrorEvent => Policy {
+            reason: "error_event",
+            retried: Retried::If(|on| on.reset || on.statuses.contains(&500)),
+            charge: Charge::If(|f| f.status_5xx),
+            needs_budget: true,
+            answer: UNAVAILABLE,
+        },
         TryError::KeyRejected(s) => Policy {
             reason: "api_key",
             retried: Retried::Always,
@@ -217,6 +227,7 @@ mod tests {
             TryError::FirstByteTimeout,
             TryError::Reset,
             TryError::Protocol,
+            TryError::ErrorEvent,
             TryError::Status(502),
             TryError::Status(503),
             TryError::Status(504),
@@ -235,6 +246,12 @@ mod tests {
             policy(TryError::KeyRejected(401)).breaker_failure(&all),
             None
         );
+        let only_5xx = RetryOn {
+            statuses: vec![500, 501, 502, 503, 504, 505],
+            ..RetryOn::NONE
+        };
+        assert!(policy(TryError::ErrorEvent).retried_by(&only_5xx));
+        assert!(!policy(TryError::ErrorEvent).retried_by(&RetryOn::NONE));
         assert!(!policy(TryError::Refused).needs_budget);
         assert!(policy(TryError::Reset).needs_budget);
         assert_eq!(policy(TryError::FirstByteTimeout).answer.status, 504);

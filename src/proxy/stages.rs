@@ -7,7 +7,8 @@ use super::edge::{self, RequestSlot};
 use super::forward::{self, Forward};
 use super::pick::Picker;
 use super::relay::{self, RelayEnd};
-use super::tries::{Outcome, Tries};
+use super::resume::{self, Transcript};
+use super::tries::{Committed, Outcome, Tries};
 use super::{answer, path, request, Switchyard};
 use crate::body::RequestBody;
 use crate::cache::{self, Pass};
@@ -18,6 +19,7 @@ use pingora::{Error, ErrorType, Result};
 use tokio::time::Instant;
 
 /// What the upstream stage works on.
+#[derive(Clone, Copy)]
 pub(super) struct Upstream<'a> {
     pub snap: &'a Snapshot,
     pub route: &'a Route,
@@ -263,15 +265,9 @@ impl Switchyard {
                 return answer::after_failure(client, ctx, f, request_id, &self.metrics).await;
             }
         };
-        // Relay the committed try; how it ends goes to the peer's breaker.
-        let status = c.ready.header.status.as_u16();
-        ctx.status = status;
-        ctx.ttfb = Some(ctx.start.elapsed());
-        let idle = route.cfg.timeouts.idle;
-        let end = relay::relay(client, c.ready, idle, deadline, request_id, pass).await;
-        c.ticket.committed(status, end);
+        let end = self.relay_committed(client, ctx, up, c, pass).await;
         match end {
-            RelayEnd::Complete | RelayEnd::UpstreamFailedSse => Ok(()),
+            RelayEnd::Complete | RelayEnd::UpstreamFailedSse | RelayEnd::Broken(_) => Ok(()),
             RelayEnd::ClientGone => {
                 client.set_keepalive(None);
                 Ok(())
@@ -280,6 +276,64 @@ impl Switchyard {
                 ErrorType::ReadError,
                 "upstream failed after the response was committed",
             ),
+        }
+    }
+
+    /// Relay the committed try `c`; how it ends goes to the peer's breaker. On a route with
+    /// `resume`, a transcript of a continuable stream is kept, and a break is mended.
+    async fn relay_committed(
+        &self,
+        client: &mut impl Downstream,
+        ctx: &mut Ctx,
+        up: Upstream<'_>,
+        c: Committed<'_>,
+        pass: Option<&mut Pass<'_>>,
+    ) -> RelayEnd {
+        let Upstream {
+            route,
+            body,
+            request_id,
+            deadline,
+            ..
+        } = up;
+        let stream = body.stream();
+        let mut transcript = (route.cfg.resume.is_some() && stream)
+            .then(|| body.json().and_then(resume::api_of).map(Transcript::new))
+            .flatten();
+        let status = c.ready.header.status.as_u16();
+        ctx.status = status;
+        ctx.ttfb = Some(ctx.start.elapsed());
+        let timing = (route.cfg.timeouts.idle, deadline);
+        let end = {
+            // The try's in-flight count and gauge end with its relay, before any continuation.
+            let c = c;
+            let end = relay::relay(
+                client,
+                c.ready,
+                timing,
+                request_id,
+                pass,
+                transcript.as_mut(),
+            );
+            let end = end.await;
+            c.ticket.committed(status, end);
+            end
+        };
+        match (end, transcript) {
+            (RelayEnd::Broken(b), Some(t)) => self.resume(client, ctx, up, t, b).await,
+            (RelayEnd::Broken(b), None) => {
+                relay::end_with_error(client, b, request_id).await;
+                RelayEnd::UpstreamFailedSse
+            }
+            // A break that could not be handed back: a request or stream resume cannot continue.
+            (RelayEnd::UpstreamFailedSse, _) if route.cfg.resume.is_some() => {
+                self.metrics
+                    .stream_resumes
+                    .with_label_values(&[route.cfg.name.as_str(), "not_resumable"])
+                    .inc();
+                end
+            }
+            (end, _) => end,
         }
     }
 }

@@ -3,7 +3,7 @@
 //! ended without saying anything about the peer, e.g. the client left) a plain release. What
 //! counts as a failure is the retry table's `charge` column (`retry::policy`).
 
-use super::relay::RelayEnd;
+use super::relay::{Break, RelayEnd};
 use super::retry;
 use crate::breaker::{Admission, Outcome, Transition};
 use crate::metrics::Metrics;
@@ -53,6 +53,12 @@ impl<'a> Ticket<'a> {
             RelayEnd::UpstreamFailed | RelayEnd::UpstreamFailedSse => {
                 (f.reset || f.timeout).then_some(Outcome::Failure)
             }
+            RelayEnd::Broken(b) => match b {
+                Break::Reset | Break::Truncated => f.reset,
+                Break::Stalled => f.timeout,
+                Break::ErrorEvent => f.status_5xx,
+            }
+            .then_some(Outcome::Failure),
             RelayEnd::ClientGone => None,
         };
         self.finish(outcome);

@@ -2,7 +2,8 @@
 //!
 //! The answers mimic the OpenAI wire format closely enough for a load balancer to treat them as real, and add
 //! what a test needs to check the balancer's work: which instance answered (`served_by`, `x-sim-instance`) and
-//! exactly which request bytes arrived (`request_bytes`, `request_sha256`).
+//! exactly which request bytes arrived (`request_bytes`, `request_sha256`). Which tokens of the
+//! full answer a request gets (`max_tokens`, a continued answer) is `prefill`'s business.
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicU16, AtomicU32, Ordering};
@@ -18,6 +19,7 @@ use sha2::{Digest, Sha256};
 
 use super::config::{Failure, SimConfig};
 use super::knobs::{header, Knobs};
+use super::prefill;
 use super::stats::SimStats;
 use super::stream;
 
@@ -91,6 +93,8 @@ pub(crate) enum Kind {
 #[derive(Debug)]
 pub(crate) struct Answer {
     pub kind: Kind,
+    /// Index in the full answer of this answer's first token (above 0 when continuing one).
+    pub first_token: usize,
     pub id: String,
     pub model: String,
     pub created: u64,
@@ -150,7 +154,7 @@ async fn model_request(
 ) -> Result<Response<SimBody>, NoResponse> {
     let (seq, guard) = shared.stats.model_request();
     let configured = Failure::decode(shared.failure.load(Ordering::Relaxed));
-    let knobs = match Knobs::from_headers(req.headers(), &shared.cfg, configured) {
+    let mut knobs = match Knobs::from_headers(req.headers(), &shared.cfg, configured) {
         Ok(k) => k,
         Err(e) => return Ok(error_response(StatusCode::BAD_REQUEST, &e.to_string())),
     };
@@ -214,8 +218,11 @@ async fn model_request(
         Kind::Chat => "chatcmpl",
         Kind::Text => "cmpl",
     };
+    let (first_token, tokens) = prefill::extent(&json, kind, knobs.tokens);
+    knobs.tokens = tokens;
     let answer = Answer {
         kind,
+        first_token,
         id: format!("{prefix}-{}-{seq}", shared.cfg.name),
         model: json
             .get("model")
@@ -261,7 +268,7 @@ async fn model_request(
 }
 
 fn complete_body(a: &Answer, tokens: usize) -> Value {
-    let text: String = (0..tokens).map(token).collect();
+    let text: String = (a.first_token..a.first_token + tokens).map(token).collect();
     let (object, choice) = match a.kind {
         Kind::Chat => (
             "chat.completion",

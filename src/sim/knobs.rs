@@ -26,6 +26,13 @@ pub mod header {
     pub const FAIL_AFTER_TOKENS: &str = "x-sim-fail-after-tokens";
     /// Stream this many tokens, then stall forever.
     pub const HANG_AFTER_TOKENS: &str = "x-sim-hang-after-tokens";
+    /// Stream this many tokens, then an error event (`data: {"error": ...}`) and `data: [DONE]`,
+    /// as vLLM does when the engine fails mid-generation (0: the stream's first event is the error).
+    pub const ERROR_AFTER_TOKENS: &str = "x-sim-error-after-tokens";
+    /// The failure knobs of this request (`x-sim-fail`, `x-sim-status` and the `*-after-tokens`
+    /// cuts) apply only on the instance of this name; elsewhere the request is served normally.
+    /// A proxy sends every try of a request with the same headers: this makes one peer fail it.
+    pub const FAIL_INSTANCE: &str = "x-sim-fail-instance";
     /// Send this value as the answer's `cache-control` header (e.g. `no-store`), to test caches.
     pub const CACHE_CONTROL: &str = "x-sim-cache-control";
     /// Response header naming the instance that answered.
@@ -51,6 +58,7 @@ pub(crate) struct Knobs {
     pub header_failure: Option<Option<Failure>>,
     pub fail_after_tokens: Option<usize>,
     pub hang_after_tokens: Option<usize>,
+    pub error_after_tokens: Option<usize>,
     /// `cache-control` of a successful answer (streams default to `no-cache`).
     pub cache_control: Option<HeaderValue>,
 }
@@ -105,13 +113,23 @@ impl Knobs {
             Some(other) => return Err(invalid(header::FAIL, other, "reset, hang, status or none")),
             None => status.map(|s| Some(Failure::Status(s))),
         };
+        let count = |name| number::<usize>(headers, name, "a token count");
+        let (fail_after, hang_after, error_after) = (
+            count(header::FAIL_AFTER_TOKENS)?,
+            count(header::HANG_AFTER_TOKENS)?,
+            count(header::ERROR_AFTER_TOKENS)?,
+        );
+        // Malformed knobs are refused everywhere; well-formed ones fail only their instance.
+        let here = text(headers, header::FAIL_INSTANCE)?.is_none_or(|n| n == cfg.name);
+        let fails = |v: Option<usize>| v.filter(|_| here);
         Ok(Knobs {
             ttft: ms(header::TTFT_MS)?.unwrap_or(cfg.ttft),
             token_delay: ms(header::TOKEN_DELAY_MS)?.unwrap_or(cfg.token_delay),
             tokens,
-            header_failure,
-            fail_after_tokens: number(headers, header::FAIL_AFTER_TOKENS, "a token count")?,
-            hang_after_tokens: number(headers, header::HANG_AFTER_TOKENS, "a token count")?,
+            header_failure: header_failure.filter(|_| here),
+            fail_after_tokens: fails(fail_after),
+            hang_after_tokens: fails(hang_after),
+            error_after_tokens: fails(error_after),
             cache_control: text(headers, header::CACHE_CONTROL)?
                 .and_then(|v| HeaderValue::from_str(v).ok()),
         })
@@ -195,6 +213,43 @@ mod tests {
         assert_eq!(k.cache_control, None);
         let k = knobs(&[(header::CACHE_CONTROL, "no-store")], None).expect("ok");
         assert_eq!(k.cache_control, Some(HeaderValue::from_static("no-store")));
+    }
+
+    #[test]
+    fn sim_knobs_fail_only_the_named_instance() {
+        let cut = [
+            (header::FAIL_AFTER_TOKENS, "2"),
+            (header::ERROR_AFTER_TOKENS, "1"),
+            (header::STATUS, "503"),
+        ];
+        let mut headers = HeaderMap::new();
+        for (k, v) in cut {
+            headers.insert(k, HeaderValue::from_static(v));
+        }
+        headers.insert(header::FAIL_INSTANCE, HeaderValue::from_static("a"));
+        let on = |name: &str| {
+            let cfg = SimConfig {
+                name: name.into(),
+                ..SimConfig::default()
+            };
+            Knobs::from_headers(&headers, &cfg, None).expect("well-formed")
+        };
+        let a = on("a");
+        assert_eq!(
+            (a.fail_after_tokens, a.error_after_tokens, a.header_failure),
+            (Some(2), Some(1), Some(Some(Failure::Status(503))))
+        );
+        let b = on("b");
+        assert_eq!(
+            (b.fail_after_tokens, b.error_after_tokens, b.header_failure),
+            (None, None, None)
+        );
+        headers.insert(header::HANG_AFTER_TOKENS, HeaderValue::from_static("x"));
+        let cfg = SimConfig::default();
+        assert!(
+            Knobs::from_headers(&headers, &cfg, None).is_err(),
+            "still checked"
+        );
     }
 
     #[test]

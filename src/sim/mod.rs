@@ -13,6 +13,7 @@
 mod config;
 mod handler;
 mod knobs;
+mod prefill;
 mod server;
 mod stats;
 mod stream;

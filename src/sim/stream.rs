@@ -3,7 +3,8 @@
 //! Each event is its own body frame, released on a fixed schedule (`ttft`, then one token per `token_delay`),
 //! so a client or proxy sees tokens spread in time exactly as from a real model. The schedule is computed from
 //! the start instant rather than from the previous frame, so slow polling does not stretch the stream.
-//! The body can also stop early: abort the connection (an `Err` frame) or stall forever.
+//! The body can also stop early: abort the connection (an `Err` frame), stall forever, or send an
+//! error event (and `[DONE]`, as vLLM does when its engine fails mid-generation).
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -26,6 +27,7 @@ const FAR_FUTURE: Duration = Duration::from_secs(365 * 24 * 3600);
 enum Cut {
     Abort(usize),
     Hang(usize),
+    Error(usize),
 }
 
 /// The next thing the stream emits.
@@ -50,13 +52,20 @@ struct SseState {
 
 /// Builds the streaming body of `answer`; headers can be sent before the first frame is due.
 pub(crate) fn sse_body(answer: Answer, knobs: &Knobs, guard: ActiveGuard) -> SimBody {
-    // Of two cuts, the earlier one wins; on a tie aborting is the more useful behaviour to observe.
-    let cut = match (knobs.fail_after_tokens, knobs.hang_after_tokens) {
-        (Some(a), Some(h)) if h < a => Some(Cut::Hang(h)),
-        (Some(a), _) => Some(Cut::Abort(a)),
-        (None, Some(h)) => Some(Cut::Hang(h)),
-        (None, None) => None,
-    };
+    // Of several cuts, the earliest wins; on a tie aborting is the most useful behaviour to
+    // observe, then the error event.
+    let cut = [
+        knobs.fail_after_tokens.map(Cut::Abort),
+        knobs.error_after_tokens.map(Cut::Error),
+        knobs.hang_after_tokens.map(Cut::Hang),
+    ]
+    .into_iter()
+    .flatten()
+    .min_by_key(|c| match *c {
+        Cut::Abort(n) => (n, 0),
+        Cut::Error(n) => (n, 1),
+        Cut::Hang(n) => (n, 2),
+    });
     let state = SseState {
         answer,
         start: Instant::now(),
@@ -107,6 +116,11 @@ impl SseState {
                         let never: Infallible = std::future::pending().await;
                         match never {}
                     }
+                    Some(Cut::Error(n)) if k >= n.min(self.tokens) => {
+                        self.next = Next::Done;
+                        let e = json!({"error": {"message": "simulated engine failure", "type": "server_error", "code": null}});
+                        return Some(Ok(event(&e)));
+                    }
                     _ => {}
                 }
                 if k < self.tokens {
@@ -120,15 +134,17 @@ impl SseState {
         }
     }
 
+    /// The chunk of this answer's `k`-th token (token `first_token + k` of the full answer).
     fn token_chunk(&self, k: usize) -> Value {
+        let text = token(self.answer.first_token + k);
         let choice = match self.answer.kind {
             Kind::Chat if k == 0 => {
-                json!({"index": 0, "delta": {"role": "assistant", "content": token(k)}, "finish_reason": null})
+                json!({"index": 0, "delta": {"role": "assistant", "content": text}, "finish_reason": null})
             }
             Kind::Chat => {
-                json!({"index": 0, "delta": {"content": token(k)}, "finish_reason": null})
+                json!({"index": 0, "delta": {"content": text}, "finish_reason": null})
             }
-            Kind::Text => json!({"index": 0, "text": token(k), "finish_reason": null}),
+            Kind::Text => json!({"index": 0, "text": text, "finish_reason": null}),
         };
         self.chunk(choice)
     }

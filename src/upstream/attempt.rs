@@ -2,14 +2,18 @@
 //!
 //! A try takes a pooled connection or connects (under `connect`), sends the request and the whole
 //! buffered body, and waits for the response header (under `first_byte`, counted from the start
-//! of the send). For a streaming request that answered 2xx it also waits for the first body chunk
-//! under the same `first_byte` budget, so a model that accepts and then stalls before its first
-//! token is failed over too. Only then is the try [`Ready`] to commit; everything before is
-//! invisible to the client.
+//! of the send). For a streaming request that answered 2xx it also waits, under the same
+//! `first_byte` budget, for the first complete SSE event (the first body chunk when the body is
+//! not an event stream), so a model that accepts and then stalls before its first token is failed
+//! over too, and so is one whose first event is an error (some servers answer 200 and then
+//! `data: {"error": …}` when the engine fails): [`TryError::ErrorEvent`]. Only then is the try
+//! [`Ready`] to commit; everything before is invisible to the client, and the bytes read on the
+//! way reach it unchanged.
 
 use super::framing::{before_any_byte, free_retry, no_body};
 use super::{Target, TryError};
 use crate::config::Timeouts;
+use crate::sse;
 use bytes::{Buf, Bytes, BytesMut};
 use pingora::connectors::TransportConnector;
 use pingora::http::{RequestHeader, ResponseHeader};
@@ -46,7 +50,8 @@ pub async fn timeout_at<F: Future>(deadline: Instant, fut: F) -> Result<F::Outpu
 pub struct Ready {
     pub session: HttpSession,
     pub header: Box<ResponseHeader>,
-    /// For streams: the first body chunk (already read).
+    /// For streams: the body read up to the commit point (the first event, or the first chunk
+    /// of a body that is not an event stream), unchanged.
     pub first: Option<Bytes>,
     /// The body is complete (nothing more to read).
     pub done: bool,
@@ -64,6 +69,10 @@ const EARLY_ANSWER_WAIT: Duration = Duration::from_secs(1);
 
 /// Largest error body read to judge an API key by.
 const MAX_CAPTURE: usize = 64 * 1024;
+
+/// Most bytes of a stream read while waiting for its first event (comments only, or one huge
+/// event): the try commits with what it read. The framer holds at most as much.
+const MAX_BEFORE_FIRST_EVENT: usize = sse::MAX_PENDING;
 
 impl Ready {
     /// Drop the response without using the connection again.
@@ -227,22 +236,15 @@ pub async fn try_once(
         }
         let mut first = None;
         if !bodiless && capture_statuses.contains(&status) {
-            // Read the (small) error body, so the caller can judge the API key by it.
-            let mut buf = BytesMut::new();
-            while !s.is_body_done() && buf.len() < MAX_CAPTURE {
-                match timeout_at(first_byte_by, s.read_body_ref()).await {
-                    Err(_) => return Err(TryError::FirstByteTimeout),
-                    Ok(Err(e)) => return Err(classify(&e)),
-                    Ok(Ok(Some(chunk))) => buf.extend_from_slice(chunk),
-                    Ok(Ok(None)) => break,
-                }
-            }
-            first = Some(buf.freeze());
+            first = Some(capture(&mut s, first_byte_by).await?);
         } else if !bodiless && stream && header.status.is_success() && !s.is_body_done() {
-            match timeout_at(first_byte_by, s.read_body_bytes()).await {
-                Err(_) => return Err(TryError::FirstByteTimeout),
-                Ok(Err(e)) => return Err(classify(&e)),
-                Ok(Ok(chunk)) => first = chunk,
+            let sse = sse::is_event_stream(&header.headers);
+            match first_event(&mut s, sse, first_byte_by).await {
+                Ok(read) => first = read,
+                Err(e) => {
+                    s.shutdown().await;
+                    return Err(e);
+                }
             }
         }
         let done = bodiless || s.is_body_done();
@@ -257,4 +259,65 @@ pub async fn try_once(
         });
     }
     Err(TryError::Reset)
+}
+
+/// Read the (small) error body, so the caller can judge the API key by it.
+async fn capture(s: &mut HttpSession, by: Instant) -> Result<Bytes, TryError> {
+    let mut buf = BytesMut::new();
+    while !s.is_body_done() && buf.len() < MAX_CAPTURE {
+        match timeout_at(by, s.read_body_ref()).await {
+            Err(_) => return Err(TryError::FirstByteTimeout),
+            Ok(Err(e)) => return Err(classify(&e)),
+            Ok(Ok(Some(chunk))) => buf.extend_from_slice(chunk),
+            Ok(Ok(None)) => break,
+        }
+    }
+    Ok(buf.freeze())
+}
+
+/// Read a 2xx stream up to its commit point: the first complete event of an event stream (`sse`),
+/// else the first chunk. Returns the bytes read, unchanged; an error as the first event fails
+/// the try.
+async fn first_event(
+    s: &mut HttpSession,
+    sse: bool,
+    by: Instant,
+) -> Result<Option<Bytes>, TryError> {
+    let mut framer = sse::Framer::new();
+    let mut read: Option<Bytes> = None;
+    loop {
+        let chunk = match timeout_at(by, s.read_body_bytes()).await {
+            Err(_) => return Err(TryError::FirstByteTimeout),
+            Ok(Err(e)) => return Err(classify(&e)),
+            Ok(Ok(None)) => return Ok(read),
+            Ok(Ok(Some(c))) => c,
+        };
+        let mut first_is_error = None;
+        if sse {
+            framer.push(chunk.clone(), |ev| {
+                first_is_error.get_or_insert_with(|| ev.is_error());
+            });
+        }
+        read = Some(match read {
+            None => chunk,
+            Some(before) => {
+                let mut both = BytesMut::with_capacity(before.len() + chunk.len());
+                both.extend_from_slice(&before);
+                both.extend_from_slice(&chunk);
+                both.freeze()
+            }
+        });
+        match first_is_error {
+            Some(true) => return Err(TryError::ErrorEvent),
+            Some(false) => return Ok(read),
+            None if !sse || s.is_body_done() => return Ok(read),
+            None if read
+                .as_ref()
+                .is_some_and(|r| r.len() > MAX_BEFORE_FIRST_EVENT) =>
+            {
+                return Ok(read)
+            }
+            None => {}
+        }
+    }
 }

@@ -18,6 +18,9 @@ pub enum TryError {
     Protocol,
     /// The peer answered a status the route retries.
     Status(u16),
+    /// A 2xx stream whose first event is an error (`event: error`, or a `data:` object with an
+    /// `error` member): how vLLM and its peers report an engine failure once the header is sent.
+    ErrorEvent,
     /// The answer says the API key used is rejected, out of quota or rate-limited.
     KeyRejected(u16),
 }

@@ -449,4 +449,5 @@ fn access_log_targets() {
 
 mod choices;
 mod defaults;
+mod resume;
 mod upstream;

@@ -1,5 +1,5 @@
 //! The typed config of a route: which requests it takes, where it splits them, and how it
-//! times out, retries, falls back, limits clients and caches answers.
+//! times out, retries, falls back, limits clients, caches answers and resumes broken streams.
 
 use bytes::Bytes;
 use http::{HeaderName, Method};
@@ -28,6 +28,8 @@ pub struct RouteConfig {
     pub client_limit: Option<ClientLimitConfig>,
     /// Edge cache of answers; `None` = off (the default).
     pub cache: Option<CacheConfig>,
+    /// Continuing a committed stream that broke on another peer; `None` = off (the default).
+    pub resume: Option<ResumeConfig>,
 }
 
 /// Which requests a route takes.
@@ -66,8 +68,8 @@ pub enum StickyKey {
 pub struct Timeouts {
     /// Per attempt, TCP connect. Default 1s.
     pub connect: Duration,
-    /// Per attempt, from request sent to response header (for streams: to the first body chunk).
-    /// Default 30s.
+    /// Per attempt, from request sent to response header (for streams: to the first complete SSE
+    /// event, or the first body chunk of a body that is not an event stream). Default 30s.
     pub first_byte: Duration,
     /// Longest gap between body chunks. Default 60s.
     pub idle: Duration,
@@ -152,6 +154,33 @@ impl Default for RetryOn {
             reset: true,
             timeout: true,
             statuses: vec![502, 503, 504],
+        }
+    }
+}
+
+/// How a route resumes a committed SSE stream that broke (`routes[].resume`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResumeConfig {
+    /// How the continuation is asked for. Default [`ResumeMode::Continue`].
+    pub mode: ResumeMode,
+    /// Continuations one request may start. Default 1.
+    pub max: u32,
+}
+
+/// How a broken stream is continued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResumeMode {
+    /// The request again, with the text already sent as a final `assistant` message and
+    /// `continue_final_message` (chat), or appended to `prompt` (completions).
+    Continue,
+}
+
+impl Default for ResumeConfig {
+    /// Continue, at most once per request.
+    fn default() -> Self {
+        ResumeConfig {
+            mode: ResumeMode::Continue,
+            max: 1,
         }
     }
 }

@@ -235,3 +235,69 @@ async fn sim_echoes_the_request_header_named_by_the_echo_knob() {
         .expect("send");
     assert!(resp.headers().get(header::ECHO).is_none());
 }
+
+#[tokio::test]
+async fn sim_continues_a_final_assistant_message_within_max_tokens() {
+    let sim = start(fast()).await;
+    let client = reqwest::Client::new();
+    let partial = |k: usize| -> String { (0..k).map(|i| format!("tok{i} ")).collect() };
+    let body = |k: usize, max: Option<u64>| {
+        let mut v = json!({"model": "m1", "stream": true, "messages": [
+            {"role": "user", "content": "hello"},
+            {"role": "assistant", "content": partial(k)},
+        ], "continue_final_message": true, "add_generation_prompt": false});
+        if let Some(m) = max {
+            v["max_tokens"] = json!(m);
+        }
+        v
+    };
+    for (k, max, want) in [
+        (2, None, "tok2 tok3 "),
+        (1, Some(2), "tok1 tok2 "),
+        (4, None, ""),
+        (0, Some(3), "tok0 tok1 tok2 "),
+    ] {
+        let resp = chat(&sim, &client, &body(k, max))
+            .send()
+            .await
+            .expect("send");
+        let (events, end) = read_sse(resp, Duration::from_secs(2)).await;
+        assert_eq!(end, End::Finished);
+        assert_eq!(tokens_of(&events), want, "k={k} max={max:?}");
+    }
+    // Without the flag the assistant message is history: a fresh answer, capped by max_tokens.
+    let mut plain = body(2, Some(3));
+    plain["continue_final_message"] = json!(false);
+    plain["stream"] = json!(false);
+    let v: Value = chat(&sim, &client, &plain)
+        .send()
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(v["choices"][0]["message"]["content"], "tok0 tok1 tok2 ");
+    assert_eq!(v["usage"]["completion_tokens"], 3);
+}
+
+#[tokio::test]
+async fn sim_continues_a_prompt_ending_with_the_answer_so_far() {
+    let sim = start(fast()).await;
+    let client = reqwest::Client::new();
+    for (prompt, want) in [
+        ("say it: tok0 tok1 ", "tok2 tok3 "),
+        ("say it", "tok0 tok1 tok2 tok3 "),
+        ("tok0 tok1 and more", "tok0 tok1 tok2 tok3 "),
+    ] {
+        let v: Value = client
+            .post(url(&sim, "/v1/completions"))
+            .body(json!({ "prompt": prompt }).to_string())
+            .send()
+            .await
+            .expect("send")
+            .json()
+            .await
+            .expect("json");
+        assert_eq!(v["choices"][0]["text"], want, "{prompt:?}");
+    }
+}

@@ -140,3 +140,20 @@ async fn sim_stream_aborts_or_stalls_after_tokens() {
     assert_eq!(end, End::Stalled);
     assert_eq!(tokens_of(&events), "tok0 ");
 }
+
+#[tokio::test]
+async fn sim_stream_error_event_after_tokens_then_done() {
+    let sim = start(fast()).await;
+    let client = reqwest::Client::new();
+    for (after, text) in [("2", "tok0 tok1 "), ("0", "")] {
+        let req = chat(&sim, &client, &hello(true)).header(header::ERROR_AFTER_TOKENS, after);
+        let (events, end) = read_sse(req.send().await.expect("send"), Duration::from_secs(2)).await;
+        assert_eq!(end, End::Finished);
+        assert_eq!(tokens_of(&events), text, "{events:?}");
+        let n = events.len();
+        assert!(n >= 2, "{events:?}");
+        let err: Value = serde_json::from_str(&events[n - 2].1).expect("json error event");
+        assert_eq!(err["error"]["type"], "server_error", "{events:?}");
+        assert_eq!(events[n - 1].1, "[DONE]");
+    }
+}

@@ -5,7 +5,7 @@ use super::Registries;
 use crate::balance::Balancer;
 use crate::config::{ClusterConfig, PeerAddr, PeerConfig};
 use crate::dns::NameState;
-use crate::keys::KeyPool;
+use crate::keys::{KeyId, KeyPool};
 use crate::limits::{AdmissionQueue, RequestBudget};
 use crate::metrics::Metrics;
 use crate::peer::{Health, PeerId, PeerState};
@@ -55,7 +55,7 @@ pub struct Peer {
 #[derive(Default)]
 pub(super) struct Kept {
     pub peers: HashSet<PeerId>,
-    pub keys: HashSet<(String, String)>,
+    pub keys: HashSet<KeyId>,
     /// Named peers, by (cluster, `host:port`).
     pub names: HashSet<(String, String)>,
 }

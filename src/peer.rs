@@ -231,7 +231,8 @@ pub struct PeerRegistry {
 impl PeerRegistry {
     /// The state of peer `id`, created on first sight. `checked` says whether the cluster has
     /// an active health check (then a new peer waits for its first probe). An existing peer keeps
-    /// its state and takes the (possibly reloaded) breaker settings.
+    /// its state and takes the (possibly reloaded) breaker settings; if its cluster no longer has
+    /// a check, it is healthy (no probe would ever bring it back).
     pub fn get_or_insert(
         &self,
         id: &PeerId,
@@ -261,6 +262,10 @@ impl PeerRegistry {
         match map.get(id) {
             Some(state) => {
                 state.breaker.update_config(breaker);
+                // Nothing will probe it any more: without a check a peer counts as healthy.
+                if !checked && state.health() != Health::Healthy {
+                    state.set_health(Health::Healthy);
+                }
                 (state.clone(), false)
             }
             None => {
@@ -358,6 +363,23 @@ mod tests {
         assert_eq!(s3.label, "primary/vllm.svc:8000@127.0.0.1:1");
         reg.retain(&HashSet::from([PeerId::ip("secondary", a)]));
         assert_eq!(reg.len(), 1);
+    }
+
+    #[test]
+    fn a_reload_that_removes_the_health_check_makes_peers_healthy() {
+        let reg = PeerRegistry::default();
+        let a = PeerId::ip("c", "127.0.0.1:1".parse().unwrap());
+        let s = reg.get_or_insert(&a, true, &bc());
+        s.set_health(Health::Unhealthy);
+        // Still checked: the probes decide.
+        assert_eq!(
+            reg.get_or_insert(&a, true, &bc()).health(),
+            Health::Unhealthy
+        );
+        assert_eq!(
+            reg.get_or_insert(&a, false, &bc()).health(),
+            Health::Healthy
+        );
     }
 
     #[test]

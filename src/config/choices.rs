@@ -1,11 +1,13 @@
 //! The words the file layer accepts for keys with a fixed set of values (`balance`, `kind`,
-//! `failure_on`, `retry_on`, `cooldown`).
+//! `failure_on`, `retry_on`, `cooldown`), and `retry.budget`, a number or a map.
 //!
 //! serde parses them, so a value that is none of them is reported with the key path and line,
 //! and with the accepted values listed by serde itself (unknown variant `fastest`, expected
 //! `round_robin` or `least_inflight`): there is no list of names to keep in step by hand.
 
-use serde::de::{self, IntoDeserializer, Visitor};
+use super::file::BudgetMapFile;
+use serde::de::value::MapAccessDeserializer;
+use serde::de::{self, IntoDeserializer, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 use std::fmt;
 use std::time::Duration;
@@ -53,6 +55,40 @@ pub enum RetryOnFile {
     Named(RetryName),
     /// A status, 400 to 599.
     Status(u16),
+}
+
+/// `retry.budget`: a ratio (`0.2`), or `{ ratio, window, min_per_second }`.
+#[derive(Debug)]
+pub enum BudgetFile {
+    /// The bare number form: the ratio, with the other settings at their defaults.
+    Ratio(f64),
+    /// The map form.
+    Map(BudgetMapFile),
+}
+
+impl<'de> Deserialize<'de> for BudgetFile {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = BudgetFile;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a ratio like 0.2, or { ratio, window, min_per_second }")
+            }
+            fn visit_f64<E: de::Error>(self, r: f64) -> Result<BudgetFile, E> {
+                Ok(BudgetFile::Ratio(r))
+            }
+            fn visit_u64<E: de::Error>(self, r: u64) -> Result<BudgetFile, E> {
+                Ok(BudgetFile::Ratio(r as f64))
+            }
+            fn visit_i64<E: de::Error>(self, r: i64) -> Result<BudgetFile, E> {
+                Ok(BudgetFile::Ratio(r as f64))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<BudgetFile, A::Error> {
+                BudgetMapFile::deserialize(MapAccessDeserializer::new(map)).map(BudgetFile::Map)
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// The named conditions of `retry.retry_on`.

@@ -233,7 +233,16 @@ pub struct RetryFile {
     pub attempts: Option<u32>,
     pub retry_on: Option<Vec<RetryOnFile>>,
     pub backoff: Option<BackoffFile>,
-    pub budget: Option<f64>,
+    pub budget: Option<BudgetFile>,
+}
+
+/// The map form of `routes[N].retry.budget` (a bare number is the `ratio`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetMapFile {
+    pub ratio: Option<f64>,
+    pub window: Option<Dur>,
+    pub min_per_second: Option<u32>,
 }
 
 /// `routes[N].retry.backoff`.

@@ -12,6 +12,12 @@ use http::{HeaderName, HeaderValue};
 const DEFAULT_MAX_REQUEST_BODY: usize = 4 * 1024 * 1024;
 /// Most tries a route may make, the first included.
 const MAX_ATTEMPTS: u32 = 10;
+/// The retry budget's `window` bounds (Finagle's).
+const BUDGET_WINDOW: (std::time::Duration, std::time::Duration) = (
+    std::time::Duration::from_secs(1),
+    std::time::Duration::from_secs(60),
+);
+
 /// The store weighs entries in KiB with a 16-bit weight.
 const MAX_CACHE_ENTRY: u64 = 63 * 1024 * 1024;
 
@@ -125,6 +131,37 @@ fn timeouts(base: &str, t: &TimeoutsFile) -> Result<Timeouts> {
     })
 }
 
+/// `routes[N].retry.budget`: a bare number is the ratio.
+fn budget(base: &str, b: &BudgetFile) -> Result<BudgetConfig> {
+    let mut out = BudgetConfig::default();
+    let (ratio, ratio_path) = match b {
+        BudgetFile::Ratio(r) => (Some(*r), base.to_string()),
+        BudgetFile::Map(m) => {
+            if let Some(w) = m.window {
+                let (lo, hi) = BUDGET_WINDOW;
+                if w.0 < lo || w.0 > hi {
+                    return err(format!("{base}.window"), "must be 1s to 60s");
+                }
+                out.window = w.0;
+            }
+            if let Some(n) = m.min_per_second {
+                if n > 100_000 {
+                    return err(format!("{base}.min_per_second"), "must be at most 100000");
+                }
+                out.min_per_second = n;
+            }
+            (m.ratio, format!("{base}.ratio"))
+        }
+    };
+    if let Some(r) = ratio {
+        if !(r.is_finite() && (0.0..=1.0).contains(&r)) {
+            return err(ratio_path, "must be in [0, 1]");
+        }
+        out.ratio = r;
+    }
+    Ok(out)
+}
+
 /// `routes[N].retry`; the default policy when left out.
 fn retry(base: &str, r: Option<&RetryFile>) -> Result<RetryPolicy> {
     let mut out = RetryPolicy::default();
@@ -164,11 +201,8 @@ fn retry(base: &str, r: Option<&RetryFile>) -> Result<RetryPolicy> {
             return err(format!("{base}.backoff.max"), "must not be less than base");
         }
     }
-    if let Some(b) = r.budget {
-        if !(b > 0.0 && b <= 1.0) {
-            return err(format!("{base}.budget"), "must be in (0, 1]");
-        }
-        out.budget = b;
+    if let Some(b) = &r.budget {
+        out.budget = budget(&format!("{base}.budget"), b)?;
     }
     Ok(out)
 }

@@ -18,7 +18,7 @@ mod retry;
 
 pub use queue::{AdmissionQueue, QueueSlot};
 pub use registry::LimiterRegistry;
-pub use retry::{RetryBudget, RetrySlot, UpstreamStage};
+pub use retry::RetryBudget;
 
 use async_trait::async_trait;
 use std::time::Duration;

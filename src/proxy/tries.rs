@@ -74,7 +74,6 @@ impl<'a> Tries<'a> {
         let retry_cfg = &self.route.cfg.retry;
         let mut last: Option<(usize, TryError)> = None;
         let mut refusal = None;
-        let mut retry_slot = None;
         while ctx.tries < retry_cfg.attempts {
             if let Some((_, e)) = last {
                 if !retry::policy(e).retried_by(&retry_cfg.on) || Instant::now() >= self.deadline {
@@ -98,12 +97,8 @@ impl<'a> Tries<'a> {
                 // A retry: within the route's retry budget (when it needs one), counted, after a
                 // jittered pause.
                 let policy = retry::policy(e);
-                retry_slot = None;
-                if policy.needs_budget {
-                    let Some(slot) = self.route.retry_budget.take_retry(retry_cfg.budget) else {
-                        break;
-                    };
-                    retry_slot = Some(slot);
+                if policy.needs_budget && !self.route.retry_budget.try_retry(&retry_cfg.budget) {
+                    break;
                 }
                 self.metrics
                     .retries
@@ -155,7 +150,6 @@ impl<'a> Tries<'a> {
                             continue;
                         }
                     }
-                    drop(retry_slot);
                     self.route.attempts.observe(f64::from(ctx.tries));
                     return Ok(Outcome::Committed(Committed {
                         ready,
@@ -174,7 +168,6 @@ impl<'a> Tries<'a> {
                 }
             }
         }
-        drop(retry_slot);
         if ctx.tries > 0 {
             self.route.attempts.observe(f64::from(ctx.tries));
         }

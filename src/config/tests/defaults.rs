@@ -116,13 +116,12 @@ fn the_defaults_are_the_documented_values() {
     assert_eq!(on.statuses, vec![502, 503, 504]);
     let r = RetryPolicy::default();
     assert_eq!(
-        (r.attempts, r.backoff_base, r.backoff_max, r.budget),
-        (
-            3,
-            Duration::from_millis(25),
-            Duration::from_millis(250),
-            0.2
-        )
+        (r.attempts, r.backoff_base, r.backoff_max),
+        (3, Duration::from_millis(25), Duration::from_millis(250))
+    );
+    assert_eq!(
+        (r.budget.ratio, r.budget.window, r.budget.min_per_second),
+        (0.2, Duration::from_secs(10), 10)
     );
     let q = QueueConfig::default();
     assert_eq!((q.max_waiting, q.timeout), (100, Duration::from_secs(5)));

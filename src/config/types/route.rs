@@ -87,6 +87,30 @@ impl Default for Timeouts {
     }
 }
 
+/// The retry budget of a route (Finagle's and linkerd's): over any `window`, retries may add
+/// `ratio` of the requests seen, plus `min_per_second` always.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BudgetConfig {
+    /// Share of the requests seen in `window` that may be retried. Default 0.2.
+    pub ratio: f64,
+    /// The span requests and retries are counted over. Default 10s.
+    pub window: Duration,
+    /// Retries per second allowed whatever the traffic (a reserve of `min_per_second × window`).
+    /// Default 10.
+    pub min_per_second: u32,
+}
+
+impl Default for BudgetConfig {
+    /// 20% of the requests of the last 10s, plus 10 per second.
+    fn default() -> Self {
+        BudgetConfig {
+            ratio: 0.2,
+            window: Duration::from_secs(10),
+            min_per_second: 10,
+        }
+    }
+}
+
 /// How a route tries again.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RetryPolicy {
@@ -99,20 +123,20 @@ pub struct RetryPolicy {
     pub backoff_base: Duration,
     /// Cap on that bound. Default 250ms.
     pub backoff_max: Duration,
-    /// Retries may add at most this share of the route's in-flight requests. Default 0.2.
-    pub budget: f64,
+    /// How many retries the route may add. Default [`BudgetConfig::default`].
+    pub budget: BudgetConfig,
 }
 
 impl Default for RetryPolicy {
     /// Three tries on failures that show the request was not served, backing off from 25ms up
-    /// to 250ms, adding at most 20% to the route's load.
+    /// to 250ms, adding at most 20% of the route's requests plus 10 per second.
     fn default() -> Self {
         RetryPolicy {
             attempts: 3,
             on: RetryOn::default(),
             backoff_base: Duration::from_millis(25),
             backoff_max: Duration::from_millis(250),
-            budget: 0.2,
+            budget: BudgetConfig::default(),
         }
     }
 }

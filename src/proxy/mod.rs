@@ -12,7 +12,7 @@
 //! | the upstream request header | `forward.rs` |
 //! | the header per cluster (`Host`, path, credentials, key) | `rewrite.rs` |
 //! | where each try goes | `pick.rs` |
-//! | the tries, their budget and backoff | `tries.rs`, `retry.rs` (the retry table) |
+//! | the tries, their budget, backoff and hedges | `tries.rs`, `running.rs`, `retry.rs` (the retry table) |
 //! | breaker feedback | `verdict.rs` |
 //! | relay of the committed try | `relay.rs` |
 //! | answers written here | `answer.rs` |
@@ -36,6 +36,7 @@ mod relay;
 mod request;
 mod retry;
 mod rewrite;
+mod running;
 mod stages;
 mod tries;
 mod verdict;

@@ -29,6 +29,9 @@ pub struct Route {
     pub retry_budget: Arc<RetryBudget>,
     /// The route's edge cache, when it has one (outlives reloads).
     pub cache: Option<Arc<RouteCache>>,
+    /// Statuses a `retry_on` answer condition names: their bodies are read before the commit
+    /// point.
+    pub answer_statuses: Vec<u16>,
 }
 
 impl Route {
@@ -54,6 +57,7 @@ impl Route {
                 .cache
                 .as_ref()
                 .map(|c| state.caches.route(name, c, metrics)),
+            answer_statuses: r.retry.on.answer_statuses(),
             cfg: r.clone(),
         }
     }

@@ -1,11 +1,17 @@
 //! One try against one peer, up to the commit point.
 //!
 //! A try takes a pooled connection or connects (under `connect`), sends the request and the whole
-//! buffered body, and waits for the response header (under `first_byte`, counted from the start
-//! of the send). For a streaming request that answered 2xx it also waits for the first body chunk
-//! under the same `first_byte` budget, so a model that accepts and then stalls before its first
-//! token is failed over too. Only then is the try [`Ready`] to commit; everything before is
-//! invisible to the client.
+//! buffered body, and waits for the response header: under `first_byte` when the route sets it,
+//! else only under the request's deadline, since a non-streaming answer's header comes when the
+//! generation ends. For a streaming request it also waits for the first body chunk (the first
+//! token), header included, under `first_token`, so a model that accepts and then stalls before
+//! its first token is failed over. Both count from the start of the send. Only then is the try
+//! [`Ready`] to commit; everything before is invisible to the client.
+//!
+//! A retried status is read no further than its header, except for what the caller decides by:
+//! a 429 or 503 carries its `Retry-After` back ([`TryError::RetryAfter`]), and the (small) body
+//! of a status in `capture_statuses` is read whole into [`Ready::first`] so the caller can judge
+//! an API key or a `retry_on` answer condition by it.
 
 use super::{Target, TryError};
 use crate::config::Timeouts;
@@ -55,8 +61,11 @@ pub struct Ready {
     pub target: Arc<Target>,
 }
 
-/// Largest error body read to judge an API key by.
+/// Largest error body read to judge an API key or an answer condition by.
 const MAX_CAPTURE: usize = 64 * 1024;
+
+/// Longest `Retry-After` read from an answer (a year is not a sane wait).
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
 
 impl Ready {
     /// Drop the response without using the connection again.
@@ -108,14 +117,51 @@ pub struct TryRequest<'a> {
     pub body: &'a Bytes,
     /// The request asks for a stream: the commit point is the first body chunk.
     pub stream: bool,
-    /// The route's timeouts (`connect`, `first_byte`).
+    /// The route's timeouts (`connect`, `first_byte`, `first_token`).
     pub timeouts: &'a Timeouts,
     /// The request's overall deadline.
     pub deadline: Instant,
     /// Statuses that count as failures to retry.
     pub retry_statuses: &'a [u16],
-    /// Statuses whose (small) body is read before the commit point, to judge an API key by.
+    /// Statuses whose (small) body is read before the commit point, to judge an API key or an
+    /// answer condition by.
     pub capture_statuses: &'a [u16],
+}
+
+/// When a try's waits end, counted from the start of its send.
+#[derive(Clone, Copy)]
+struct Waits {
+    /// The response header (for streams: within the first token's wait too).
+    header_by: Instant,
+    /// A stream's first body chunk.
+    first_token_by: Instant,
+    deadline: Instant,
+}
+
+impl Waits {
+    fn new(t: &Timeouts, stream: bool, start: Instant, deadline: Instant) -> Self {
+        let by = |d: Option<Duration>| d.map_or(deadline, |d| (start + d).min(deadline));
+        let first_token_by = by(Some(t.first_token));
+        let header_by = match stream {
+            true => by(t.first_byte).min(first_token_by),
+            false => by(t.first_byte),
+        };
+        Waits {
+            header_by,
+            first_token_by,
+            deadline,
+        }
+    }
+
+    /// The error of a wait that ended at `by`: one that ends at the request's deadline says
+    /// nothing about the peer.
+    fn cut(&self, by: Instant) -> TryError {
+        if by >= self.deadline {
+            TryError::Deadline
+        } else {
+            TryError::FirstByteTimeout
+        }
+    }
 }
 
 /// Run one try of `req` against `target`.
@@ -130,15 +176,14 @@ pub async fn try_once(
         stream,
         timeouts: t,
         deadline,
-        retry_statuses,
-        capture_statuses,
+        ..
     } = *req;
     let peer = &target.peer;
     // A stale pooled connection is retried once on a fresh one, at no cost to the try.
     for fresh_only in [false, true] {
         let now = Instant::now();
         if now >= deadline {
-            return Err(TryError::FirstByteTimeout);
+            return Err(TryError::Deadline);
         }
         // A pooled connection is at hand at once; only a new one needs the connect timer.
         let pooled = match fresh_only {
@@ -149,20 +194,24 @@ pub async fn try_once(
         let mut conn = match pooled {
             Some(c) => c,
             None => {
-                target
-                    .connect(connector, (now + t.connect).min(deadline))
-                    .await?
+                let by = (now + t.connect).min(deadline);
+                match target.connect(connector, by).await {
+                    Err(TryError::ConnectTimeout) if by >= deadline => {
+                        return Err(TryError::Deadline)
+                    }
+                    r => r?,
+                }
             }
         };
         // Header and body leave in one vectored write (Pingora's own client writes the header
         // alone first: one more syscall, and one more wake-up of the peer, per request).
-        let first_byte_by = (Instant::now() + t.first_byte).min(deadline);
+        let waits = Waits::new(t, stream, Instant::now(), deadline);
         let send = async {
             conn.write_all_buf(&mut head.chain(&body[..])).await?;
             conn.flush().await
         };
-        match timeout_at(first_byte_by, send).await {
-            Err(_) => return Err(TryError::FirstByteTimeout),
+        match timeout_at(waits.header_by, send).await {
+            Err(_) => return Err(waits.cut(waits.header_by)),
             Ok(Err(_)) if reused => continue,
             Ok(Err(_)) => return Err(TryError::Reset),
             Ok(Ok(())) => {}
@@ -172,8 +221,8 @@ pub async fn try_once(
         // Informational (1xx) headers are skipped.
         let mut header = None;
         for _ in 0..8 {
-            match timeout_at(first_byte_by, s.read_response()).await {
-                Err(_) => return Err(TryError::FirstByteTimeout),
+            match timeout_at(waits.header_by, s.read_response()).await {
+                Err(_) => return Err(waits.cut(waits.header_by)),
                 Ok(Err(e)) if stale_pooled(&e, reused) => break,
                 Ok(Err(e)) => return Err(classify(&e)),
                 Ok(Ok(_)) => {}
@@ -189,32 +238,7 @@ pub async fn try_once(
         }
         let Some(header) = header else { continue };
         let ttfb = sent.elapsed();
-        let status = header.status.as_u16();
-        if retry_statuses.contains(&status) {
-            s.shutdown().await;
-            return Err(TryError::Status(status));
-        }
-        let mut first = None;
-        if capture_statuses.contains(&status) {
-            // Read the (small) error body, so the caller can judge the API key by it.
-            let mut buf = BytesMut::new();
-            while !s.is_body_done() && buf.len() < MAX_CAPTURE {
-                match timeout_at(first_byte_by, s.read_body_ref()).await {
-                    Err(_) => return Err(TryError::FirstByteTimeout),
-                    Ok(Err(e)) => return Err(classify(&e)),
-                    Ok(Ok(Some(chunk))) => buf.extend_from_slice(chunk),
-                    Ok(Ok(None)) => break,
-                }
-            }
-            first = Some(buf.freeze());
-        } else if stream && header.status.is_success() && !s.is_body_done() {
-            match timeout_at(first_byte_by, s.read_body_bytes()).await {
-                Err(_) => return Err(TryError::FirstByteTimeout),
-                Ok(Err(e)) => return Err(classify(&e)),
-                Ok(Ok(chunk)) => first = chunk,
-            }
-        }
-        let done = s.is_body_done();
+        let (first, done) = past_header(&mut s, &header, req, waits).await?;
         return Ok(Ready {
             session: s,
             header,
@@ -225,4 +249,46 @@ pub async fn try_once(
         });
     }
     Err(TryError::Reset)
+}
+
+/// After the header: a retried status fails the try; a captured one has its (small) body read;
+/// a stream's first body chunk is waited for. Returns what was read and whether the body is done.
+async fn past_header(
+    s: &mut HttpSession,
+    header: &ResponseHeader,
+    req: &TryRequest<'_>,
+    waits: Waits,
+) -> Result<(Option<Bytes>, bool), TryError> {
+    let status = header.status.as_u16();
+    if req.retry_statuses.contains(&status) {
+        s.shutdown().await;
+        let after = matches!(status, 429 | 503)
+            .then(|| crate::retry_after::of(&header.headers, MAX_RETRY_AFTER))
+            .flatten();
+        return Err(match after {
+            Some(after) => TryError::RetryAfter { status, after },
+            None => TryError::Status(status),
+        });
+    }
+    let mut first = None;
+    if req.capture_statuses.contains(&status) {
+        // Read the (small) error body, so the caller can judge the API key or the answer by it.
+        let mut buf = BytesMut::new();
+        while !s.is_body_done() && buf.len() < MAX_CAPTURE {
+            match timeout_at(waits.header_by, s.read_body_ref()).await {
+                Err(_) => return Err(waits.cut(waits.header_by)),
+                Ok(Err(e)) => return Err(classify(&e)),
+                Ok(Ok(Some(chunk))) => buf.extend_from_slice(chunk),
+                Ok(Ok(None)) => break,
+            }
+        }
+        first = Some(buf.freeze());
+    } else if req.stream && header.status.is_success() && !s.is_body_done() {
+        match timeout_at(waits.first_token_by, s.read_body_bytes()).await {
+            Err(_) => return Err(waits.cut(waits.first_token_by)),
+            Ok(Err(e)) => return Err(classify(&e)),
+            Ok(Ok(chunk)) => first = chunk,
+        }
+    }
+    Ok((first, s.is_body_done()))
 }

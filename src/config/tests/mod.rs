@@ -448,4 +448,5 @@ fn access_log_targets() {
 
 mod choices;
 mod defaults;
+mod failover;
 mod upstream;

@@ -29,6 +29,9 @@ pub struct Metrics {
     pub peer_inflight: IntGaugeVec,
     /// `switchyard_upstream_retry_total{route,cluster,reason}`
     pub retries: IntCounterVec,
+    /// `switchyard_hedges_total{route,outcome}`: hedged tries, by how they ended: `won`, `lost`,
+    /// `failed`, or `skipped` (due, but no other peer or no retry budget).
+    pub hedges: IntCounterVec,
     /// `switchyard_upstream_attempts{route}`: tries per request.
     pub attempts: HistogramVec,
     /// `switchyard_fallback_response_total{route,reason}`
@@ -130,6 +133,13 @@ impl Metrics {
                     "Retries, by route, cluster of the failed try and reason."
                 ),
                 &["route", "cluster", "reason"]
+            )),
+            hedges: reg!(IntCounterVec::new(
+                Opts::new(
+                    "switchyard_hedges_total",
+                    "Hedged tries, by route and outcome (won, lost, failed, skipped)."
+                ),
+                &["route", "outcome"]
             )),
             attempts: reg!(HistogramVec::new(
                 HistogramOpts::new(

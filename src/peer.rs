@@ -156,6 +156,20 @@ impl PeerState {
         InflightGuard(self.clone())
     }
 
+    /// Reserve a place among the requests in flight, if fewer than `max` are (any number when
+    /// `None`): one compare-and-swap, so concurrent picks never take more than `max` places.
+    pub fn reserve(self: &Arc<Self>, max: Option<u32>) -> Option<InflightGuard> {
+        let Some(max) = max else {
+            return Some(self.start_request());
+        };
+        self.inflight
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < u64::from(max)).then_some(n + 1)
+            })
+            .ok()?;
+        Some(InflightGuard(self.clone()))
+    }
+
     pub fn health(&self) -> Health {
         Health::from_u8(self.health.load(Ordering::Relaxed))
     }
@@ -211,12 +225,14 @@ impl Drop for InflightGuard {
 pub struct PeerRegistry {
     peers: Mutex<HashMap<PeerId, Arc<PeerState>>>,
     freed: Mutex<HashMap<String, Arc<tokio::sync::Notify>>>,
+    ejections: Mutex<HashMap<String, Arc<Mutex<()>>>>,
 }
 
 impl PeerRegistry {
     /// The state of peer `id`, created on first sight. `checked` says whether the cluster has
     /// an active health check (then a new peer waits for its first probe). An existing peer keeps
-    /// its state and takes the (possibly reloaded) breaker settings.
+    /// its state and takes the (possibly reloaded) breaker settings; if its cluster no longer has
+    /// a check, it is healthy (no probe would ever bring it back).
     pub fn get_or_insert(
         &self,
         id: &PeerId,
@@ -246,6 +262,10 @@ impl PeerRegistry {
         match map.get(id) {
             Some(state) => {
                 state.breaker.update_config(breaker);
+                // Nothing will probe it any more: without a check a peer counts as healthy.
+                if !checked && state.health() != Health::Healthy {
+                    state.set_health(Health::Healthy);
+                }
                 (state.clone(), false)
             }
             None => {
@@ -260,6 +280,17 @@ impl PeerRegistry {
     /// The wake-up shared by the peers of `cluster` (see [`PeerState::freed`]).
     pub fn cluster_notify(&self, cluster: &str) -> Arc<tokio::sync::Notify> {
         self.freed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(cluster.to_string())
+            .or_default()
+            .clone()
+    }
+
+    /// The lock under which a breaker of `cluster` decides to trip, so that peers tripping at
+    /// once see each other's ejection (`max_ejected_percent`). Shared by every snapshot.
+    pub fn cluster_ejection(&self, cluster: &str) -> Arc<Mutex<()>> {
+        self.ejections
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .entry(cluster.to_string())
@@ -335,6 +366,23 @@ mod tests {
     }
 
     #[test]
+    fn a_reload_that_removes_the_health_check_makes_peers_healthy() {
+        let reg = PeerRegistry::default();
+        let a = PeerId::ip("c", "127.0.0.1:1".parse().unwrap());
+        let s = reg.get_or_insert(&a, true, &bc());
+        s.set_health(Health::Unhealthy);
+        // Still checked: the probes decide.
+        assert_eq!(
+            reg.get_or_insert(&a, true, &bc()).health(),
+            Health::Unhealthy
+        );
+        assert_eq!(
+            reg.get_or_insert(&a, false, &bc()).health(),
+            Health::Healthy
+        );
+    }
+
+    #[test]
     fn inflight_guard_counts() {
         let reg = PeerRegistry::default();
         let s = reg.get_or_insert(
@@ -348,6 +396,33 @@ mod tests {
         drop(g1);
         drop(g2);
         assert_eq!(s.inflight(), 0);
+    }
+
+    #[test]
+    fn reservations_never_exceed_the_cap_under_concurrency() {
+        let reg = PeerRegistry::default();
+        let s = reg.get_or_insert(
+            &PeerId::ip("c", "127.0.0.1:1".parse().unwrap()),
+            false,
+            &bc(),
+        );
+        let held = std::sync::Mutex::new(Vec::new());
+        std::thread::scope(|scope| {
+            for _ in 0..8 {
+                scope.spawn(|| {
+                    for _ in 0..200 {
+                        if let Some(g) = s.reserve(Some(3)) {
+                            held.lock().unwrap().push(g);
+                        }
+                    }
+                });
+            }
+        });
+        assert_eq!(held.lock().unwrap().len(), 3);
+        assert_eq!(s.inflight(), 3);
+        assert!(s.reserve(Some(3)).is_none());
+        held.lock().unwrap().pop();
+        assert!(s.reserve(Some(3)).is_some());
     }
 
     #[tokio::test(start_paused = true)]

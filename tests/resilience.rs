@@ -473,7 +473,8 @@ async fn sim_owned(i: usize) -> SimHandle {
     sim(&format!("p{i}")).await
 }
 
-/// 40 concurrent requests whose first tries all time out together; how many retries start.
+/// 40 concurrent requests whose first tries all time out together; how many retries start under
+/// `retry.budget: <budget>`.
 async fn retries_with_budget(budget: &str) -> f64 {
     let a = sim("a").await;
     let b = sim("b").await;
@@ -512,16 +513,16 @@ async fn retries_with_budget(budget: &str) -> f64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn retry_budget_limits_concurrent_retries() {
-    // 20% of 40 requests in flight: about 8 retries may run at once (at least 3).
-    let limited = retries_with_budget("0.2").await;
-    assert!(
-        (3.0..=14.0).contains(&limited),
-        "budget 0.2 let {limited} retries run"
-    );
+async fn retry_budget_limits_retries_to_a_share_of_the_window() {
+    // Without the per-second reserve, retries may add 20% of the 40 requests of the window.
+    let limited = retries_with_budget("{ ratio: 0.2, min_per_second: 0 }").await;
+    assert_eq!(limited, 8.0, "budget 0.2 let {limited} retries run");
     // Without a meaningful budget every request retries once: the limit above is the budget's doing.
-    let unlimited = retries_with_budget("1.0").await;
+    let unlimited = retries_with_budget("{ ratio: 1.0, min_per_second: 0 }").await;
     assert_eq!(unlimited, 40.0);
+    // The default reserve (10 per second over a 10 s window) covers a burst of 40 at once.
+    let burst = retries_with_budget("0.2").await;
+    assert_eq!(burst, 40.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

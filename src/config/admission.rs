@@ -51,7 +51,9 @@ pub(super) fn api_keys(base: &str, k: &ApiKeysFile) -> Result<ApiKeysConfig> {
         (None, Some(file)) => read_keys(&format!("{base}.keys_file"), file)?,
         (None, None) => return err(base, "an api_keys pool needs keys or keys_file"),
     };
-    keys.dedup();
+    // A key listed twice would get twice the traffic, and a second try after its own rejection.
+    let mut seen = std::collections::HashSet::new();
+    keys.retain(|k| seen.insert(k.clone()));
     if keys.is_empty() {
         return err(base, "the pool has no keys");
     }

@@ -1,11 +1,14 @@
 //! The words the file layer accepts for keys with a fixed set of values (`balance`, `kind`,
-//! `failure_on`, `retry_on`, `cooldown`, `resume.mode`).
+//! `failure_on`, `retry_on`, `other_cluster`, `cooldown`, `resume.mode`), and the keys that take
+//! either a word or number or a map (`retry_on` entries, `retry.budget`).
 //!
 //! serde parses them, so a value that is none of them is reported with the key path and line,
 //! and with the accepted values listed by serde itself (unknown variant `fastest`, expected
 //! `round_robin` or `least_inflight`): there is no list of names to keep in step by hand.
 
-use serde::de::{self, IntoDeserializer, Visitor};
+use super::file::{AnswerConditionFile, BudgetMapFile};
+use serde::de::value::MapAccessDeserializer;
+use serde::de::{self, IntoDeserializer, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 use std::fmt;
 use std::time::Duration;
@@ -53,14 +56,62 @@ pub enum FailureFile {
     Status5xx,
 }
 
-/// One entry of `retry.retry_on`: a named condition, or a 4xx or 5xx status written as a number
-/// (`503`) or a string (`"503"`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// One entry of `retry.retry_on`: a named condition, a 4xx or 5xx status written as a number
+/// (`503`) or a string (`"503"`), or an answer condition `{ status, body }`.
+#[derive(Debug)]
 pub enum RetryOnFile {
     /// A condition by name.
     Named(RetryName),
     /// A status, 400 to 599.
     Status(u16),
+    /// Statuses whose body must match a regex too.
+    Answer(AnswerConditionFile),
+}
+
+/// `retry.other_cluster`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OtherClusterFile {
+    /// `last`.
+    Last,
+    /// `next`.
+    Next,
+    /// `never`.
+    Never,
+}
+
+/// `retry.budget`: a ratio (`0.2`), or `{ ratio, window, min_per_second }`.
+#[derive(Debug)]
+pub enum BudgetFile {
+    /// The bare number form: the ratio, with the other settings at their defaults.
+    Ratio(f64),
+    /// The map form.
+    Map(BudgetMapFile),
+}
+
+impl<'de> Deserialize<'de> for BudgetFile {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = BudgetFile;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a ratio like 0.2, or { ratio, window, min_per_second }")
+            }
+            fn visit_f64<E: de::Error>(self, r: f64) -> Result<BudgetFile, E> {
+                Ok(BudgetFile::Ratio(r))
+            }
+            fn visit_u64<E: de::Error>(self, r: u64) -> Result<BudgetFile, E> {
+                Ok(BudgetFile::Ratio(r as f64))
+            }
+            fn visit_i64<E: de::Error>(self, r: i64) -> Result<BudgetFile, E> {
+                Ok(BudgetFile::Ratio(r as f64))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<BudgetFile, A::Error> {
+                BudgetMapFile::deserialize(MapAccessDeserializer::new(map)).map(BudgetFile::Map)
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// The named conditions of `retry.retry_on`.
@@ -85,10 +136,14 @@ pub enum RetryName {
 impl<'de> Deserialize<'de> for RetryOnFile {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;
-        impl Visitor<'_> for V {
+        impl<'de> Visitor<'de> for V {
             type Value = RetryOnFile;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 f.write_str("a retry condition or a 4xx or 5xx status")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RetryOnFile, A::Error> {
+                AnswerConditionFile::deserialize(MapAccessDeserializer::new(map))
+                    .map(RetryOnFile::Answer)
             }
             fn visit_u64<E: de::Error>(self, n: u64) -> Result<RetryOnFile, E> {
                 match n {

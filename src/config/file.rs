@@ -195,6 +195,8 @@ pub struct RouteFile {
     pub timeouts: TimeoutsFile,
     #[serde(default)]
     pub retry: Option<RetryFile>,
+    #[serde(default)]
+    pub hedge: Option<HedgeFile>,
     pub max_request_body: Option<Size>,
     #[serde(default)]
     pub fallback: Option<FallbackFile>,
@@ -228,6 +230,7 @@ pub struct SplitFile {
 pub struct TimeoutsFile {
     pub connect: Option<Dur>,
     pub first_byte: Option<Dur>,
+    pub first_token: Option<Dur>,
     pub idle: Option<Dur>,
     pub total: Option<Dur>,
 }
@@ -239,7 +242,52 @@ pub struct RetryFile {
     pub attempts: Option<u32>,
     pub retry_on: Option<Vec<RetryOnFile>>,
     pub backoff: Option<BackoffFile>,
-    pub budget: Option<f64>,
+    pub budget: Option<BudgetFile>,
+    pub other_cluster: Option<OtherClusterFile>,
+    pub max_retry_after: Option<Dur>,
+}
+
+/// The map form of `routes[N].retry.budget` (a bare number is the `ratio`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetMapFile {
+    pub ratio: Option<f64>,
+    pub window: Option<Dur>,
+    pub min_per_second: Option<u32>,
+}
+
+/// The map form of a `retry_on` entry: `{ status: 400, body: "context_length_exceeded" }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnswerConditionFile {
+    pub status: OneOrMany,
+    pub body: Option<String>,
+}
+
+/// A status, or a list of them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(u16),
+    Many(Vec<u16>),
+}
+
+impl OneOrMany {
+    /// The statuses, as a list.
+    pub fn to_vec(&self) -> Vec<u16> {
+        match self {
+            OneOrMany::One(s) => vec![*s],
+            OneOrMany::Many(v) => v.clone(),
+        }
+    }
+}
+
+/// `routes[N].hedge`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HedgeFile {
+    pub after: Option<Dur>,
+    pub max: Option<u32>,
 }
 
 /// `routes[N].retry.backoff`.

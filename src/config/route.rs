@@ -2,7 +2,9 @@
 //! per-client limit is built by [`super::admission`].
 
 use super::admission;
-use super::check::{err, method, name, positive, sticky, url_path, weight, Result};
+use super::check::{
+    err, method, name, positive, regex, statuses, sticky, url_path, weight, Result,
+};
 use super::file::*;
 use super::types::*;
 use bytes::Bytes;
@@ -12,6 +14,11 @@ use http::{HeaderName, HeaderValue};
 const DEFAULT_MAX_REQUEST_BODY: usize = 4 * 1024 * 1024;
 /// Most tries a route may make, the first included.
 const MAX_ATTEMPTS: u32 = 10;
+/// The retry budget's `window` bounds (Finagle's).
+const BUDGET_WINDOW: (std::time::Duration, std::time::Duration) = (
+    std::time::Duration::from_secs(1),
+    std::time::Duration::from_secs(60),
+);
 /// The store weighs entries in KiB with a 16-bit weight.
 const MAX_CACHE_ENTRY: u64 = 63 * 1024 * 1024;
 /// Most continuations of one request.
@@ -40,6 +47,10 @@ pub(super) fn route(base: &str, r: &RouteFile, clusters: &[ClusterConfig]) -> Re
     };
     let timeouts = timeouts(&format!("{base}.timeouts"), &r.timeouts)?;
     let retry = retry(&format!("{base}.retry"), r.retry.as_ref())?;
+    let hedge = match &r.hedge {
+        Some(h) => Some(hedge(&format!("{base}.hedge"), h, &retry)?),
+        None => None,
+    };
     let max_request_body = match r.max_request_body {
         Some(s) if s.0 == 0 => {
             return err(
@@ -81,6 +92,7 @@ pub(super) fn route(base: &str, r: &RouteFile, clusters: &[ClusterConfig]) -> Re
         sticky,
         timeouts,
         retry,
+        hedge,
         max_request_body,
         fallback,
         cache,
@@ -138,16 +150,125 @@ fn split(base: &str, list: &[SplitFile], clusters: &[ClusterConfig]) -> Result<V
     Ok(split)
 }
 
-/// `routes[N].timeouts`.
+/// `routes[N].timeouts`. `first_byte` left out bounds nothing but `total`; `first_token` left
+/// out is `first_byte` when that is given, else 15s.
 fn timeouts(base: &str, t: &TimeoutsFile) -> Result<Timeouts> {
     let d = Timeouts::default();
     let key = |k: &str| format!("{base}.{k}");
+    let first_byte = match t.first_byte {
+        Some(f) => Some(positive(&key("first_byte"), Some(f), f.0)?),
+        None => None,
+    };
+    let first_token = first_byte.unwrap_or(d.first_token);
     Ok(Timeouts {
         connect: positive(&key("connect"), t.connect, d.connect)?,
-        first_byte: positive(&key("first_byte"), t.first_byte, d.first_byte)?,
+        first_byte,
+        first_token: positive(&key("first_token"), t.first_token, first_token)?,
         idle: positive(&key("idle"), t.idle, d.idle)?,
         total: positive(&key("total"), t.total, d.total)?,
     })
+}
+
+/// `routes[N].hedge`: a hedge is a try, so `max` leaves room for it in `retry.attempts`.
+fn hedge(base: &str, h: &HedgeFile, retry: &RetryPolicy) -> Result<HedgeConfig> {
+    let d = HedgeConfig::default();
+    let after = positive(&format!("{base}.after"), h.after, d.after)?;
+    let max = h.max.unwrap_or(d.max);
+    if max == 0 || max >= retry.attempts {
+        return err(
+            format!("{base}.max"),
+            format!(
+                "must be 1 to {} (a hedge is a try: retry.attempts is {})",
+                retry.attempts.saturating_sub(1),
+                retry.attempts
+            ),
+        );
+    }
+    Ok(HedgeConfig { after, max })
+}
+
+/// `routes[N].retry.retry_on`.
+fn retry_on(base: &str, list: &[RetryOnFile]) -> Result<RetryOn> {
+    let mut on = RetryOn::NONE;
+    for (i, v) in list.iter().enumerate() {
+        match v {
+            RetryOnFile::Status(code) => on.statuses.push(*code),
+            RetryOnFile::Named(name) => match name {
+                RetryName::ConnectFailure => on.connect_failure = true,
+                RetryName::Refused => on.refused = true,
+                RetryName::Reset => on.reset = true,
+                RetryName::Timeout => on.timeout = true,
+                RetryName::Status5xx => on.statuses.extend([500, 501, 502, 503, 504, 505]),
+                RetryName::GatewayError => on.statuses.extend([502, 503, 504]),
+            },
+            RetryOnFile::Answer(a) => {
+                let p = format!("{base}[{i}]");
+                let list = a.status.to_vec();
+                statuses(&format!("{p}.status"), &list)?;
+                if let Some(s) = list.iter().find(|s| !(400..=599).contains(*s)) {
+                    return err(
+                        format!("{p}.status"),
+                        format!("status {s} is not a 4xx or 5xx"),
+                    );
+                }
+                match &a.body {
+                    Some(re) => on.answers.push(AnswerCondition {
+                        statuses: list,
+                        body: regex(&format!("{p}.body"), re)?,
+                    }),
+                    None => on.statuses.extend(list),
+                }
+            }
+        }
+    }
+    on.statuses.sort_unstable();
+    on.statuses.dedup();
+    if let Some(a) = on
+        .answers
+        .iter()
+        .find(|a| a.statuses.iter().any(|s| on.statuses.contains(s)))
+    {
+        let i = list
+            .iter()
+            .position(|v| matches!(v, RetryOnFile::Answer(f) if f.body.as_deref() == Some(a.body.as_str())))
+            .unwrap_or(0);
+        return err(
+            format!("{base}[{i}].status"),
+            "this status is also retried whatever its body: the body condition would never decide",
+        );
+    }
+    Ok(on)
+}
+
+/// `routes[N].retry.budget`: a bare number is the ratio.
+fn budget(base: &str, b: &BudgetFile) -> Result<BudgetConfig> {
+    let mut out = BudgetConfig::default();
+    let (ratio, ratio_path) = match b {
+        BudgetFile::Ratio(r) => (Some(*r), base.to_string()),
+        BudgetFile::Map(m) => {
+            if let Some(w) = m.window {
+                let (lo, hi) = BUDGET_WINDOW;
+                if w.0 < lo || w.0 > hi {
+                    return err(format!("{base}.window"), "must be 1s to 60s");
+                }
+                out.window = w.0;
+            }
+            if let Some(n) = m.min_per_second {
+                if n > 100_000 {
+                    return err(format!("{base}.min_per_second"), "must be at most 100000");
+                }
+                out.min_per_second = n;
+            }
+            (m.ratio, format!("{base}.ratio"))
+        }
+    };
+    if let Some(r) = ratio {
+        if !(r.is_finite() && (0.0..=1.0).contains(&r)) {
+            return err(ratio_path, "must be in [0, 1]");
+        }
+        out.ratio = r;
+    }
+    Ok(out)
 }
 
 /// `routes[N].retry`; the default policy when left out.
@@ -164,23 +285,7 @@ fn retry(base: &str, r: Option<&RetryFile>) -> Result<RetryPolicy> {
         out.attempts = a;
     }
     if let Some(list) = &r.retry_on {
-        let mut on = RetryOn::NONE;
-        for v in list {
-            match *v {
-                RetryOnFile::Status(code) => on.statuses.push(code),
-                RetryOnFile::Named(name) => match name {
-                    RetryName::ConnectFailure => on.connect_failure = true,
-                    RetryName::Refused => on.refused = true,
-                    RetryName::Reset => on.reset = true,
-                    RetryName::Timeout => on.timeout = true,
-                    RetryName::Status5xx => on.statuses.extend([500, 501, 502, 503, 504, 505]),
-                    RetryName::GatewayError => on.statuses.extend([502, 503, 504]),
-                },
-            }
-        }
-        on.statuses.sort_unstable();
-        on.statuses.dedup();
-        out.on = on;
+        out.on = retry_on(&format!("{base}.retry_on"), list)?;
     }
     if let Some(b) = &r.backoff {
         out.backoff_base = b.base.map_or(out.backoff_base, |d| d.0);
@@ -189,11 +294,20 @@ fn retry(base: &str, r: Option<&RetryFile>) -> Result<RetryPolicy> {
             return err(format!("{base}.backoff.max"), "must not be less than base");
         }
     }
-    if let Some(b) = r.budget {
-        if !(b > 0.0 && b <= 1.0) {
-            return err(format!("{base}.budget"), "must be in (0, 1]");
+    if let Some(b) = &r.budget {
+        out.budget = budget(&format!("{base}.budget"), b)?;
+    }
+    out.other_cluster = match r.other_cluster {
+        None => out.other_cluster,
+        Some(OtherClusterFile::Last) => OtherCluster::Last,
+        Some(OtherClusterFile::Next) => OtherCluster::Next,
+        Some(OtherClusterFile::Never) => OtherCluster::Never,
+    };
+    if let Some(m) = r.max_retry_after {
+        if m.0 > std::time::Duration::from_secs(300) {
+            return err(format!("{base}.max_retry_after"), "must be at most 300s");
         }
-        out.budget = b;
+        out.max_retry_after = m.0;
     }
     Ok(out)
 }

@@ -4,12 +4,15 @@
 //!
 //! Keys are secrets: they are kept only here and in the outgoing header. Logs, metrics, `/status`
 //! and errors name a key by its fingerprint (`k-` and 8 hex digits of its SHA-256). Key state is
-//! keyed by (cluster, fingerprint) in a [`KeyRegistry`] outside the config snapshot, so it
-//! survives reloads (and a re-read keys file). Probing disabled keys back in is a background
-//! service (`services::key_probe`).
+//! keyed by (cluster, the key's whole SHA-256) in a [`KeyRegistry`] outside the config snapshot,
+//! so it survives reloads (and a re-read keys file); two keys never share a state, even when
+//! their fingerprints collide. What a reload changes is not left stranded: a key judged while
+//! sent in another header (or as a bare key rather than `Bearer`) starts afresh, and a key that
+//! waited for a probe the reload removed comes back after `default_cooldown`. Probing disabled
+//! keys back in is a background service (`services::key_probe`).
 
 use crate::config::{ApiKeysConfig, KeyCooldown};
-use http::HeaderValue;
+use http::{HeaderName, HeaderValue};
 use sha2::{Digest, Sha256};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
@@ -23,6 +26,16 @@ pub fn fingerprint(key: &str) -> String {
     format!("k-{:02x}{:02x}{:02x}{:02x}", d[0], d[1], d[2], d[3])
 }
 
+/// A key's whole SHA-256: what its state is kept by.
+pub type Digest32 = [u8; 32];
+
+fn digest(key: &str) -> Digest32 {
+    Sha256::digest(key.as_bytes()).into()
+}
+
+/// What a snapshot keeps of the key registry: (cluster, key digest).
+pub type KeyId = (String, Digest32);
+
 /// What switchyard knows about one key of one cluster.
 pub struct KeyState {
     pub cluster: String,
@@ -30,6 +43,8 @@ pub struct KeyState {
     pub id: String,
     /// The header value sent upstream (`Bearer <key>` or the bare key). Secret.
     value: HeaderValue,
+    /// The header it is sent in, as configured when this state was made.
+    header: HeaderName,
     consecutive_failures: AtomicU32,
     /// Out until this time (ms since `epoch`); 0 = not cooling.
     out_until_ms: AtomicU64,
@@ -66,9 +81,10 @@ impl KeyState {
     fn new(
         cluster: &str,
         key: &str,
-        bearer: bool,
+        cfg: &ApiKeysConfig,
         disabled_signal: Arc<tokio::sync::Notify>,
     ) -> Option<Self> {
+        let bearer = cfg.bearer;
         let mut value = if bearer {
             HeaderValue::from_str(&format!("Bearer {key}")).ok()?
         } else {
@@ -79,6 +95,7 @@ impl KeyState {
             cluster: cluster.to_string(),
             id: fingerprint(key),
             value,
+            header: cfg.header.clone(),
             consecutive_failures: AtomicU32::new(0),
             out_until_ms: AtomicU64::new(0),
             disabled: AtomicBool::new(false),
@@ -150,6 +167,19 @@ impl KeyState {
                 }
                 true
             }
+        }
+    }
+
+    /// Is this state for the key sent the way `cfg` sends it?
+    fn sent_as(&self, cfg: &ApiKeysConfig) -> bool {
+        self.header == cfg.header && self.value.as_bytes().starts_with(b"Bearer ") == cfg.bearer
+    }
+
+    /// A key waiting for a probe that no longer exists cools for `cooldown` instead.
+    fn unstrand(&self, cooldown: Duration, now: Instant) {
+        if self.disabled.swap(false, Ordering::Relaxed) {
+            self.out_until_ms
+                .store(self.ms(now + cooldown).max(1), Ordering::Relaxed);
         }
     }
 
@@ -231,10 +261,10 @@ pub fn judge(
     true
 }
 
-/// Key state by (cluster, fingerprint), outliving snapshots.
+/// Key state by (cluster, key digest), outliving snapshots.
 #[derive(Default)]
 pub struct KeyRegistry {
-    keys: Mutex<HashMap<(String, String), Arc<KeyState>>>,
+    keys: Mutex<HashMap<KeyId, Arc<KeyState>>>,
     disabled: Arc<tokio::sync::Notify>,
 }
 
@@ -245,33 +275,30 @@ impl KeyRegistry {
         self.disabled.notified().await
     }
 
-    /// The pool for `cluster`, reusing the state of keys seen before.
-    pub fn pool(
-        &self,
-        cluster: &str,
-        cfg: &ApiKeysConfig,
-        keep: &mut HashSet<(String, String)>,
-    ) -> KeyPool {
+    /// The pool for `cluster`, reusing the state of keys seen before (sent the same way). A key
+    /// listed twice is in the pool once.
+    pub fn pool(&self, cluster: &str, cfg: &ApiKeysConfig, keep: &mut HashSet<KeyId>) -> KeyPool {
         let mut map = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        let mut seen = HashSet::new();
         let keys = cfg
             .keys
             .iter()
             .filter_map(|k| {
-                let id = fingerprint(k);
-                keep.insert((cluster.to_string(), id.clone()));
-                match map.get(&(cluster.to_string(), id.clone())) {
-                    Some(s) => Some(s.clone()),
-                    None => {
-                        let s = Arc::new(KeyState::new(
-                            cluster,
-                            k,
-                            cfg.bearer,
-                            self.disabled.clone(),
-                        )?);
-                        map.insert((cluster.to_string(), id), s.clone());
-                        Some(s)
-                    }
+                let id = (cluster.to_string(), digest(k));
+                if !seen.insert(id.1) {
+                    return None;
                 }
+                keep.insert(id.clone());
+                if let Some(s) = map.get(&id).filter(|s| s.sent_as(cfg)) {
+                    if cfg.health_check.is_none() {
+                        s.unstrand(cfg.default_cooldown, now);
+                    }
+                    return Some(s.clone());
+                }
+                let s = Arc::new(KeyState::new(cluster, k, cfg, self.disabled.clone())?);
+                map.insert(id, s.clone());
+                Some(s)
             })
             .collect();
         let mut capture_statuses: Vec<u16> = cfg
@@ -289,115 +316,21 @@ impl KeyRegistry {
         }
     }
 
-    /// Drop the state of keys not in `keep`; returns the (cluster, fingerprint) pairs dropped.
-    pub fn retain(&self, keep: &HashSet<(String, String)>) -> Vec<(String, String)> {
+    /// Forget the keys no snapshot uses any more; returns the (cluster, fingerprint) pairs
+    /// dropped, so their metrics can go too.
+    pub fn retain(&self, keep: &HashSet<KeyId>) -> Vec<(String, String)> {
         let mut map = self.keys.lock().unwrap_or_else(|e| e.into_inner());
-        let gone: Vec<_> = map.keys().filter(|k| !keep.contains(*k)).cloned().collect();
-        map.retain(|k, _| keep.contains(k));
+        let mut gone = Vec::new();
+        map.retain(|k, state| {
+            let kept = keep.contains(k);
+            if !kept {
+                gone.push((state.cluster.clone(), state.id.clone()));
+            }
+            kept
+        });
         gone
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::KeyCondition;
-
-    fn cfg(threshold: u32, with_probe: bool) -> ApiKeysConfig {
-        ApiKeysConfig {
-            header: http::header::AUTHORIZATION,
-            bearer: true,
-            keys: vec!["sk-one".into(), "sk-two".into()],
-            strip_headers: Vec::new(),
-            failure_threshold: threshold,
-            conditions: Vec::<KeyCondition>::new(),
-            default_cooldown: Duration::from_secs(60),
-            max_retry_after: Duration::from_secs(3600),
-            health_check: with_probe.then(|| crate::config::KeyHealthCheck {
-                method: http::Method::GET,
-                path: "/".into(),
-                body: None,
-                expect_status: vec![200],
-                expect_body: None,
-                interval: Duration::from_secs(1),
-                timeout: Duration::from_secs(1),
-                success_threshold: 1,
-            }),
-        }
-    }
-
-    #[test]
-    fn reasons_follow_the_answer() {
-        assert_eq!(reason_for(401, false), "unauthorized");
-        assert_eq!(reason_for(402, false), "quota");
-        assert_eq!(reason_for(429, false), "rate_limited");
-        assert_eq!(reason_for(429, true), "quota");
-        // A body condition about something else is not called quota.
-        assert_eq!(reason_for(400, false), "other");
-    }
-
-    #[test]
-    fn fingerprints_hide_the_key() {
-        let f = fingerprint("sk-secret-123");
-        assert!(f.starts_with("k-") && f.len() == 10);
-        assert!(!f.contains("secret"));
-        let reg = KeyRegistry::default();
-        let pool = reg.pool("c", &cfg(3, true), &mut HashSet::new());
-        assert!(!format!("{:?}", pool.keys[0]).contains("sk-one"));
-        assert!(pool.keys[0].header_value().is_sensitive());
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn threshold_disables_and_retry_after_cools() {
-        let c = cfg(2, true);
-        let reg = KeyRegistry::default();
-        let pool = reg.pool("c", &c, &mut HashSet::new());
-        let k = &pool.keys[0];
-        let now = Instant::now();
-        assert!(!k.on_failure(KeyCooldown::Disable, None, &c, now));
-        assert!(k.is_usable(now));
-        assert!(k.on_failure(KeyCooldown::Disable, None, &c, now));
-        assert!(!k.is_usable(now) && k.is_disabled());
-        assert_eq!(pool.pick(now, &[]), Some(1));
-        k.enable();
-        assert!(k.is_usable(now));
-
-        let k2 = &pool.keys[1];
-        assert!(k2.on_failure(
-            KeyCooldown::RetryAfter,
-            Some(Duration::from_secs(2)),
-            &c,
-            now
-        ));
-        assert!(!k2.is_usable(now + Duration::from_millis(1900)));
-        assert!(k2.is_usable(now + Duration::from_millis(2000)));
-    }
-
-    #[test]
-    fn a_cooldown_past_the_end_of_time_does_not_overflow() {
-        let c = cfg(1, false);
-        let pool = KeyRegistry::default().pool("c", &c, &mut HashSet::new());
-        let now = Instant::now();
-        assert!(pool.keys[0].on_failure(KeyCooldown::For(Duration::MAX), None, &c, now));
-        assert!(!pool.keys[0].is_usable(now + Duration::from_secs(86_400)));
-        let h = |v: &str| {
-            let mut m = http::HeaderMap::new();
-            m.insert(http::header::RETRY_AFTER, v.parse().unwrap());
-            m
-        };
-        let capped = crate::retry_after::of(&h("18446744073709551615"), c.max_retry_after);
-        assert_eq!(capped, Some(Duration::from_secs(3600)));
-    }
-
-    #[test]
-    fn state_survives_a_new_pool() {
-        let c = cfg(1, true);
-        let reg = KeyRegistry::default();
-        let mut keep = HashSet::new();
-        let pool = reg.pool("c", &c, &mut keep);
-        pool.keys[0].on_failure(KeyCooldown::Disable, None, &c, Instant::now());
-        let again = reg.pool("c", &c, &mut HashSet::new());
-        assert!(again.keys[0].is_disabled());
-        assert!(Arc::ptr_eq(&pool.keys[0], &again.keys[0]));
-    }
-}
+mod tests;

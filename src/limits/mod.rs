@@ -19,7 +19,7 @@ mod slots;
 
 pub use queue::{AdmissionQueue, QueueSlot};
 pub use registry::LimiterRegistry;
-pub use retry::{RetryBudget, RetrySlot, UpstreamStage};
+pub use retry::RetryBudget;
 pub use slots::{RequestSlot, RequestSlots};
 
 use async_trait::async_trait;

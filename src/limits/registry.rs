@@ -5,6 +5,7 @@ use super::{AdmissionQueue, ClientLimit, RequestBudget, RetryBudget};
 use crate::config::{ClientLimitConfig, QueueConfig, RateLimitConfig};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tokio::sync::Notify;
 
 /// Budgets by cluster, with the (rate, burst) they were built with.
@@ -68,12 +69,16 @@ impl LimiterRegistry {
         q
     }
 
-    /// The retry budget of `route`: the same one for as long as the route exists.
-    pub fn retry_budget(&self, route: &str) -> Arc<RetryBudget> {
-        lock(&self.retries)
-            .entry(route.to_string())
-            .or_default()
-            .clone()
+    /// The retry budget of `route`: the same one for as long as the route exists and counts
+    /// over the same `window` (the other settings are read from the config in force).
+    pub fn retry_budget(&self, route: &str, window: Duration) -> Arc<RetryBudget> {
+        let mut map = lock(&self.retries);
+        if let Some(b) = map.get(route).filter(|b| b.window() == window) {
+            return b.clone();
+        }
+        let b = Arc::new(RetryBudget::new(window));
+        map.insert(route.to_string(), b.clone());
+        b
     }
 
     /// Forget the limiters of clusters and routes that are no longer configured.
@@ -88,7 +93,6 @@ impl LimiterRegistry {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     #[tokio::test]
     async fn a_reload_with_the_same_settings_keeps_the_bucket() {
@@ -114,9 +118,12 @@ mod tests {
     #[test]
     fn retry_budgets_outlive_reloads_and_go_with_their_route() {
         let reg = LimiterRegistry::default();
-        let a = reg.retry_budget("chat");
-        assert!(Arc::ptr_eq(&a, &reg.retry_budget("chat")));
+        let w = Duration::from_secs(10);
+        let a = reg.retry_budget("chat", w);
+        assert!(Arc::ptr_eq(&a, &reg.retry_budget("chat", w)));
+        let other_window = reg.retry_budget("chat", Duration::from_secs(20));
+        assert!(!Arc::ptr_eq(&a, &other_window));
         reg.retain(&HashSet::new(), &HashSet::from(["other"]));
-        assert!(!Arc::ptr_eq(&a, &reg.retry_budget("chat")));
+        assert!(!Arc::ptr_eq(&other_window, &reg.retry_budget("chat", w)));
     }
 }

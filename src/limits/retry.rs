@@ -1,55 +1,117 @@
-//! The retry budget of a route: retries in flight may be at most a share of the route's requests
-//! in the upstream stage, with a floor (Envoy's `retry_budget` with `min_retry_concurrency`).
-//! Kept per route name in the registry, so a reload does not reset it.
+//! The retry budget of a route, time-windowed as Finagle's and linkerd's are: over any `window`,
+//! retries may add `ratio` of the requests the route saw, plus `min_per_second` always (a reserve
+//! of `min_per_second × window`). A burst of failures that all want a retry at the same instant
+//! (tries to one hanging peer timing out in the same tick) is covered by the reserve and by the
+//! requests of the whole window, not refused because few retries may run at once; a peer that
+//! fails everything still cannot make the route send much more than `1 + ratio` times its load.
+//!
+//! Kept per route name in the registry, so a reload does not reset it. Counting is lock-free:
+//! two rings of per-slice counters.
 
+use crate::config::BudgetConfig;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::time::Instant;
 
-/// Retries may always run at least this many at once.
-const MIN_RETRY_CONCURRENCY: f64 = 3.0;
+/// Slices of a window: the window slides by a tenth of itself.
+const SLICES: usize = 10;
 
-/// Requests of one route in the upstream stage, and retries among them.
-#[derive(Debug, Default)]
+/// Bits of a slot that hold its slice's count; the rest hold the slice's number.
+const COUNT_BITS: u32 = 24;
+const COUNT_MASK: u64 = (1 << COUNT_BITS) - 1;
+
+/// A count over the last `SLICES` slices of time.
+#[derive(Debug)]
+struct Windowed {
+    /// Per slice: the slice's number in the high bits, its count (saturating) in the low ones.
+    slots: [AtomicU64; SLICES],
+}
+
+impl Windowed {
+    fn new() -> Self {
+        Windowed {
+            slots: std::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
+
+    fn add(&self, slice: u64) {
+        let slot = &self.slots[(slice % SLICES as u64) as usize];
+        let mut cur = slot.load(Ordering::Relaxed);
+        loop {
+            let next = if cur >> COUNT_BITS == slice {
+                (slice << COUNT_BITS) | ((cur & COUNT_MASK) + 1).min(COUNT_MASK)
+            } else {
+                (slice << COUNT_BITS) | 1
+            };
+            match slot.compare_exchange_weak(cur, next, Ordering::Relaxed, Ordering::Relaxed) {
+                Ok(_) => return,
+                Err(seen) => cur = seen,
+            }
+        }
+    }
+
+    /// The count over the window that ends with `slice`.
+    fn sum(&self, slice: u64) -> u64 {
+        self.slots
+            .iter()
+            .map(|s| s.load(Ordering::Relaxed))
+            .filter(|v| {
+                slice
+                    .checked_sub(v >> COUNT_BITS)
+                    .is_some_and(|age| age < SLICES as u64)
+            })
+            .map(|v| v & COUNT_MASK)
+            .sum()
+    }
+}
+
+/// Requests of one route, and retries among them, over a sliding window.
+#[derive(Debug)]
 pub struct RetryBudget {
-    active: AtomicU64,
-    active_retries: AtomicU64,
+    epoch: Instant,
+    window: Duration,
+    slice_ms: u64,
+    requests: Windowed,
+    retries: Windowed,
 }
 
 impl RetryBudget {
-    /// Count a request in the upstream stage until the guard drops.
-    pub fn start(&self) -> UpstreamStage<'_> {
-        self.active.fetch_add(1, Ordering::Relaxed);
-        UpstreamStage(self)
-    }
-
-    /// A retry slot, if retries in flight stay within `ratio` of the active requests (at least
-    /// [`MIN_RETRY_CONCURRENCY`] at once).
-    pub fn take_retry(&self, ratio: f64) -> Option<RetrySlot<'_>> {
-        let active = self.active.load(Ordering::Relaxed) as f64;
-        let allowed = (active * ratio).max(MIN_RETRY_CONCURRENCY) as u64;
-        let prev = self.active_retries.fetch_add(1, Ordering::Relaxed);
-        if prev >= allowed {
-            self.active_retries.fetch_sub(1, Ordering::Relaxed);
-            return None;
+    /// A budget counting over `window` (at least 10ms).
+    pub fn new(window: Duration) -> Self {
+        let window = window.max(Duration::from_millis(10));
+        RetryBudget {
+            epoch: Instant::now(),
+            window,
+            slice_ms: (window.as_millis() as u64 / SLICES as u64).max(1),
+            requests: Windowed::new(),
+            retries: Windowed::new(),
         }
-        Some(RetrySlot(self))
     }
-}
 
-/// One request in the upstream stage, counted until dropped.
-pub struct UpstreamStage<'a>(&'a RetryBudget);
-
-impl Drop for UpstreamStage<'_> {
-    fn drop(&mut self) {
-        self.0.active.fetch_sub(1, Ordering::Relaxed);
+    /// The window it counts over.
+    pub fn window(&self) -> Duration {
+        self.window
     }
-}
 
-/// A retry in flight, counted against the budget until dropped.
-pub struct RetrySlot<'a>(&'a RetryBudget);
+    fn slice(&self, now: Instant) -> u64 {
+        now.saturating_duration_since(self.epoch).as_millis() as u64 / self.slice_ms
+    }
 
-impl Drop for RetrySlot<'_> {
-    fn drop(&mut self) {
-        self.0.active_retries.fetch_sub(1, Ordering::Relaxed);
+    /// Count one request of the route (each request once, whatever its tries).
+    pub fn request(&self) {
+        self.requests.add(self.slice(Instant::now()));
+    }
+
+    /// May one more retry start now under `cfg`? If so it is counted.
+    pub fn try_retry(&self, cfg: &BudgetConfig) -> bool {
+        let slice = self.slice(Instant::now());
+        let reserve = f64::from(cfg.min_per_second) * self.window.as_secs_f64();
+        let allowed = reserve + cfg.ratio * self.requests.sum(slice) as f64;
+        if self.retries.sum(slice) as f64 + 1.0 > allowed {
+            return false;
+        }
+        self.retries.add(slice);
+        true
     }
 }
 
@@ -57,17 +119,59 @@ impl Drop for RetrySlot<'_> {
 mod tests {
     use super::*;
 
+    fn cfg(ratio: f64, min_per_second: u32) -> BudgetConfig {
+        BudgetConfig {
+            ratio,
+            window: Duration::from_secs(10),
+            min_per_second,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_share_of_the_requests_in_the_window() {
+        let b = RetryBudget::new(Duration::from_secs(10));
+        for _ in 0..50 {
+            b.request();
+        }
+        let c = cfg(0.2, 0);
+        assert_eq!((0..20).filter(|_| b.try_retry(&c)).count(), 10);
+        // The window slides: the requests and retries of 11 s ago no longer count.
+        tokio::time::advance(Duration::from_secs(11)).await;
+        assert!(!b.try_retry(&c), "no requests in the window");
+        for _ in 0..10 {
+            b.request();
+        }
+        assert_eq!((0..5).filter(|_| b.try_retry(&c)).count(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_burst_is_covered_by_the_reserve() {
+        let b = RetryBudget::new(Duration::from_secs(10));
+        for _ in 0..64 {
+            b.request();
+        }
+        // 64 tries timing out at once: 10/s over 10 s is a reserve of 100, plus 20% of 64.
+        let c = cfg(0.2, 10);
+        assert_eq!((0..200).filter(|_| b.try_retry(&c)).count(), 112);
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert!(!b.try_retry(&c), "still spent half a window later");
+        tokio::time::advance(Duration::from_secs(6)).await;
+        assert!(b.try_retry(&c), "the reserve is back a window later");
+    }
+
     #[test]
-    fn at_least_three_then_a_share_of_the_active() {
-        let b = RetryBudget::default();
-        let _stage: Vec<_> = (0..5).map(|_| b.start()).collect();
-        let slots: Vec<_> = (0..3).filter_map(|_| b.take_retry(0.2)).collect();
-        assert_eq!(slots.len(), 3);
-        assert!(b.take_retry(0.2).is_none());
-        drop(slots);
-        let _more: Vec<_> = (0..40).map(|_| b.start()).collect();
-        // 45 active at 0.2: 9 retries at once.
-        let slots: Vec<_> = (0..20).filter_map(|_| b.take_retry(0.2)).collect();
-        assert_eq!(slots.len(), 9);
+    fn a_slot_reused_by_a_later_slice_forgets_the_old_count() {
+        let w = Windowed::new();
+        w.add(3);
+        w.add(3);
+        w.add(4);
+        assert_eq!(w.sum(4), 3);
+        w.add(13);
+        assert_eq!(
+            w.sum(13),
+            2,
+            "slice 3 fell out of the window; 4 and 13 are in it"
+        );
+        assert_eq!(w.sum(30), 0);
     }
 }

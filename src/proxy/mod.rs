@@ -14,7 +14,7 @@
 //! | the upstream request header | `forward.rs` |
 //! | the header per cluster (`Host`, path, credentials, key) | `rewrite.rs` |
 //! | where each try goes | `pick.rs` |
-//! | the tries, their budget and backoff | `tries.rs`, `retry.rs` (the retry table) |
+//! | the tries, their budget, backoff and hedges | `tries.rs`, `running.rs`, `retry.rs` (the retry table) |
 //! | breaker feedback | `verdict.rs` |
 //! | relay of the committed try | `relay.rs` |
 //! | continuing a committed stream that broke (`resume`) | `resume/` |
@@ -42,6 +42,7 @@ mod request;
 mod resume;
 mod retry;
 mod rewrite;
+mod running;
 mod stages;
 mod tries;
 mod verdict;

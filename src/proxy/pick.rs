@@ -1,20 +1,30 @@
 //! Choosing where the next try goes, and waiting for room when there is none yet.
 //!
-//! A try needs a peer that is usable (healthy, breaker admitting, not drained), not tried yet by
-//! this request, below its `max_inflight`, in a cluster with a usable API key (if it has a pool)
-//! and with room in its request budget (if it has one). The first cluster of the split is
-//! preferred, then the others, heaviest first. When no cluster can take the try now:
+//! A try needs a peer that is usable (healthy, breaker admitting, not drained), below its
+//! `max_inflight`, in a cluster with a usable API key (if it has a pool) and with room in its
+//! request budget (if it has one). Peers this request has not tried yet come first; the cluster
+//! order is the split's choice, then the others heaviest first, except that `retry.other_cluster`
+//! sends the last try (`last`) or every retry (`next`) to a cluster not tried yet. When no untried
+//! peer can take a retry, the peer that failed may take it again (a single-endpoint provider),
+//! unless its failure rules that out ([`Again`]). When no cluster can take the try now:
 //! - if peers are only busy (`max_inflight`), the request waits in the cluster's admission queue,
 //!   in arrival order, up to the queue timeout;
 //! - if clusters are only over budget, it waits for the budget up to `rate_limit.queue_timeout`;
 //! - otherwise there is no peer for it.
 //!
-//! The [`Picker`] is the only keeper of what this request tried: the peers (never tried twice)
-//! and the API keys (never sent twice to the same cluster).
+//! A hedge never waits and never goes to a peer already tried. The place under `max_inflight` is
+//! reserved by the pick itself (a compare-and-swap on the peer's in-flight count) and held
+//! through the backoff, so concurrent requests never overfill a peer.
+//!
+//! The [`Picker`] is the only keeper of what this request tried: the peers, the peers and
+//! clusters it must not go back to, and the API keys (never sent twice to the same cluster).
 
+use super::retry::Again;
 use super::verdict::Ticket;
+use crate::config::OtherCluster;
 use crate::limits::QueueSlot;
 use crate::metrics::Metrics;
+use crate::peer::InflightGuard;
 use crate::snapshot::{Cluster, Peer, Route, Snapshot};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -26,6 +36,8 @@ pub struct Admitted<'a> {
     /// Index of the API key in the cluster's pool, if it has one.
     pub key: Option<usize>,
     pub ticket: Ticket<'a>,
+    /// The try's place among the peer's requests in flight.
+    pub inflight: InflightGuard,
 }
 
 /// Why no try could be started.
@@ -42,6 +54,15 @@ pub enum Refusal {
     Busy { cluster: usize },
 }
 
+/// What the try loop asks of a pick.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Ask {
+    /// This is the last try the route allows.
+    pub last_try: bool,
+    /// A hedge: never wait, never go back to a peer already tried.
+    pub hedge: bool,
+}
+
 /// The peer choice of one request across its tries.
 pub struct Picker<'a> {
     snap: &'a Snapshot,
@@ -53,12 +74,20 @@ pub struct Picker<'a> {
     metrics: &'a Metrics,
     /// (cluster, peer) pairs tried.
     tried: Vec<(usize, usize)>,
+    /// Tried peers that must not take this request again.
+    spent: Vec<(usize, usize)>,
+    /// Clusters that must not take this request again.
+    spent_clusters: Vec<usize>,
+    /// Clusters tries were started in.
+    visited: Vec<usize>,
+    /// The last failure lets a tried peer take the retry.
+    again: bool,
     /// (cluster, key) pairs used.
     tried_keys: Vec<(usize, usize)>,
 }
 
 enum Found {
-    Peer(usize, usize),
+    Peer(usize, usize, InflightGuard),
     /// Nothing now, but this cluster has peers that are only busy.
     Busy(usize),
     None,
@@ -80,6 +109,10 @@ impl<'a> Picker<'a> {
             key,
             metrics,
             tried: Vec::with_capacity(route.cfg.retry.attempts as usize),
+            spent: Vec::new(),
+            spent_clusters: Vec::new(),
+            visited: Vec::with_capacity(2),
+            again: false,
             tried_keys: Vec::new(),
         }
     }
@@ -93,6 +126,7 @@ impl<'a> Picker<'a> {
     /// Never pick `(cluster, peer)` for this request (a peer whose committed stream broke).
     pub fn avoid(&mut self, cluster: usize, peer: usize) {
         self.tried.push((cluster, peer));
+        self.spent.push((cluster, peer));
     }
 
     /// The try to `(cluster, peer)` failed for its API key, not the peer: the peer may be tried
@@ -101,12 +135,50 @@ impl<'a> Picker<'a> {
         self.tried.retain(|t| *t != (cluster, peer));
     }
 
-    /// Pick a peer: the first cluster, then the others heaviest first.
-    fn find(&self, skip: &[usize], queued_in: Option<usize>, now: Instant) -> Found {
+    /// The try to `(cluster, peer)` failed; `again` (the retry table's) says where the retry may
+    /// go besides a peer not tried yet.
+    pub fn failed(&mut self, cluster: usize, peer: usize, again: Again) {
+        let max_wait = self.route.cfg.retry.max_retry_after;
+        self.again = match again {
+            Again::Peer => true,
+            Again::PeerAfter(wait) if wait <= max_wait => true,
+            Again::PeerAfter(_) => {
+                self.spent.push((cluster, peer));
+                false
+            }
+            Again::OtherCluster => {
+                self.spent_clusters.push(cluster);
+                false
+            }
+        };
+    }
+
+    /// Is `cluster` put after the others for this try (`retry.other_cluster`)?
+    fn demoted(&self, cluster: usize, ask: Ask) -> bool {
+        match self.route.cfg.retry.other_cluster {
+            OtherCluster::Never => false,
+            OtherCluster::Last => {
+                ask.last_try && !self.visited.is_empty() && self.visited == [cluster]
+            }
+            OtherCluster::Next => self.visited.contains(&cluster),
+        }
+    }
+
+    /// Pick a peer and reserve its place: peers not tried yet (`again` false) or tried peers
+    /// that may take the request again (`again` true), the clusters in the order of the split,
+    /// those [`Picker::demoted`] last.
+    fn find(&self, skip: &[usize], queued_in: Option<usize>, ask: Ask, again: bool) -> Found {
+        let now = Instant::now();
         let mut busy = None;
-        let others = self.route.by_weight.iter().copied();
-        for ci in std::iter::once(self.first).chain(others.filter(|c| *c != self.first)) {
-            if skip.contains(&ci) {
+        let base = || {
+            let others = self.route.by_weight.iter().copied();
+            std::iter::once(self.first).chain(others.filter(|c| *c != self.first))
+        };
+        let order = base()
+            .filter(|c| !self.demoted(*c, ask))
+            .chain(base().filter(|c| self.demoted(*c, ask)));
+        for ci in order {
+            if skip.contains(&ci) || self.spent_clusters.contains(&ci) {
                 continue;
             }
             let cluster = &self.snap.clusters[ci];
@@ -123,20 +195,27 @@ impl<'a> Picker<'a> {
             let checked = cluster.checked();
             let candidate = |pi: usize| {
                 let p = &cluster.peers[pi];
-                !self.tried.contains(&(ci, pi)) && p.usable(checked, now)
+                self.tried.contains(&(ci, pi)) == again
+                    && !self.spent.contains(&(ci, pi))
+                    && p.usable(checked, now)
             };
             let slow_start = cluster.cfg.slow_start;
-            let found = cluster.balancer.pick(
-                self.key,
-                |pi| candidate(pi) && cluster.peers[pi].has_capacity(),
-                |pi| {
-                    let p = &cluster.peers[pi];
-                    let w = f64::from(p.weight) * p.state.slow_start_factor(slow_start, now);
-                    (p.state.inflight() as f64 + 1.0) / w.max(0.001)
-                },
-            );
-            if let Some(pi) = found {
-                return Found::Peer(ci, pi);
+            // A lost race for the last place under `max_inflight` is picked again; bounded, as
+            // each lost race means another request took a place.
+            for _ in 0..4 {
+                let found = cluster.balancer.pick(
+                    self.key,
+                    |pi| candidate(pi) && cluster.peers[pi].has_capacity(),
+                    |pi| {
+                        let p = &cluster.peers[pi];
+                        let w = f64::from(p.weight) * p.state.slow_start_factor(slow_start, now);
+                        (p.state.inflight() as f64 + 1.0) / w.max(0.001)
+                    },
+                );
+                let Some(pi) = found else { break };
+                if let Some(guard) = cluster.peers[pi].reserve() {
+                    return Found::Peer(ci, pi, guard);
+                }
             }
             if (0..cluster.peers.len()).any(candidate) {
                 busy.get_or_insert(ci);
@@ -145,8 +224,9 @@ impl<'a> Picker<'a> {
         busy.map_or(Found::None, Found::Busy)
     }
 
-    /// Find where the next try goes, waiting for room if needed (never past `deadline`).
-    pub async fn next(&mut self, deadline: Instant) -> Result<Admitted<'a>, Refusal> {
+    /// Find where the next try goes, waiting for room if needed (never past `deadline`; never
+    /// at all for a hedge).
+    pub async fn next(&mut self, deadline: Instant, ask: Ask) -> Result<Admitted<'a>, Refusal> {
         let snap = self.snap;
         let metrics = self.metrics;
         let mut skip: Vec<usize> = Vec::new();
@@ -154,10 +234,13 @@ impl<'a> Picker<'a> {
         let mut prepaid: Option<usize> = None;
         let mut queued: Option<(usize, QueueSlot<'a>, Instant)> = None;
         loop {
-            let now = Instant::now();
             let queued_in = queued.as_ref().map(|q| q.0);
-            match self.find(&skip, queued_in, now) {
-                Found::Peer(ci, pi) => {
+            let found = match self.find(&skip, queued_in, ask, false) {
+                Found::None if self.again && !ask.hedge => self.find(&skip, queued_in, ask, true),
+                f => f,
+            };
+            match found {
+                Found::Peer(ci, pi, inflight) => {
                     let cluster = &snap.clusters[ci];
                     let key = match &cluster.keys {
                         Some(pool) => {
@@ -167,7 +250,7 @@ impl<'a> Picker<'a> {
                                 .filter(|(c, _)| *c == ci)
                                 .map(|(_, k)| *k)
                                 .collect();
-                            match pool.pick(now, &used) {
+                            match pool.pick(Instant::now(), &used) {
                                 Some(k) => Some(k),
                                 None => {
                                     skip.push(ci);
@@ -186,12 +269,19 @@ impl<'a> Picker<'a> {
                             }
                         }
                     }
-                    self.tried.push((ci, pi));
+                    if !self.tried.contains(&(ci, pi)) {
+                        self.tried.push((ci, pi));
+                    }
                     let Some(ticket) = Ticket::acquire(cluster, &cluster.peers[pi], metrics) else {
+                        // The breaker refused: this peer is out for this request.
+                        self.spent.push((ci, pi));
                         continue;
                     };
                     if let Some(k) = key {
                         self.tried_keys.push((ci, k));
+                    }
+                    if !self.visited.contains(&ci) {
+                        self.visited.push(ci);
                     }
                     if let Some((qc, slot, since)) = queued.take() {
                         metrics
@@ -205,46 +295,16 @@ impl<'a> Picker<'a> {
                         peer: pi,
                         key,
                         ticket,
+                        inflight,
                     });
                 }
-                Found::Busy(ci) => {
-                    let cluster = &snap.clusters[ci];
-                    let Some(q) = &cluster.queue else {
-                        return Err(Refusal::NoPeer);
-                    };
-                    let name = cluster.cfg.name.as_str();
-                    if queued.is_none() {
-                        let Some(slot) = q.join() else {
-                            metrics
-                                .rate_limited
-                                .with_label_values(&["queue", name])
-                                .inc();
-                            return Err(Refusal::Busy { cluster: ci });
-                        };
-                        queued = Some((ci, slot, now));
-                    }
-                    metrics
-                        .queue_depth
-                        .with_label_values(&[name])
-                        .set(i64::from(q.waiting()));
-                    let since = queued.as_ref().map_or(now, |q| q.2);
-                    let until = (since + q.cfg.timeout).min(deadline);
-                    if now >= until {
-                        metrics
-                            .rate_limited
-                            .with_label_values(&["queue", name])
-                            .inc();
-                        return Err(Refusal::Busy { cluster: ci });
-                    }
-                    // Woken when a try to the cluster ends; the periodic re-check is a safety net.
-                    let nap = (until - now).min(Duration::from_millis(250));
-                    let _ = tokio::time::timeout(nap, q.notify.notified()).await;
-                }
+                Found::Busy(ci) if ask.hedge => return Err(Refusal::Busy { cluster: ci }),
+                Found::Busy(ci) => self.queue(ci, &mut queued, deadline).await?,
                 Found::None => {
                     let Some((ci, wait)) = over_budget.take() else {
                         return Err(Refusal::NoPeer);
                     };
-                    if self.wait_for_budget(ci, wait, deadline).await {
+                    if !ask.hedge && self.wait_for_budget(ci, wait, deadline).await {
                         skip.retain(|c| *c != ci);
                         prepaid = Some(ci);
                         continue;
@@ -256,6 +316,50 @@ impl<'a> Picker<'a> {
                 }
             }
         }
+    }
+
+    /// Every candidate of `ci` is busy: join its queue (once) and wait to be woken, up to the
+    /// queue timeout and `deadline`.
+    async fn queue(
+        &self,
+        ci: usize,
+        queued: &mut Option<(usize, QueueSlot<'a>, Instant)>,
+        deadline: Instant,
+    ) -> Result<(), Refusal> {
+        let cluster = &self.snap.clusters[ci];
+        let metrics = self.metrics;
+        let Some(q) = &cluster.queue else {
+            return Err(Refusal::NoPeer);
+        };
+        let name = cluster.cfg.name.as_str();
+        let now = Instant::now();
+        if queued.is_none() {
+            let Some(slot) = q.join() else {
+                metrics
+                    .rate_limited
+                    .with_label_values(&["queue", name])
+                    .inc();
+                return Err(Refusal::Busy { cluster: ci });
+            };
+            *queued = Some((ci, slot, now));
+        }
+        metrics
+            .queue_depth
+            .with_label_values(&[name])
+            .set(i64::from(q.waiting()));
+        let since = queued.as_ref().map_or(now, |q| q.2);
+        let until = (since + q.cfg.timeout).min(deadline);
+        if now >= until {
+            metrics
+                .rate_limited
+                .with_label_values(&["queue", name])
+                .inc();
+            return Err(Refusal::Busy { cluster: ci });
+        }
+        // Woken when a try to the cluster ends; the periodic re-check is a safety net.
+        let nap = (until - now).min(Duration::from_millis(250));
+        let _ = tokio::time::timeout(nap, q.notify.notified()).await;
+        Ok(())
     }
 
     /// Every cluster is over budget: wait for `ci`'s (free again in `wait`) if its

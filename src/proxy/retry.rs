@@ -1,8 +1,8 @@
 //! The retry policy, in one table: for each way a try can fail ([`TryError`]), whether the route
 //! retries it, what it does to the peer's breaker, whether a retry of it needs the retry budget,
-//! its metric reason, and the client's answer when it was the last failure. A new kind of failure
-//! is one more row in [`policy`]; the try loop, the breaker feedback and the final answer all
-//! read the row.
+//! where the retry may go ([`Again`]), its metric reason, and the client's answer when it was the
+//! last failure. A new kind of failure is one more row in [`policy`]; the try loop, the peer
+//! choice, the breaker feedback and the final answer all read the row.
 
 use crate::config::{FailureOn, RetryOn, RetryPolicy};
 use crate::upstream::TryError;
@@ -31,6 +31,20 @@ pub enum Charge {
     Status(u16),
 }
 
+/// Where the retry of a failure may go, besides a peer not tried yet (always preferred).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Again {
+    /// The same peer too, after the backoff, when no other peer can take the retry (a
+    /// single-endpoint provider).
+    Peer,
+    /// The peer asked to come back after this long: the same peer after that wait, if it is
+    /// within `retry.max_retry_after`; never again for this request otherwise.
+    PeerAfter(Duration),
+    /// Not this cluster: the answer is about the request on the cluster's model (its context
+    /// window, say), which every peer of it would give again.
+    OtherCluster,
+}
+
 /// The client's answer when this failure ended the tries and no fallback answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Final {
@@ -55,6 +69,7 @@ pub struct Policy {
     /// such a retry adds no load anywhere, and a peer that dies with many requests in flight must
     /// not fail them.
     pub needs_budget: bool,
+    pub again: Again,
     pub answer: Final,
 }
 
@@ -79,6 +94,16 @@ pub const NO_PEER: Final = Final {
     retry_after: Some(1),
 };
 
+/// The answer to a status that was the last failure.
+const fn upstream_status(status: u16, retry_after: u32) -> Final {
+    Final {
+        status,
+        code: "upstream_error",
+        reason: "upstream_status",
+        retry_after: Some(retry_after),
+    }
+}
+
 /// The row of `e`.
 pub fn policy(e: TryError) -> Policy {
     match e {
@@ -87,6 +112,7 @@ pub fn policy(e: TryError) -> Policy {
             retried: Retried::If(|on| on.refused || on.connect_failure),
             charge: Charge::If(|f| f.connect),
             needs_budget: false,
+            again: Again::Peer,
             answer: UNAVAILABLE,
         },
         TryError::ConnectFailure => Policy {
@@ -94,6 +120,7 @@ pub fn policy(e: TryError) -> Policy {
             retried: Retried::If(|on| on.connect_failure),
             charge: Charge::If(|f| f.connect),
             needs_budget: false,
+            again: Again::Peer,
             answer: UNAVAILABLE,
         },
         TryError::ConnectTimeout => Policy {
@@ -101,6 +128,7 @@ pub fn policy(e: TryError) -> Policy {
             retried: Retried::If(|on| on.connect_failure || on.timeout),
             charge: Charge::If(|f| f.connect || f.timeout),
             needs_budget: true,
+            again: Again::Peer,
             answer: TIMEOUT,
         },
         TryError::FirstByteTimeout => Policy {
@@ -108,6 +136,16 @@ pub fn policy(e: TryError) -> Policy {
             retried: Retried::If(|on| on.timeout),
             charge: Charge::If(|f| f.timeout),
             needs_budget: true,
+            again: Again::Peer,
+            answer: TIMEOUT,
+        },
+        // No time is left for another try, and a long generation is no fault of the peer's.
+        TryError::Deadline => Policy {
+            reason: "deadline",
+            retried: Retried::If(|_| false),
+            charge: Charge::Nothing,
+            needs_budget: true,
+            again: Again::Peer,
             answer: TIMEOUT,
         },
         TryError::Reset => Policy {
@@ -115,6 +153,7 @@ pub fn policy(e: TryError) -> Policy {
             retried: Retried::If(|on| on.reset),
             charge: Charge::If(|f| f.reset),
             needs_budget: true,
+            again: Again::Peer,
             answer: UNAVAILABLE,
         },
         TryError::Protocol => Policy {
@@ -122,6 +161,7 @@ pub fn policy(e: TryError) -> Policy {
             retried: Retried::If(|on| on.reset),
             charge: Charge::If(|f| f.reset),
             needs_budget: true,
+            again: Again::Peer,
             answer: UNAVAILABLE,
         },
         TryError::Status(s) => Policy {
@@ -129,12 +169,25 @@ pub fn policy(e: TryError) -> Policy {
             retried: Retried::Status(s),
             charge: Charge::Status(s),
             needs_budget: true,
-            answer: Final {
-                status: s,
-                code: "upstream_error",
-                reason: "upstream_status",
-                retry_after: Some(1),
-            },
+            again: Again::Peer,
+            answer: upstream_status(s, 1),
+        },
+        TryError::RetryAfter { status, after } => Policy {
+            reason: status_reason(status),
+            retried: Retried::Status(status),
+            charge: Charge::Status(status),
+            needs_budget: true,
+            again: Again::PeerAfter(after),
+            // The peer's own wait is passed on (rounded up to whole seconds).
+            answer: upstream_status(status, whole_seconds(after)),
+        },
+        TryError::Matched(s) => Policy {
+            reason: status_reason(s),
+            retried: Retried::Always,
+            charge: Charge::Status(s),
+            needs_budget: true,
+            again: Again::OtherCluster,
+            answer: upstream_status(s, 1),
         },
         // An engine failure reported inside a 200: what a 500 would have said, before any token
         // reached the client. Retried under `reset` (the stream broke before its first token) or
@@ -144,6 +197,7 @@ pub fn policy(e: TryError) -> Policy {
             retried: Retried::If(|on| on.reset || on.statuses.contains(&500)),
             charge: Charge::If(|f| f.status_5xx),
             needs_budget: true,
+            again: Again::Peer,
             answer: UNAVAILABLE,
         },
         TryError::KeyRejected(s) => Policy {
@@ -151,6 +205,7 @@ pub fn policy(e: TryError) -> Policy {
             retried: Retried::Always,
             charge: Charge::Nothing,
             needs_budget: false,
+            again: Again::Peer,
             answer: Final {
                 status: if s == 429 { 429 } else { 502 },
                 code: if s == 429 {
@@ -163,6 +218,12 @@ pub fn policy(e: TryError) -> Policy {
             },
         },
     }
+}
+
+/// `d` in whole seconds, rounded up, for a `retry-after` header.
+fn whole_seconds(d: Duration) -> u32 {
+    let secs = d.as_secs().saturating_add(u64::from(d.subsec_nanos() > 0));
+    u32::try_from(secs).unwrap_or(u32::MAX)
 }
 
 fn status_reason(s: u16) -> &'static str {
@@ -253,6 +314,25 @@ mod tests {
         assert!(policy(TryError::ErrorEvent).retried_by(&only_5xx));
         assert!(!policy(TryError::ErrorEvent).retried_by(&RetryOn::NONE));
         assert!(!policy(TryError::Refused).needs_budget);
+        let after = Duration::from_millis(1500);
+        let throttled = policy(TryError::RetryAfter { status: 429, after });
+        assert!(
+            !throttled.retried_by(&on),
+            "429 is retried only when listed"
+        );
+        assert_eq!(throttled.again, Again::PeerAfter(after));
+        assert_eq!(throttled.answer.retry_after, Some(2), "rounded up");
+        assert_eq!(throttled.reason, "429");
+        let matched = policy(TryError::Matched(400));
+        assert!(
+            matched.retried_by(&RetryOn::NONE),
+            "matched by its own condition"
+        );
+        assert_eq!(matched.again, Again::OtherCluster);
+        assert_eq!(matched.breaker_failure(&all), Some(false));
+        assert!(!policy(TryError::Deadline).retried_by(&on));
+        assert_eq!(policy(TryError::Deadline).breaker_failure(&all), None);
+        assert_eq!(policy(TryError::Deadline).answer.status, 504);
         assert!(policy(TryError::Reset).needs_budget);
         assert_eq!(policy(TryError::FirstByteTimeout).answer.status, 504);
         assert_eq!(policy(TryError::KeyRejected(429)).answer.status, 429);

@@ -240,7 +240,7 @@ impl Switchyard {
             None => route.split.pick(),
         }]
         .cluster;
-        let _upstream_stage = route.retry_budget.start();
+        route.retry_budget.request();
         let tries = Tries {
             snap,
             route,

@@ -72,7 +72,7 @@ impl<'a> Ticket<'a> {
             return;
         };
         let now = Instant::now();
-        let t = breaker.record(adm, outcome, now, || self.cluster.may_eject(now));
+        let t = self.cluster.record(self.peer, adm, outcome, now);
         let labels = [self.cluster.cfg.name.as_str(), self.peer.name.as_str()];
         if matches!(t, Transition::Opened | Transition::Reopened) {
             self.metrics.breaker_opens.with_label_values(&labels).inc();

@@ -152,11 +152,14 @@ async fn model_request(
     req: Request<hyper::body::Incoming>,
     kind: Kind,
 ) -> Result<Response<SimBody>, NoResponse> {
-    let (seq, guard) = shared.stats.model_request();
+    let (seq, mut guard) = shared.stats.model_request();
     let configured = Failure::decode(shared.failure.load(Ordering::Relaxed));
     let mut knobs = match Knobs::from_headers(req.headers(), &shared.cfg, configured) {
         Ok(k) => k,
-        Err(e) => return Ok(error_response(StatusCode::BAD_REQUEST, &e.to_string())),
+        Err(e) => {
+            guard.finish();
+            return Ok(error_response(StatusCode::BAD_REQUEST, &e.to_string()));
+        }
     };
     let parts_headers = req.headers().clone();
     let body = req
@@ -180,6 +183,7 @@ async fn model_request(
             .get(&key)
             .cloned();
         if let Some(rule) = rule {
+            guard.finish();
             return Ok(key_response(&rule));
         }
     }
@@ -188,10 +192,18 @@ async fn model_request(
         Some(f) => f,
         None => configured.filter(|_| seq % shared.cfg.fail_every.max(1) == 0),
     };
+    // `x-sim-fail-first: N`: only this server's first N model requests fail.
+    let failure = failure.filter(|_| knobs.fail_first.is_none_or(|n| seq <= n));
     match failure {
         None => {}
-        Some(Failure::Reset) => return Err(NoResponse::SimulatedReset),
-        Some(Failure::Status(s)) => return Ok(failure_response(s)),
+        Some(Failure::Reset) => {
+            guard.finish();
+            return Err(NoResponse::SimulatedReset);
+        }
+        Some(Failure::Status(s)) => {
+            guard.finish();
+            return Ok(failure_response(s, knobs.retry_after.as_deref()));
+        }
         Some(Failure::Hang) => {
             // The future is dropped when the client goes away (hyper notices EOF) or the server shuts down.
             let never: Infallible = std::future::pending().await;
@@ -202,16 +214,18 @@ async fn model_request(
     let json: Value = match serde_json::from_slice(&body) {
         Ok(v @ Value::Object(_)) => v,
         Ok(_) => {
+            guard.finish();
             return Ok(error_response(
                 StatusCode::BAD_REQUEST,
                 "request body must be a JSON object",
-            ))
+            ));
         }
         Err(e) => {
+            guard.finish();
             return Ok(error_response(
                 StatusCode::BAD_REQUEST,
                 &format!("invalid JSON body: {e}"),
-            ))
+            ));
         }
     };
     let prefix = match kind {
@@ -259,6 +273,7 @@ async fn model_request(
             .saturating_add(knobs.token_delay.saturating_mul(steps)),
     )
     .await;
+    guard.finish();
     drop(guard);
     let mut resp = json_response(StatusCode::OK, &complete_body(&answer, knobs.tokens));
     if let Some(cc) = knobs.cache_control {
@@ -374,7 +389,8 @@ fn status_code(s: u16) -> StatusCode {
     StatusCode::from_u16(s).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
 }
 
-fn failure_response(s: u16) -> Response<SimBody> {
+/// A status failure; 429 and 503 carry `retry-after` (`retry_after`, else `1`).
+fn failure_response(s: u16, retry_after: Option<&str>) -> Response<SimBody> {
     let status = status_code(s);
     let mut resp = error_response(
         status,
@@ -384,8 +400,10 @@ fn failure_response(s: u16) -> Response<SimBody> {
         status,
         StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
     ) {
-        resp.headers_mut()
-            .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+        let v = retry_after
+            .and_then(|v| HeaderValue::from_str(v).ok())
+            .unwrap_or(HeaderValue::from_static("1"));
+        resp.headers_mut().insert(RETRY_AFTER, v);
     }
     resp
 }

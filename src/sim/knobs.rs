@@ -22,6 +22,11 @@ pub mod header {
     pub const STATUS: &str = "x-sim-status";
     /// `reset`, `hang`, `status` (uses `x-sim-status`, else the configured status, else 500) or `none`.
     pub const FAIL: &str = "x-sim-fail";
+    /// Apply this request's failure only while the server has seen at most this many model
+    /// requests (so a retry of the same request to the same server succeeds).
+    pub const FAIL_FIRST: &str = "x-sim-fail-first";
+    /// The `retry-after` value a 429 or 503 status failure carries (default `1`).
+    pub const RETRY_AFTER: &str = "x-sim-retry-after";
     /// Stream this many tokens, then abort the connection mid-body.
     pub const FAIL_AFTER_TOKENS: &str = "x-sim-fail-after-tokens";
     /// Stream this many tokens, then stall forever.
@@ -59,6 +64,10 @@ pub(crate) struct Knobs {
     pub fail_after_tokens: Option<usize>,
     pub hang_after_tokens: Option<usize>,
     pub error_after_tokens: Option<usize>,
+    /// Fail only the server's first N model requests.
+    pub fail_first: Option<u64>,
+    /// `retry-after` of a 429 or 503 status failure.
+    pub retry_after: Option<String>,
     /// `cache-control` of a successful answer (streams default to `no-cache`).
     pub cache_control: Option<HeaderValue>,
 }
@@ -130,6 +139,9 @@ impl Knobs {
             fail_after_tokens: fails(fail_after),
             hang_after_tokens: fails(hang_after),
             error_after_tokens: fails(error_after),
+            fail_first: number::<u64>(headers, header::FAIL_FIRST, "a request count")?
+                .filter(|_| here),
+            retry_after: text(headers, header::RETRY_AFTER)?.map(str::to_owned),
             cache_control: text(headers, header::CACHE_CONTROL)?
                 .and_then(|v| HeaderValue::from_str(v).ok()),
         })

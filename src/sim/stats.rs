@@ -18,6 +18,7 @@ pub struct SimStats {
     health_hits: AtomicU64,
     current: AtomicU64,
     max_concurrent: AtomicU64,
+    abandoned: AtomicU64,
     /// Arrival times as nanoseconds after `epoch`, plus one so that zero means "slot never written".
     arrivals: Box<[AtomicU64]>,
     epoch: Instant,
@@ -30,6 +31,7 @@ impl Default for SimStats {
             health_hits: AtomicU64::new(0),
             current: AtomicU64::new(0),
             max_concurrent: AtomicU64::new(0),
+            abandoned: AtomicU64::new(0),
             arrivals: (0..ARRIVALS_KEPT).map(|_| AtomicU64::new(0)).collect(),
             epoch: Instant::now(),
         }
@@ -57,6 +59,12 @@ impl SimStats {
         self.max_concurrent.load(Ordering::Relaxed)
     }
 
+    /// Model requests whose client went away before the answer was complete (the connection was
+    /// closed while the server was still working on it, e.g. a proxy cancelling a losing try).
+    pub fn abandoned(&self) -> u64 {
+        self.abandoned.load(Ordering::Relaxed)
+    }
+
     /// Arrival times of the last (at most [`ARRIVALS_KEPT`]) model requests, oldest first.
     pub fn arrivals(&self) -> Vec<Instant> {
         let mut offsets: Vec<u64> = self
@@ -79,7 +87,13 @@ impl SimStats {
         self.record_arrival(seq, Instant::now());
         let now = self.current.fetch_add(1, Ordering::Relaxed) + 1;
         self.max_concurrent.fetch_max(now, Ordering::Relaxed);
-        (seq, ActiveGuard(Arc::clone(self)))
+        (
+            seq,
+            ActiveGuard {
+                stats: Arc::clone(self),
+                finished: false,
+            },
+        )
     }
 
     pub(crate) fn health_hit(&self) {
@@ -95,13 +109,27 @@ impl SimStats {
     }
 }
 
-/// Keeps a model request counted in [`SimStats::current`] while it is alive.
+/// Keeps a model request counted in [`SimStats::current`] while it is alive; dropped before
+/// [`ActiveGuard::finish`], the request counts as [`SimStats::abandoned`].
 #[derive(Debug)]
-pub(crate) struct ActiveGuard(Arc<SimStats>);
+pub(crate) struct ActiveGuard {
+    stats: Arc<SimStats>,
+    finished: bool,
+}
+
+impl ActiveGuard {
+    /// The server ended the answer itself (completed it, or cut it on purpose).
+    pub(crate) fn finish(&mut self) {
+        self.finished = true;
+    }
+}
 
 impl Drop for ActiveGuard {
     fn drop(&mut self) {
-        self.0.current.fetch_sub(1, Ordering::Relaxed);
+        self.stats.current.fetch_sub(1, Ordering::Relaxed);
+        if !self.finished {
+            self.stats.abandoned.fetch_add(1, Ordering::Relaxed);
+        }
     }
 }
 
@@ -112,16 +140,18 @@ mod tests {
     #[test]
     fn sim_stats_concurrency_and_bounded_arrivals() {
         let stats = Arc::new(SimStats::default());
-        let (first, a) = stats.model_request();
+        let (first, mut a) = stats.model_request();
         let (_, b) = stats.model_request();
         assert_eq!(first, 1);
         assert_eq!((stats.current(), stats.max_concurrent()), (2, 2));
+        a.finish();
         drop(a);
         drop(b);
         assert_eq!((stats.current(), stats.max_concurrent()), (0, 2));
+        assert_eq!(stats.abandoned(), 1, "b was dropped unfinished");
 
         for _ in 0..ARRIVALS_KEPT + 5 {
-            drop(stats.model_request());
+            stats.model_request().1.finish();
         }
         let arrivals = stats.arrivals();
         assert_eq!(arrivals.len(), ARRIVALS_KEPT);

@@ -47,7 +47,7 @@ struct SseState {
     cut: Option<Cut>,
     next: Next,
     /// Keeps the request counted as in progress until the body ends or is dropped.
-    _guard: ActiveGuard,
+    guard: ActiveGuard,
 }
 
 /// Builds the streaming body of `answer`; headers can be sent before the first frame is due.
@@ -74,7 +74,7 @@ pub(crate) fn sse_body(answer: Answer, knobs: &Knobs, guard: ActiveGuard) -> Sim
         tokens: knobs.tokens,
         cut,
         next: Next::Token(0),
-        _guard: guard,
+        guard,
     };
     let frames = futures_util::stream::unfold(state, |mut st| async move {
         let item = st.step().await?;
@@ -100,6 +100,7 @@ impl SseState {
             Next::End => None,
             Next::Done => {
                 self.next = Next::End;
+                self.guard.finish();
                 Some(Ok(Bytes::from_static(b"data: [DONE]\n\n")))
             }
             Next::Token(k) => {
@@ -110,6 +111,7 @@ impl SseState {
                         // fails; returning `Pending` once makes it flush the tokens already produced first.
                         tokio::task::yield_now().await;
                         self.next = Next::End;
+                        self.guard.finish();
                         return Some(Err(BodyAbort));
                     }
                     Some(Cut::Hang(n)) if k >= n.min(self.tokens) => {

@@ -3,18 +3,19 @@
 
 use super::Registries;
 use crate::balance::Balancer;
+use crate::breaker::{Admission, Outcome, Transition};
 use crate::config::{ClusterConfig, PeerAddr, PeerConfig};
 use crate::dns::NameState;
-use crate::keys::KeyPool;
+use crate::keys::{KeyId, KeyPool};
 use crate::limits::{AdmissionQueue, RequestBudget};
 use crate::metrics::Metrics;
-use crate::peer::{Health, PeerId, PeerState};
+use crate::peer::{Health, InflightGuard, PeerId, PeerState};
 use crate::upstream::{Target, TlsClient};
 use http::HeaderValue;
 use prometheus::{Histogram, IntGauge};
 use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use tokio::time::Instant;
 
 /// A cluster of one snapshot.
@@ -33,6 +34,8 @@ pub struct Cluster {
     pub queue: Option<Arc<AdmissionQueue>>,
     /// The names of its named peers, with the generation of the resolution this snapshot used.
     pub dns: Vec<(Arc<NameState>, u64)>,
+    /// Held while a breaker of this cluster records a failure (shared by every snapshot).
+    ejection: Arc<Mutex<()>>,
 }
 
 /// A peer of one snapshot: its settings, and its state shared with every snapshot.
@@ -55,7 +58,7 @@ pub struct Peer {
 #[derive(Default)]
 pub(super) struct Kept {
     pub peers: HashSet<PeerId>,
-    pub keys: HashSet<(String, String)>,
+    pub keys: HashSet<KeyId>,
     /// Named peers, by (cluster, `host:port`).
     pub names: HashSet<(String, String)>,
 }
@@ -65,6 +68,12 @@ impl Peer {
     pub fn has_capacity(&self) -> bool {
         self.max_inflight
             .is_none_or(|m| self.state.inflight() < u64::from(m))
+    }
+
+    /// A place among its requests in flight, if it is below its `max_inflight` (taken
+    /// atomically: concurrent picks never overfill it).
+    pub fn reserve(&self) -> Option<InflightGuard> {
+        self.state.reserve(self.max_inflight)
     }
 
     /// Can this peer take a request now (ignoring which peers the request already tried)?
@@ -149,6 +158,7 @@ impl Cluster {
                 .as_ref()
                 .map(|r| state.limiters.budget(&c.name, r)),
             queue,
+            ejection: state.peers.cluster_ejection(&c.name),
             balancer: Balancer::new(c.balance, &weights),
             latency: metrics
                 .upstream_latency
@@ -171,16 +181,39 @@ impl Cluster {
         self.cfg.health_check.is_some()
     }
 
-    /// May one more peer of this cluster be ejected now (`max_ejected_percent`, at least one)?
-    pub fn may_eject(&self, now: Instant) -> bool {
-        let n = self.peers.len();
+    /// May one more peer of this cluster be ejected now (`max_ejected_percent` of the peers that
+    /// take traffic, at least one)? Drained peers (weight 0) count neither way.
+    fn may_eject(&self, now: Instant) -> bool {
+        let live = self.peers.iter().filter(|p| p.weight > 0);
+        let n = live.clone().count();
         let allowed = (n * self.cfg.breaker.max_ejected_percent as usize / 100).max(1);
-        let ejected = self
-            .peers
-            .iter()
-            .filter(|p| p.state.breaker.is_ejected(now))
-            .count();
+        let ejected = live.filter(|p| p.state.breaker.is_ejected(now)).count();
         ejected < allowed
+    }
+
+    /// Record `outcome` for `adm`, a try of `peer` (one of this cluster's). A failure is
+    /// recorded under the cluster's ejection lock, so that peers tripping at the same moment
+    /// never eject more than `max_ejected_percent` between them. A breaker that closes again
+    /// starts the peer's slow start.
+    pub fn record(
+        &self,
+        peer: &Peer,
+        adm: Admission,
+        outcome: Outcome,
+        now: Instant,
+    ) -> Transition {
+        let breaker = &peer.state.breaker;
+        let t = match outcome {
+            Outcome::Success => breaker.record(adm, outcome, now, || true),
+            Outcome::Failure => {
+                let _one_at_a_time = self.ejection.lock().unwrap_or_else(|e| e.into_inner());
+                breaker.record(adm, outcome, now, || self.may_eject(now))
+            }
+        };
+        if t == Transition::Closed {
+            peer.state.mark_usable_now();
+        }
+        t
     }
 
     /// Any peer that can take traffic now (and, with an API-key pool, a usable key)?
@@ -262,3 +295,7 @@ impl PeerBuilder<'_> {
         });
     }
 }
+
+#[cfg(test)]
+#[path = "cluster_tests.rs"]
+mod tests;

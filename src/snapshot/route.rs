@@ -24,11 +24,14 @@ pub struct Route {
     pub attempts: Histogram,
     /// The per-client limit, when the route has one (its key is `cfg.client_limit.key`).
     pub client_limit: Option<Arc<dyn ClientLimit>>,
-    /// Requests of this route in the upstream stage and retries among them; one per route name,
-    /// for as long as the route exists (a reload does not reset it).
+    /// Requests of this route and retries among them, over the budget's window; one per route
+    /// name, for as long as the route exists (a reload does not reset it).
     pub retry_budget: Arc<RetryBudget>,
     /// The route's edge cache, when it has one (outlives reloads).
     pub cache: Option<Arc<RouteCache>>,
+    /// Statuses a `retry_on` answer condition names: their bodies are read before the commit
+    /// point.
+    pub answer_statuses: Vec<u16>,
 }
 
 impl Route {
@@ -49,11 +52,12 @@ impl Route {
                 .client_limit
                 .as_ref()
                 .map(|l| state.limiters.client(name, l)),
-            retry_budget: state.limiters.retry_budget(name),
+            retry_budget: state.limiters.retry_budget(name, r.retry.budget.window),
             cache: r
                 .cache
                 .as_ref()
                 .map(|c| state.caches.route(name, c, metrics)),
+            answer_statuses: r.retry.on.answer_statuses(),
             cfg: r.clone(),
         }
     }

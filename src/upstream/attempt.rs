@@ -1,14 +1,20 @@
 //! One try against one peer, up to the commit point.
 //!
 //! A try takes a pooled connection or connects (under `connect`), sends the request and the whole
-//! buffered body, and waits for the response header (under `first_byte`, counted from the start
-//! of the send). For a streaming request that answered 2xx it also waits, under the same
-//! `first_byte` budget, for the first complete SSE event (the first body chunk when the body is
-//! not an event stream), so a model that accepts and then stalls before its first token is failed
-//! over too, and so is one whose first event is an error (some servers answer 200 and then
-//! `data: {"error": …}` when the engine fails): [`TryError::ErrorEvent`]. Only then is the try
-//! [`Ready`] to commit; everything before is invisible to the client, and the bytes read on the
-//! way reach it unchanged.
+//! buffered body, and waits for the response header: under `first_byte` when the route sets it,
+//! else only under the request's deadline, since a non-streaming answer's header comes when the
+//! generation ends. For a streaming request that answered 2xx it also waits for the first
+//! complete SSE event (the first token; the first body chunk when the body is not an event
+//! stream), header included, under `first_token`, so a model that accepts and then stalls before
+//! its first token is failed over, and so is one whose first event is an error (some servers
+//! answer 200 and then `data: {"error": …}` when the engine fails): [`TryError::ErrorEvent`].
+//! Both count from the start of the send. Only then is the try [`Ready`] to commit; everything
+//! before is invisible to the client, and the bytes read on the way reach it unchanged.
+//!
+//! A retried status is read no further than its header, except for what the caller decides by:
+//! a 429 or 503 carries its `Retry-After` back ([`TryError::RetryAfter`]), and the (small) body
+//! of a status in `capture_statuses` is read whole into [`Ready::first`] so the caller can judge
+//! an API key or a `retry_on` answer condition by it.
 
 use super::framing::{before_any_byte, free_retry, no_body};
 use super::{Target, TryError};
@@ -67,12 +73,15 @@ pub struct Ready {
 /// How long a try whose send failed waits for an answer the peer may have sent early.
 const EARLY_ANSWER_WAIT: Duration = Duration::from_secs(1);
 
-/// Largest error body read to judge an API key by.
+/// Largest error body read to judge an API key or an answer condition by.
 const MAX_CAPTURE: usize = 64 * 1024;
 
 /// Most bytes of a stream read while waiting for its first event (comments only, or one huge
 /// event): the try commits with what it read. The framer holds at most as much.
 const MAX_BEFORE_FIRST_EVENT: usize = sse::MAX_PENDING;
+
+/// Longest `Retry-After` read from an answer (a year is not a sane wait).
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
 
 impl Ready {
     /// Drop the response without using the connection again.
@@ -124,14 +133,51 @@ pub struct TryRequest<'a> {
     pub body: &'a Bytes,
     /// The request asks for a stream: the commit point is the first body chunk.
     pub stream: bool,
-    /// The route's timeouts (`connect`, `first_byte`).
+    /// The route's timeouts (`connect`, `first_byte`, `first_token`).
     pub timeouts: &'a Timeouts,
     /// The request's overall deadline.
     pub deadline: Instant,
     /// Statuses that count as failures to retry.
     pub retry_statuses: &'a [u16],
-    /// Statuses whose (small) body is read before the commit point, to judge an API key by.
+    /// Statuses whose (small) body is read before the commit point, to judge an API key or an
+    /// answer condition by.
     pub capture_statuses: &'a [u16],
+}
+
+/// When a try's waits end, counted from the start of its send.
+#[derive(Clone, Copy)]
+struct Waits {
+    /// The response header (for streams: within the first token's wait too).
+    header_by: Instant,
+    /// A stream's first body chunk.
+    first_token_by: Instant,
+    deadline: Instant,
+}
+
+impl Waits {
+    fn new(t: &Timeouts, stream: bool, start: Instant, deadline: Instant) -> Self {
+        let by = |d: Option<Duration>| d.map_or(deadline, |d| (start + d).min(deadline));
+        let first_token_by = by(Some(t.first_token));
+        let header_by = match stream {
+            true => by(t.first_byte).min(first_token_by),
+            false => by(t.first_byte),
+        };
+        Waits {
+            header_by,
+            first_token_by,
+            deadline,
+        }
+    }
+
+    /// The error of a wait that ended at `by`: one that ends at the request's deadline says
+    /// nothing about the peer.
+    fn cut(&self, by: Instant) -> TryError {
+        if by >= self.deadline {
+            TryError::Deadline
+        } else {
+            TryError::FirstByteTimeout
+        }
+    }
 }
 
 /// Run one try of `req` against `target`.
@@ -146,15 +192,14 @@ pub async fn try_once(
         stream,
         timeouts: t,
         deadline,
-        retry_statuses,
-        capture_statuses,
+        ..
     } = *req;
     let peer = &target.peer;
     // A stale pooled connection is retried once on a fresh one, at no cost to the try.
     for fresh_only in [false, true] {
         let now = Instant::now();
         if now >= deadline {
-            return Err(TryError::FirstByteTimeout);
+            return Err(TryError::Deadline);
         }
         // A pooled connection is at hand at once; only a new one needs the connect timer.
         let pooled = match fresh_only {
@@ -165,21 +210,25 @@ pub async fn try_once(
         let mut conn = match pooled {
             Some(c) => c,
             None => {
-                target
-                    .connect(connector, (now + t.connect).min(deadline))
-                    .await?
+                let by = (now + t.connect).min(deadline);
+                match target.connect(connector, by).await {
+                    Err(TryError::ConnectTimeout) if by >= deadline => {
+                        return Err(TryError::Deadline)
+                    }
+                    r => r?,
+                }
             }
         };
         // Header and body leave in one vectored write (Pingora's own client writes the header
         // alone first: one more syscall, and one more wake-up of the peer, per request).
-        let first_byte_by = (Instant::now() + t.first_byte).min(deadline);
+        let waits = Waits::new(t, stream, Instant::now(), deadline);
         let send = async {
             conn.write_all_buf(&mut head.chain(&body[..])).await?;
             conn.flush().await
         };
         let send_started = Instant::now();
-        let write_failed = match timeout_at(first_byte_by, send).await {
-            Err(_) => return Err(TryError::FirstByteTimeout),
+        let write_failed = match timeout_at(waits.header_by, send).await {
+            Err(_) => return Err(waits.cut(waits.header_by)),
             Ok(Err(_)) => true,
             Ok(Ok(())) => false,
         };
@@ -188,15 +237,15 @@ pub async fn try_once(
         // A peer that stopped taking the body may have answered already (413 to a prompt it
         // finds too large): read that answer, briefly, rather than call it a reset.
         let read_by = match write_failed {
-            true => crate::deadline::from_now(EARLY_ANSWER_WAIT).min(first_byte_by),
-            false => first_byte_by,
+            true => crate::deadline::from_now(EARLY_ANSWER_WAIT).min(waits.header_by),
+            false => waits.header_by,
         };
         // Informational (1xx) headers are skipped.
         let mut header = None;
         for _ in 0..8 {
             match timeout_at(read_by, s.read_response()).await {
                 Err(_) if write_failed => break,
-                Err(_) => return Err(TryError::FirstByteTimeout),
+                Err(_) => return Err(waits.cut(waits.header_by)),
                 Ok(Err(e)) if stale_pooled(&e, reused) && !write_failed => {
                     if free_retry(reused, !before_any_byte(&e), sent.elapsed()) {
                         break;
@@ -226,28 +275,7 @@ pub async fn try_once(
             return Err(TryError::Reset);
         };
         let ttfb = sent.elapsed();
-        let status = header.status.as_u16();
-        // HEAD, 1xx, 204, 304: no body, whatever the header says (Pingora's session never saw
-        // the request, so it cannot know about HEAD).
-        let bodiless = no_body(head, status);
-        if retry_statuses.contains(&status) {
-            s.shutdown().await;
-            return Err(TryError::Status(status));
-        }
-        let mut first = None;
-        if !bodiless && capture_statuses.contains(&status) {
-            first = Some(capture(&mut s, first_byte_by).await?);
-        } else if !bodiless && stream && header.status.is_success() && !s.is_body_done() {
-            let sse = sse::is_event_stream(&header.headers);
-            match first_event(&mut s, sse, first_byte_by).await {
-                Ok(read) => first = read,
-                Err(e) => {
-                    s.shutdown().await;
-                    return Err(e);
-                }
-            }
-        }
-        let done = bodiless || s.is_body_done();
+        let (first, done) = past_header(&mut s, &header, req, waits).await?;
         return Ok(Ready {
             session: s,
             header,
@@ -261,12 +289,53 @@ pub async fn try_once(
     Err(TryError::Reset)
 }
 
-/// Read the (small) error body, so the caller can judge the API key by it.
-async fn capture(s: &mut HttpSession, by: Instant) -> Result<Bytes, TryError> {
+/// After the header: a retried status fails the try (a 429 or 503 with the `Retry-After` it
+/// carries); HEAD, 1xx, 204 and 304 answers have no body, whatever the header says (Pingora's
+/// session never saw the request, so it cannot know about HEAD); a captured status has its
+/// (small) body read; a 2xx stream is read to its first event. Returns what was read and whether
+/// the body is done.
+async fn past_header(
+    s: &mut HttpSession,
+    header: &ResponseHeader,
+    req: &TryRequest<'_>,
+    waits: Waits,
+) -> Result<(Option<Bytes>, bool), TryError> {
+    let status = header.status.as_u16();
+    if req.retry_statuses.contains(&status) {
+        s.shutdown().await;
+        let after = matches!(status, 429 | 503)
+            .then(|| crate::retry_after::of(&header.headers, MAX_RETRY_AFTER))
+            .flatten();
+        return Err(match after {
+            Some(after) => TryError::RetryAfter { status, after },
+            None => TryError::Status(status),
+        });
+    }
+    if no_body(req.head, status) {
+        return Ok((None, true));
+    }
+    let mut first = None;
+    if req.capture_statuses.contains(&status) {
+        first = Some(capture(s, waits).await?);
+    } else if req.stream && header.status.is_success() && !s.is_body_done() {
+        let sse = sse::is_event_stream(&header.headers);
+        match first_event(s, sse, waits).await {
+            Ok(read) => first = read,
+            Err(e) => {
+                s.shutdown().await;
+                return Err(e);
+            }
+        }
+    }
+    Ok((first, s.is_body_done()))
+}
+
+/// Read the (small) error body, so the caller can judge the API key or the answer by it.
+async fn capture(s: &mut HttpSession, waits: Waits) -> Result<Bytes, TryError> {
     let mut buf = BytesMut::new();
     while !s.is_body_done() && buf.len() < MAX_CAPTURE {
-        match timeout_at(by, s.read_body_ref()).await {
-            Err(_) => return Err(TryError::FirstByteTimeout),
+        match timeout_at(waits.header_by, s.read_body_ref()).await {
+            Err(_) => return Err(waits.cut(waits.header_by)),
             Ok(Err(e)) => return Err(classify(&e)),
             Ok(Ok(Some(chunk))) => buf.extend_from_slice(chunk),
             Ok(Ok(None)) => break,
@@ -275,19 +344,20 @@ async fn capture(s: &mut HttpSession, by: Instant) -> Result<Bytes, TryError> {
     Ok(buf.freeze())
 }
 
-/// Read a 2xx stream up to its commit point: the first complete event of an event stream (`sse`),
-/// else the first chunk. Returns the bytes read, unchanged; an error as the first event fails
-/// the try.
+/// Read a 2xx stream up to its commit point under `first_token`: the first complete event of an
+/// event stream (`sse`), else the first chunk. Returns the bytes read, unchanged; an error as the
+/// first event fails the try.
 async fn first_event(
     s: &mut HttpSession,
     sse: bool,
-    by: Instant,
+    waits: Waits,
 ) -> Result<Option<Bytes>, TryError> {
+    let by = waits.first_token_by;
     let mut framer = sse::Framer::new();
     let mut read: Option<Bytes> = None;
     loop {
         let chunk = match timeout_at(by, s.read_body_bytes()).await {
-            Err(_) => return Err(TryError::FirstByteTimeout),
+            Err(_) => return Err(waits.cut(by)),
             Ok(Err(e)) => return Err(classify(&e)),
             Ok(Ok(None)) => return Ok(read),
             Ok(Ok(Some(c))) => c,

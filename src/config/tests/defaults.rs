@@ -82,6 +82,7 @@ fn left_out_keys_take_the_defaults_of_their_types() {
 
     let route = &c.routes[0];
     assert_eq!(route.timeouts, Timeouts::default());
+    assert_eq!(route.hedge, None);
     assert_eq!(route.retry, RetryPolicy::default());
     assert_eq!(route.retry.on, RetryOn::default());
     assert_eq!(route.cache.as_ref(), Some(&CacheConfig::default()));
@@ -116,14 +117,28 @@ fn the_defaults_are_the_documented_values() {
     assert_eq!(on.statuses, vec![502, 503, 504]);
     let r = RetryPolicy::default();
     assert_eq!(
-        (r.attempts, r.backoff_base, r.backoff_max, r.budget),
+        (r.attempts, r.backoff_base, r.backoff_max),
+        (3, Duration::from_millis(25), Duration::from_millis(250))
+    );
+    assert_eq!(
+        (r.budget.ratio, r.budget.window, r.budget.min_per_second),
+        (0.2, Duration::from_secs(10), 10)
+    );
+    assert_eq!(r.other_cluster, OtherCluster::Last);
+    assert_eq!(r.max_retry_after, Duration::from_secs(2));
+    let t = Timeouts::default();
+    assert_eq!(
+        (t.connect, t.first_byte, t.first_token, t.idle, t.total),
         (
-            3,
-            Duration::from_millis(25),
-            Duration::from_millis(250),
-            0.2
+            Duration::from_secs(1),
+            None,
+            Duration::from_secs(15),
+            Duration::from_secs(60),
+            Duration::from_secs(300)
         )
     );
+    let h = HedgeConfig::default();
+    assert_eq!((h.after, h.max), (Duration::from_secs(2), 1));
     let q = QueueConfig::default();
     assert_eq!((q.max_waiting, q.timeout), (100, Duration::from_secs(5)));
     assert_eq!(

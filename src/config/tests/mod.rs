@@ -449,5 +449,6 @@ fn access_log_targets() {
 
 mod choices;
 mod defaults;
+mod failover;
 mod resume;
 mod upstream;

@@ -3,6 +3,7 @@
 
 use bytes::Bytes;
 use http::{HeaderName, Method};
+use regex::Regex;
 use std::time::Duration;
 
 /// Where a class of requests goes, and how it is treated on the way.
@@ -20,6 +21,8 @@ pub struct RouteConfig {
     pub timeouts: Timeouts,
     /// Default [`RetryPolicy::default`].
     pub retry: RetryPolicy,
+    /// Hedged first tokens; `None` = off (the default).
+    pub hedge: Option<HedgeConfig>,
     /// Largest request body accepted (and replayed on retries). Default 4MiB.
     pub max_request_body: usize,
     /// The answer when no upstream can give one; `None` = an error status.
@@ -63,28 +66,97 @@ pub enum StickyKey {
     ClientIp,
 }
 
-/// The four timeouts of a route.
+/// The timeouts of a route.
+///
+/// A non-streaming answer's header comes only when the model has finished generating, so by
+/// default nothing but `total` bounds the wait for it: a slow generation on a healthy peer is not
+/// cut and re-run. A stream's header comes at once and its first token soon after, so the wait
+/// for the first token has its own, shorter bound: a peer that accepts and then stalls is failed
+/// over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timeouts {
     /// Per attempt, TCP connect. Default 1s.
     pub connect: Duration,
-    /// Per attempt, from request sent to response header (for streams: to the first complete SSE
-    /// event, or the first body chunk of a body that is not an event stream). Default 30s.
-    pub first_byte: Duration,
+    /// Per attempt, from the start of the send to the response header, for every request.
+    /// Default `None`: bounded only by `total`.
+    pub first_byte: Option<Duration>,
+    /// Per attempt, for streams: from the start of the send to the first complete SSE event (the
+    /// first token; the first body chunk of a body that is not an event stream). Default 15s, or
+    /// `first_byte` when only that is given.
+    pub first_token: Duration,
     /// Longest gap between body chunks. Default 60s.
     pub idle: Duration,
     /// The whole request, all attempts included. Default 300s.
     pub total: Duration,
 }
 
+/// `first_token` when neither it nor `first_byte` is given.
+pub const DEFAULT_FIRST_TOKEN: Duration = Duration::from_secs(15);
+
 impl Default for Timeouts {
-    /// Connect 1s, first byte 30s, idle 60s, total 300s.
+    /// Connect 1s, no per-try header bound, first token 15s, idle 60s, total 300s.
     fn default() -> Self {
         Timeouts {
             connect: Duration::from_secs(1),
-            first_byte: Duration::from_secs(30),
+            first_byte: None,
+            first_token: DEFAULT_FIRST_TOKEN,
             idle: Duration::from_secs(60),
             total: Duration::from_secs(300),
+        }
+    }
+}
+
+/// Hedged first tokens: when a try has no first token (streams) or no header (other requests)
+/// after `after`, one more try starts on another peer; the first to reach its commit point wins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HedgeConfig {
+    /// How long a try may go without a first token before a hedge starts. Default 2s.
+    pub after: Duration,
+    /// Hedges per request at most (each is a try, within `retry.attempts`). Default 1.
+    pub max: u32,
+}
+
+impl Default for HedgeConfig {
+    /// One hedge after 2s.
+    fn default() -> Self {
+        HedgeConfig {
+            after: Duration::from_secs(2),
+            max: 1,
+        }
+    }
+}
+
+/// Where a retry goes when the tries so far were all in one cluster of the split.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OtherCluster {
+    /// The last try goes to another usable cluster (the default).
+    Last,
+    /// Every retry goes to a cluster not tried yet, while there is one.
+    Next,
+    /// Other clusters only when the tried one has no usable peer left.
+    Never,
+}
+
+/// The retry budget of a route (Finagle's and linkerd's): over any `window`, retries may add
+/// `ratio` of the requests seen, plus `min_per_second` always.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BudgetConfig {
+    /// Share of the requests seen in `window` that may be retried. Default 0.2.
+    pub ratio: f64,
+    /// The span requests and retries are counted over. Default 10s.
+    pub window: Duration,
+    /// Retries per second allowed whatever the traffic (a reserve of `min_per_second × window`).
+    /// Default 10.
+    pub min_per_second: u32,
+}
+
+impl Default for BudgetConfig {
+    /// 20% of the requests of the last 10s, plus 10 per second.
+    fn default() -> Self {
+        BudgetConfig {
+            ratio: 0.2,
+            window: Duration::from_secs(10),
+            min_per_second: 10,
         }
     }
 }
@@ -101,26 +173,34 @@ pub struct RetryPolicy {
     pub backoff_base: Duration,
     /// Cap on that bound. Default 250ms.
     pub backoff_max: Duration,
-    /// Retries may add at most this share of the route's in-flight requests. Default 0.2.
-    pub budget: f64,
+    /// How many retries the route may add. Default [`BudgetConfig::default`].
+    pub budget: BudgetConfig,
+    /// Where retries go across the split. Default [`OtherCluster::Last`].
+    pub other_cluster: OtherCluster,
+    /// A 429 or 503 asking to come back within this long is retried on the same peer after that
+    /// wait; a longer one is not retried there. Default 2s.
+    pub max_retry_after: Duration,
 }
 
 impl Default for RetryPolicy {
     /// Three tries on failures that show the request was not served, backing off from 25ms up
-    /// to 250ms, adding at most 20% to the route's load.
+    /// to 250ms, adding at most 20% of the route's requests plus 10 per second, the last one in
+    /// another cluster, waiting out a `Retry-After` of up to 2s.
     fn default() -> Self {
         RetryPolicy {
             attempts: 3,
             on: RetryOn::default(),
             backoff_base: Duration::from_millis(25),
             backoff_max: Duration::from_millis(250),
-            budget: 0.2,
+            budget: BudgetConfig::default(),
+            other_cluster: OtherCluster::Last,
+            max_retry_after: Duration::from_secs(2),
         }
     }
 }
 
 /// The failures a route retries.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RetryOn {
     /// The connection could not be made.
     pub connect_failure: bool,
@@ -132,6 +212,25 @@ pub struct RetryOn {
     pub timeout: bool,
     /// Response statuses that are retried (before anything reached the client), sorted.
     pub statuses: Vec<u16>,
+    /// Answers retried in another cluster when their (small) body matches too.
+    pub answers: Vec<AnswerCondition>,
+}
+
+/// A `retry_on` entry `{ status, body }`: an answer with one of these statuses whose body
+/// matches the regex (a 400 saying `context_length_exceeded`) is about the request on this
+/// cluster's model: it is retried in another cluster; other answers with the status pass.
+#[derive(Debug, Clone)]
+pub struct AnswerCondition {
+    /// Statuses that match.
+    pub statuses: Vec<u16>,
+    /// Regex the start of the body (64 KiB) must match.
+    pub body: Regex,
+}
+
+impl PartialEq for AnswerCondition {
+    fn eq(&self, other: &Self) -> bool {
+        self.statuses == other.statuses && self.body.as_str() == other.body.as_str()
+    }
 }
 
 impl RetryOn {
@@ -142,7 +241,30 @@ impl RetryOn {
         reset: false,
         timeout: false,
         statuses: Vec::new(),
+        answers: Vec::new(),
     };
+
+    /// Statuses some answer condition names (their bodies are read before the commit point).
+    pub fn answer_statuses(&self) -> Vec<u16> {
+        let mut s: Vec<u16> = self
+            .answers
+            .iter()
+            .flat_map(|a| a.statuses.iter().copied())
+            .collect();
+        s.sort_unstable();
+        s.dedup();
+        s
+    }
+
+    /// Does an answer with `status` and `body` match an answer condition?
+    pub fn answer_matches(&self, status: u16, body: &[u8]) -> bool {
+        let mut matching = self.answers.iter().filter(|a| a.statuses.contains(&status));
+        let Some(first) = matching.next() else {
+            return false;
+        };
+        let text = String::from_utf8_lossy(body);
+        first.body.is_match(&text) || matching.any(|a| a.body.is_match(&text))
+    }
 }
 
 impl Default for RetryOn {
@@ -154,6 +276,7 @@ impl Default for RetryOn {
             reset: true,
             timeout: true,
             statuses: vec![502, 503, 504],
+            answers: Vec::new(),
         }
     }
 }

@@ -119,7 +119,9 @@ impl Switchyard {
             return None;
         }
         // A continuation adds load as a retry does: within the route's retry budget.
-        let slot = route.retry_budget.take_retry(route.cfg.retry.budget)?;
+        if !route.retry_budget.try_retry(&route.cfg.retry.budget) {
+            return None;
+        }
         let path = (client.req_header().uri.path_and_query()).map_or("/", |pq| pq.as_str());
         let path = path.to_string();
         let origin = Origin {
@@ -153,7 +155,6 @@ impl Switchyard {
         let before = std::mem::take(&mut ctx.tries);
         let outcome = tries.run(ctx).await;
         ctx.tries = ctx.tries.saturating_add(before);
-        drop(slot);
         let Ok(Outcome::Committed(c)) = outcome else {
             return None;
         };

@@ -13,23 +13,16 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use http::header::{CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Full};
+use http_body_util::{BodyExt, Full};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
+use super::answer::{token, Answer, Kind, SimBody};
 use super::config::{Failure, SimConfig};
 use super::knobs::{header, Knobs};
 use super::prefill;
 use super::stats::SimStats;
 use super::stream;
-
-/// Body of every simulator response; an error aborts the connection mid-body.
-pub(crate) type SimBody = UnsyncBoxBody<Bytes, BodyAbort>;
-
-/// The error a body yields to make hyper abort the connection (`x-sim-fail-after-tokens`).
-#[derive(Debug, thiserror::Error)]
-#[error("simulated mid-body abort")]
-pub(crate) struct BodyAbort;
 
 /// Why a request gets no response at all; hyper closes (HTTP/1.1) or resets (HTTP/2) the connection or stream.
 #[derive(Debug, thiserror::Error)]
@@ -80,43 +73,6 @@ impl Shared {
             cfg,
         }
     }
-}
-
-/// Which completion API a request used.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Kind {
-    Chat,
-    Text,
-}
-
-/// What every chunk or body of one answer repeats.
-#[derive(Debug)]
-pub(crate) struct Answer {
-    pub kind: Kind,
-    /// Index in the full answer of this answer's first token (above 0 when continuing one).
-    pub first_token: usize,
-    pub id: String,
-    pub model: String,
-    pub created: u64,
-    pub served_by: String,
-    pub prompt_tokens: usize,
-    pub request_bytes: usize,
-    pub request_sha256: String,
-}
-
-impl Answer {
-    pub(crate) fn usage(&self, completion_tokens: usize) -> Value {
-        json!({
-            "prompt_tokens": self.prompt_tokens,
-            "completion_tokens": completion_tokens,
-            "total_tokens": self.prompt_tokens + completion_tokens,
-        })
-    }
-}
-
-/// The text of token `k`; an answer is the concatenation of its tokens.
-pub(crate) fn token(k: usize) -> String {
-    format!("tok{k} ")
 }
 
 /// Entry point of the hyper service.

@@ -10,6 +10,7 @@
 //! `GET /health`, `GET /v1/models`; anything else is a 404. Configured failures apply to the two completion
 //! endpoints only; `/health` answers the status set by [`SimHandle::set_health_status`].
 
+mod answer;
 mod config;
 mod handler;
 mod knobs;
@@ -20,6 +21,7 @@ mod stream;
 #[cfg(test)]
 mod tests;
 
+pub use answer::answer_text;
 pub use config::{FailMode, Failure, SimArgs, SimArgsError, SimConfig};
 pub use handler::KeyRule;
 pub use knobs::header;

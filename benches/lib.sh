@@ -108,15 +108,18 @@ start() {
 
 # stop PID [SIGNAL]: signal the session PID leads (TERM by default), wait up to 3 s for its leader
 # to end, then KILL the session and reap the leader.
-stop() {
+# Its stderr goes nowhere: bash reports a job killed by a signal ("Killed ...") on the stderr of
+# whatever command runs when it notices, and the kill is the point here.
+stop() { stop_quietly "$@" 2>/dev/null; }
+stop_quietly() {
   local p=$1 sig=${2:-TERM} i
-  kill "-$sig" -- "-$p" 2>/dev/null || return 0
+  kill "-$sig" -- "-$p" || return 0
   for i in $(seq 1 30); do
     running "$p" || break
     sleep 0.1
   done
-  kill -KILL -- "-$p" 2>/dev/null || true
-  wait "$p" 2>/dev/null || true
+  kill -KILL -- "-$p" || true
+  wait "$p" || true
 }
 
 # running PID: the process exists and is not a zombie waiting to be reaped.

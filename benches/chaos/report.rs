@@ -124,7 +124,9 @@ fn read_run(dir: &Path, name: &str) -> Result<Run, String> {
         }
     }
     for list in run.arrivals.values_mut() {
-        list.sort_by_key(|a| a.ms);
+        // Two arrivals of one request in the same millisecond: the first ended within it, so it
+        // was a fault that answers at once (a reset or a status), and goes first.
+        list.sort_by_key(|a| (a.ms, !instant(&a.fate)));
     }
     if let Ok(events) = read(&dir.join("events.tsv")) {
         for line in events.lines() {
@@ -182,6 +184,11 @@ fn read_run(dir: &Path, name: &str) -> Result<Run, String> {
             .collect();
     }
     Ok(run)
+}
+
+/// A fate that ends the try as soon as it is drawn.
+fn instant(fate: &str) -> bool {
+    fate == "reset" || fate.starts_with("status")
 }
 
 fn parse_record(line: &str) -> Option<Rec> {

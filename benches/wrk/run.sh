@@ -76,110 +76,25 @@ for n in "$duration" "$repeat" "$connections" "$wrk_threads" "$ttft_requests" "$
 done
 want() { case ",$targets," in *",$1,"*) return 0 ;; *) return 1 ;; esac; }
 
-log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { log "error: $*"; exit 1; }
+bench_tag=bench
+# shellcheck source=../lib.sh
+. "$here/../lib.sh"
 
 # ---------------------------------------------------------------------------------------------
 # Tools. nginx and HAProxy are the peers; nginx is also the stand-in backend.
 # ---------------------------------------------------------------------------------------------
-missing=()
-command -v nginx >/dev/null 2>&1 || missing+=(nginx-light)
-command -v haproxy >/dev/null 2>&1 || missing+=(haproxy)
-command -v wrk >/dev/null 2>&1 || missing+=(wrk)
-if [ ${#missing[@]} -gt 0 ]; then
-  sudo=""
-  [ "$(id -u)" -ne 0 ] && sudo="sudo"
-  log "installing ${missing[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  $sudo apt-get install -y nginx-light haproxy wrk >/dev/null ||
-    { $sudo apt-get update -qq && $sudo apt-get install -y nginx-light haproxy wrk >/dev/null; } ||
-    die "could not install ${missing[*]}"
-fi
-for t in curl ss taskset setsid timeout awk; do
-  command -v "$t" >/dev/null 2>&1 || die "$t is required"
-done
+bench_tools
 
 # ---------------------------------------------------------------------------------------------
 # Scratch directory and process bookkeeping.
 # ---------------------------------------------------------------------------------------------
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/switchyard-bench.XXXXXX")
-pids=()    # each started with setsid, so each pid is also its process group
-
-cleanup() {
-  local rc=$? p i
-  trap - EXIT INT TERM
-  for p in "${pids[@]}"; do kill -TERM -- "-$p" 2>/dev/null || true; done
-  for i in $(seq 1 30); do
-    local alive=0
-    for p in "${pids[@]}"; do kill -0 -- "-$p" 2>/dev/null && alive=1; done
-    [ "$alive" = 0 ] && break
-    sleep 0.1
-  done
-  for p in "${pids[@]}"; do kill -KILL -- "-$p" 2>/dev/null || true; done
-  if [ "$keep" = 1 ] || [ "$rc" -ne 0 ]; then
-    log "kept $tmp (configs, logs, raw wrk output)"
-  else
-    rm -rf "$tmp"
-  fi
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+bench_scratch switchyard-bench "configs, logs, raw wrk output"
 
 # CPU placement: the proxy under test gets a CPU of its own; wrk, the stand-in backend and the
 # simulator share the other. The direct row runs on that same shared CPU and is the most that
 # side can serve; the CPU and load CPU columns then show, row by row, which side set the pace.
 ncpu=$(nproc)
-if [ "$ncpu" -ge 2 ]; then
-  proxy_cpu=${proxy_cpu:-0}
-  load_cpu=${load_cpu:-1}
-  on_proxy_cpu=(taskset -c "$proxy_cpu")
-  on_load_cpu=(taskset -c "$load_cpu")
-  placement="proxy under test on CPU $proxy_cpu; wrk, backend and simulator on CPU $load_cpu"
-else
-  on_proxy_cpu=() on_load_cpu=()
-  placement="one CPU: everything shares it (no pinning)"
-fi
-
-# A free loopback port from a high range, never handed out twice in one run.
-used_ports=" "
-free_port() {
-  local p i
-  for i in $(seq 1 200); do
-    p=$((20000 + RANDOM % 40000))
-    case "$used_ports" in *" $p "*) continue ;; esac
-    if [ -z "$(ss -Htln "sport = :$p" 2>/dev/null)" ]; then
-      used_ports="$used_ports$p "
-      echo "$p"
-      return 0
-    fi
-  done
-  die "no free port found"
-}
-
-# start NAME CMD...: run CMD in its own session (so the whole tree can be killed), output to
-# $tmp/NAME.log; sets $started_pid. setsid and taskset both exec, so that pid is the server's.
-start() {
-  local name=$1
-  shift
-  setsid "$@" >"$tmp/$name.log" 2>&1 &
-  started_pid=$!
-  pids+=("$started_pid")
-}
-
-# wait_ok URL SECS [curl args...]: until URL answers 2xx, for at most SECS seconds.
-wait_ok() {
-  local url=$1 secs=$2 deadline code
-  shift 2
-  deadline=$((SECONDS + secs))
-  while [ "$SECONDS" -lt "$deadline" ]; do
-    code=$(curl -s --noproxy '*' -o /dev/null -w '%{http_code}' --max-time 1 "$@" "$url" || true)
-    case "$code" in 2??) return 0 ;; esac
-    sleep 0.1
-  done
-  return 1
-}
+bench_placement "wrk, backend and simulator"
 
 # Peak resident set (VmHWM, kB) summed over a process and its children (nginx master + workers).
 peak_rss_kb() {

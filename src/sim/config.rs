@@ -6,7 +6,10 @@
 //! that would otherwise be silently ignored.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
+
+use super::chaos::{Chaos, ChaosShares};
 
 /// How a simulated backend misbehaves when a request is selected for failure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,6 +62,10 @@ pub struct SimConfig {
     pub fail_every: u64,
     /// Status answered by `GET /health` (default 200).
     pub health_status: u16,
+    /// Seeded random faults for requests that no header or `fail` decided (default none).
+    pub chaos: Option<Chaos>,
+    /// Append one line per model request arrival to this file (default none).
+    pub arrivals_log: Option<PathBuf>,
 }
 
 impl Default for SimConfig {
@@ -71,6 +78,8 @@ impl Default for SimConfig {
             fail: None,
             fail_every: 1,
             health_status: 200,
+            chaos: None,
+            arrivals_log: None,
         }
     }
 }
@@ -116,6 +125,20 @@ pub struct SimArgs {
     /// Status answered by `GET /health`.
     #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u16).range(100..=599))]
     pub health_status: u16,
+    /// Seeded random faults, each with the share of requests it hits, e.g.
+    /// `reset=0.02,status503=0.03,hang=0.01,cut=0.02,slow=0.02`. A request's fate follows from
+    /// the seed, this instance's name and the request's `x-chaos-id` (else its arrival number).
+    #[arg(long, value_name = "SCHEDULE")]
+    pub chaos: Option<ChaosShares>,
+    /// Seed of the `--chaos` schedule.
+    #[arg(long, default_value_t = 1, requires = "chaos")]
+    pub chaos_seed: u64,
+    /// First-token delay of the `slow` fault.
+    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration, requires = "chaos")]
+    pub chaos_slow: Duration,
+    /// Append `unix_ms seq id nth fate` (tab-separated) for every model request to this file.
+    #[arg(long, value_name = "FILE")]
+    pub arrivals_log: Option<PathBuf>,
 }
 
 /// A flag combination that cannot be honoured as written.
@@ -156,6 +179,12 @@ impl SimArgs {
             fail,
             fail_every: self.fail_every,
             health_status: self.health_status,
+            chaos: self.chaos.map(|shares| Chaos {
+                seed: self.chaos_seed,
+                shares,
+                slow: self.chaos_slow,
+            }),
+            arrivals_log: self.arrivals_log,
         };
         Ok((self.listen, cfg))
     }
@@ -207,6 +236,30 @@ mod tests {
             Err(SimArgsError::StatusWithMode { status: 500, .. })
         ));
         assert!(Cli::try_parse_from(["sim", "--fail-every", "0"]).is_err());
+    }
+
+    #[test]
+    fn sim_args_chaos_schedule() {
+        let (_, cfg) = parse(&[
+            "--chaos",
+            "reset=0.5,slow=0.25",
+            "--chaos-seed",
+            "9",
+            "--chaos-slow",
+            "2s",
+            "--arrivals-log",
+            "/tmp/a.log",
+        ])
+        .expect("valid");
+        let chaos = cfg.chaos.expect("a schedule");
+        assert_eq!((chaos.seed, chaos.slow), (9, Duration::from_secs(2)));
+        assert_eq!(chaos.shares.shares().len(), 2);
+        assert_eq!(cfg.arrivals_log, Some(PathBuf::from("/tmp/a.log")));
+        let (_, cfg) = parse(&[]).expect("valid");
+        assert_eq!((cfg.chaos, cfg.arrivals_log), (None, None));
+        // A bad schedule, or a seed without a schedule, is refused rather than ignored.
+        assert!(Cli::try_parse_from(["sim", "--chaos", "reset=2"]).is_err());
+        assert!(Cli::try_parse_from(["sim", "--chaos-seed", "3"]).is_err());
     }
 
     #[test]

@@ -10,26 +10,24 @@ use std::sync::atomic::{AtomicU16, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
-use http::header::{CONTENT_TYPE, RETRY_AFTER};
+use http::header::CONTENT_TYPE;
 use http::{HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Full};
+use http_body_util::BodyExt;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
+use super::answer::{token, Answer, Kind, SimBody};
+use super::arrivals::Arrivals;
+use super::chaos::Fate;
 use super::config::{Failure, SimConfig};
 use super::knobs::{header, Knobs};
 use super::prefill;
+use super::reply::{
+    cut_json_response, error_response, failure_response, json_response, key_response, status_code,
+    KeyRule,
+};
 use super::stats::SimStats;
 use super::stream;
-
-/// Body of every simulator response; an error aborts the connection mid-body.
-pub(crate) type SimBody = UnsyncBoxBody<Bytes, BodyAbort>;
-
-/// The error a body yields to make hyper abort the connection (`x-sim-fail-after-tokens`).
-#[derive(Debug, thiserror::Error)]
-#[error("simulated mid-body abort")]
-pub(crate) struct BodyAbort;
 
 /// Why a request gets no response at all; hyper closes (HTTP/1.1) or resets (HTTP/2) the connection or stream.
 #[derive(Debug, thiserror::Error)]
@@ -40,17 +38,6 @@ pub(crate) enum NoResponse {
     /// The request body could not be read; the client is gone or broke the protocol.
     #[error("reading request body")]
     ReadBody(#[source] hyper::Error),
-}
-
-/// How the simulator answers requests made with one API key (an upstream provider's view of it).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KeyRule {
-    /// Status to answer, e.g. 401, 402, 429, or 400 with `code: "insufficient_quota"`.
-    pub status: u16,
-    /// `retry-after` seconds to send along (for 429).
-    pub retry_after: Option<u32>,
-    /// The OpenAI error `code` in the body, e.g. `"insufficient_quota"`.
-    pub code: Option<String>,
 }
 
 /// State shared by every connection of one simulated server.
@@ -65,12 +52,16 @@ pub(crate) struct Shared {
     pub key_rules: std::sync::Mutex<std::collections::HashMap<String, KeyRule>>,
     /// Model requests seen per API key.
     pub key_hits: std::sync::Mutex<std::collections::HashMap<String, u64>>,
+    /// Model requests seen per `x-chaos-id`, and the arrival log.
+    pub arrivals: Arrivals,
 }
 
 impl Shared {
-    /// `cfg.name` must already be resolved and `instance` must be its header form.
-    pub(crate) fn new(cfg: SimConfig, instance: HeaderValue) -> Shared {
+    /// `cfg.name` must already be resolved and `instance` must be its header form; `arrivals` is
+    /// opened on `cfg.arrivals_log`.
+    pub(crate) fn new(cfg: SimConfig, instance: HeaderValue, arrivals: Arrivals) -> Shared {
         Shared {
+            arrivals,
             failure: AtomicU32::new(Failure::encode(cfg.fail)),
             health_status: AtomicU16::new(cfg.health_status),
             stats: Arc::new(SimStats::default()),
@@ -80,43 +71,6 @@ impl Shared {
             cfg,
         }
     }
-}
-
-/// Which completion API a request used.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Kind {
-    Chat,
-    Text,
-}
-
-/// What every chunk or body of one answer repeats.
-#[derive(Debug)]
-pub(crate) struct Answer {
-    pub kind: Kind,
-    /// Index in the full answer of this answer's first token (above 0 when continuing one).
-    pub first_token: usize,
-    pub id: String,
-    pub model: String,
-    pub created: u64,
-    pub served_by: String,
-    pub prompt_tokens: usize,
-    pub request_bytes: usize,
-    pub request_sha256: String,
-}
-
-impl Answer {
-    pub(crate) fn usage(&self, completion_tokens: usize) -> Value {
-        json!({
-            "prompt_tokens": self.prompt_tokens,
-            "completion_tokens": completion_tokens,
-            "total_tokens": self.prompt_tokens + completion_tokens,
-        })
-    }
-}
-
-/// The text of token `k`; an answer is the concatenation of its tokens.
-pub(crate) fn token(k: usize) -> String {
-    format!("tok{k} ")
 }
 
 /// Entry point of the hyper service.
@@ -134,6 +88,7 @@ pub(crate) async fn handle(
         (&Method::POST, "/v1/completions") => model_request(&shared, req, Kind::Text).await?,
         (&Method::GET, "/health") => health(&shared),
         (&Method::GET, "/v1/models") => json_response(StatusCode::OK, &models()),
+        (&Method::GET, "/sim/arrivals") => json_response(StatusCode::OK, &shared.arrivals.json()),
         (method, path) => error_response(
             StatusCode::NOT_FOUND,
             &format!("no route for {method} {path}"),
@@ -153,11 +108,26 @@ async fn model_request(
     kind: Kind,
 ) -> Result<Response<SimBody>, NoResponse> {
     let (seq, mut guard) = shared.stats.model_request();
+    let chaos_id = req
+        .headers()
+        .get(header::CHAOS_ID)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let nth = match &chaos_id {
+        Some(id) => shared.arrivals.arrive(id),
+        None => None,
+    };
+    let arrived = |fate: &dyn std::fmt::Display| {
+        shared
+            .arrivals
+            .log(seq, chaos_id.as_deref(), nth.unwrap_or(seq), fate)
+    };
     let configured = Failure::decode(shared.failure.load(Ordering::Relaxed));
     let mut knobs = match Knobs::from_headers(req.headers(), &shared.cfg, configured) {
         Ok(k) => k,
         Err(e) => {
             guard.finish();
+            arrived(&"invalid");
             return Ok(error_response(StatusCode::BAD_REQUEST, &e.to_string()));
         }
     };
@@ -184,6 +154,7 @@ async fn model_request(
             .cloned();
         if let Some(rule) = rule {
             guard.finish();
+            arrived(&"key-rule");
             return Ok(key_response(&rule));
         }
     }
@@ -193,7 +164,23 @@ async fn model_request(
         None => configured.filter(|_| seq % shared.cfg.fail_every.max(1) == 0),
     };
     // `x-sim-fail-first: N`: only this server's first N model requests fail.
-    let failure = failure.filter(|_| knobs.fail_first.is_none_or(|n| seq <= n));
+    let mut failure = failure.filter(|_| knobs.fail_first.is_none_or(|n| seq <= n));
+    let fate = match scheduled_fate(shared, &knobs, failure, chaos_id.as_deref(), nth, seq) {
+        Ok(fate) => {
+            arrived(&fate);
+            fate
+        }
+        Err(why) => {
+            arrived(&why);
+            Fate::Answer
+        }
+    };
+    match fate {
+        Fate::Reset => failure = Some(Failure::Reset),
+        Fate::Status(s) => failure = Some(Failure::Status(s)),
+        Fate::Slow => knobs.ttft = shared.cfg.chaos.as_ref().map_or(knobs.ttft, |c| c.slow),
+        Fate::Answer | Fate::Hang | Fate::Cut { .. } => {}
+    }
     match failure {
         None => {}
         Some(Failure::Reset) => {
@@ -253,7 +240,18 @@ async fn model_request(
         request_sha256: hex(&Sha256::digest(&body)),
     };
 
-    if json.get("stream").and_then(Value::as_bool).unwrap_or(false) {
+    let streamed = json.get("stream").and_then(Value::as_bool).unwrap_or(false);
+    match fate {
+        // A stream gets its header at once, as from a real server, and then no token.
+        Fate::Hang if streamed => knobs.hang_after_tokens = Some(0),
+        Fate::Hang => {
+            let never: Infallible = std::future::pending().await;
+            match never {}
+        }
+        Fate::Cut { after } if streamed => knobs.fail_after_tokens = Some(after),
+        _ => {}
+    }
+    if streamed {
         let mut resp = Response::new(stream::sse_body(answer, &knobs, guard));
         let headers = resp.headers_mut();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
@@ -275,11 +273,44 @@ async fn model_request(
     .await;
     guard.finish();
     drop(guard);
-    let mut resp = json_response(StatusCode::OK, &complete_body(&answer, knobs.tokens));
+    let body = complete_body(&answer, knobs.tokens);
+    if let Fate::Cut { after } = fate {
+        return Ok(cut_json_response(&body, after, knobs.tokens));
+    }
+    let mut resp = json_response(StatusCode::OK, &body);
     if let Some(cc) = knobs.cache_control {
         resp.headers_mut().insert(http::header::CACHE_CONTROL, cc);
     }
     Ok(resp)
+}
+
+/// The fate the `--chaos` schedule gives a request, or why it gives none: `"knob"` (its headers
+/// decided), `"fail"` (the configured failure did) or `"ok"` (no schedule).
+fn scheduled_fate(
+    shared: &Shared,
+    knobs: &Knobs,
+    failure: Option<Failure>,
+    id: Option<&str>,
+    nth: Option<u64>,
+    seq: u64,
+) -> Result<Fate, &'static str> {
+    if knobs.header_failure.is_some()
+        || knobs.fail_after_tokens.is_some()
+        || knobs.hang_after_tokens.is_some()
+        || knobs.error_after_tokens.is_some()
+        || knobs.fail_first.is_some()
+    {
+        return Err("knob");
+    }
+    if failure.is_some() {
+        return Err("fail");
+    }
+    let chaos = shared.cfg.chaos.as_ref().ok_or("ok")?;
+    // An id the simulator did not count (too many ids) draws by arrival number, as no id does.
+    Ok(match (id, nth) {
+        (Some(id), Some(nth)) => chaos.draw(&shared.cfg.name, id, nth, knobs.tokens),
+        _ => chaos.draw(&shared.cfg.name, "-", seq, knobs.tokens),
+    })
 }
 
 fn complete_body(a: &Answer, tokens: usize) -> Value {
@@ -364,70 +395,4 @@ fn api_key(headers: &http::HeaderMap) -> Option<String> {
         .get("x-api-key")
         .and_then(|v| v.to_str().ok())
         .map(|v| v.trim().to_string())
-}
-
-fn key_response(rule: &KeyRule) -> Response<SimBody> {
-    let status = status_code(rule.status);
-    let kind = match status {
-        StatusCode::TOO_MANY_REQUESTS => "rate_limit_error",
-        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => "authentication_error",
-        _ => "invalid_request_error",
-    };
-    let mut resp = json_response(
-        status,
-        &json!({"error": {"message": "simulated API key rejection", "type": kind, "code": rule.code}}),
-    );
-    if let Some(s) = rule.retry_after {
-        if let Ok(v) = HeaderValue::from_str(&s.to_string()) {
-            resp.headers_mut().insert(RETRY_AFTER, v);
-        }
-    }
-    resp
-}
-
-fn status_code(s: u16) -> StatusCode {
-    StatusCode::from_u16(s).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
-}
-
-/// A status failure; 429 and 503 carry `retry-after` (`retry_after`, else `1`).
-fn failure_response(s: u16, retry_after: Option<&str>) -> Response<SimBody> {
-    let status = status_code(s);
-    let mut resp = error_response(
-        status,
-        &format!("simulated failure: status {}", status.as_u16()),
-    );
-    if matches!(
-        status,
-        StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
-    ) {
-        let v = retry_after
-            .and_then(|v| HeaderValue::from_str(v).ok())
-            .unwrap_or(HeaderValue::from_static("1"));
-        resp.headers_mut().insert(RETRY_AFTER, v);
-    }
-    resp
-}
-
-/// An OpenAI-style error: `{"error":{"message":..,"type":..,"code":null}}`.
-pub(crate) fn error_response(status: StatusCode, message: &str) -> Response<SimBody> {
-    let kind = match status {
-        StatusCode::TOO_MANY_REQUESTS => "rate_limit_error",
-        s if s.is_server_error() => "server_error",
-        _ => "invalid_request_error",
-    };
-    json_response(
-        status,
-        &json!({"error": {"message": message, "type": kind, "code": null}}),
-    )
-}
-
-fn json_response(status: StatusCode, value: &Value) -> Response<SimBody> {
-    let body = Full::new(Bytes::from(value.to_string()))
-        .map_err(|never| match never {})
-        .boxed_unsync();
-    let mut resp = Response::new(body);
-    *resp.status_mut() = status;
-    resp.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    resp
 }

@@ -40,6 +40,9 @@ pub mod header {
     pub const FAIL_INSTANCE: &str = "x-sim-fail-instance";
     /// Send this value as the answer's `cache-control` header (e.g. `no-store`), to test caches.
     pub const CACHE_CONTROL: &str = "x-sim-cache-control";
+    /// A unique id per client request, put on by a load generator: arrivals are counted by it
+    /// (`GET /sim/arrivals`, the arrival log) and the `--chaos` fate is drawn from it.
+    pub const CHAOS_ID: &str = "x-chaos-id";
     /// Response header naming the instance that answered.
     pub const INSTANCE: &str = "x-sim-instance";
     /// Names a request header whose value the answer repeats in [`ECHO`] (to see what a proxy

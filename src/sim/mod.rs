@@ -7,22 +7,30 @@
 //! [`header`]. It counts what arrives ([`SimStats`]) so tests can check the balancer from the backend's side.
 //!
 //! Endpoints: `POST /v1/chat/completions`, `POST /v1/completions` (both with `"stream": true` support),
-//! `GET /health`, `GET /v1/models`; anything else is a 404. Configured failures apply to the two completion
+//! `GET /health`, `GET /v1/models`, `GET /sim/arrivals` (model requests counted by `x-chaos-id`); anything
+//! else is a 404. Configured failures and the seeded fault schedule ([`Chaos`]) apply to the two completion
 //! endpoints only; `/health` answers the status set by [`SimHandle::set_health_status`].
 
+mod answer;
+mod arrivals;
+mod chaos;
 mod config;
 mod handler;
 mod knobs;
 mod prefill;
+mod reply;
 mod server;
 mod stats;
 mod stream;
 #[cfg(test)]
 mod tests;
 
+pub use answer::answer_text;
+pub use arrivals::ARRIVAL_IDS_KEPT;
+pub use chaos::{Chaos, ChaosError, ChaosShares, Fate, Fault};
 pub use config::{FailMode, Failure, SimArgs, SimArgsError, SimConfig};
-pub use handler::KeyRule;
 pub use knobs::header;
+pub use reply::KeyRule;
 pub use server::SimHandle;
 pub use stats::{SimStats, ARRIVALS_KEPT};
 

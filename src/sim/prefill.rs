@@ -10,7 +10,7 @@
 
 use serde_json::Value;
 
-use super::handler::{token, Kind};
+use super::answer::{token, Kind};
 
 /// Which tokens of a full answer of `full` tokens a request gets: the index of its first token
 /// (the tokens a continued `assistant` message already holds) and how many, within `max_tokens`.

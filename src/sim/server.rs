@@ -20,8 +20,10 @@ use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 
+use super::arrivals::Arrivals;
 use super::config::{Failure, SimConfig};
-use super::handler::{self, KeyRule, Shared};
+use super::handler::{self, Shared};
+use super::reply::KeyRule;
 use super::stats::SimStats;
 
 /// A running simulated model server. Dropping it stops the server too, without waiting.
@@ -50,7 +52,13 @@ impl SimHandle {
                 format!("instance name {:?}: {e}", cfg.name),
             )
         })?;
-        let shared = Arc::new(Shared::new(cfg, instance));
+        let arrivals = Arrivals::open(cfg.arrivals_log.as_deref()).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("arrival log {:?}: {e}", cfg.arrivals_log.as_deref()),
+            )
+        })?;
+        let shared = Arc::new(Shared::new(cfg, instance, arrivals));
         let (stop, stop_rx) = watch::channel(false);
         let (alive, done) = mpsc::channel(1);
         let tracker = Tracker {
@@ -98,6 +106,11 @@ impl SimHandle {
             .get(key)
             .copied()
             .unwrap_or(0)
+    }
+
+    /// Model requests seen with `x-chaos-id: id`.
+    pub fn arrivals(&self, id: &str) -> u64 {
+        self.shared.arrivals.count(id)
     }
 
     /// What this server has seen so far.

@@ -15,7 +15,7 @@ use hyper::body::Frame;
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
-use super::handler::{token, Answer, BodyAbort, Kind, SimBody};
+use super::answer::{token, Answer, BodyAbort, Kind, SimBody};
 use super::knobs::Knobs;
 use super::stats::ActiveGuard;
 

@@ -3,6 +3,7 @@
 //! Shared helpers live here; the tests are grouped by what they exercise.
 
 mod answers;
+mod chaos;
 mod failures;
 mod lifecycle;
 

@@ -549,3 +549,34 @@ async fn a_reload_that_removes_the_health_check_brings_its_unhealthy_peers_back(
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["x-sim-instance"], "a");
 }
+
+/// The chaos benchmark's `cut` on a plain answer: the peer dies part-way through a JSON body
+/// whose `content-length` announced more. The answer is read whole before it commits, so the cut
+/// is a failed try, retried on the other peer; the client never sees half a document.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_answer_cut_part_way_is_retried_and_the_client_gets_it_whole() {
+    let (a, b) = (sim("a").await, sim("b").await);
+    let body = format!(
+        "clusters:\n{}{}",
+        cluster_yaml("primary", &[&a, &b], "    balance: round_robin\n"),
+        route_yaml(&[("primary", 1)], "")
+    );
+    let lb = Balancer::start(&body).await;
+    let knobs = [
+        ("x-sim-tokens", "8"),
+        ("x-sim-fail-after-tokens", "3"),
+        ("x-sim-fail-instance", "a"),
+    ];
+    let c = client();
+    for _ in 0..2 {
+        let r = post(&c, &lb, chat("x", false), &knobs).await;
+        assert_eq!(r.status(), 200);
+        let v: serde_json::Value = r.json().await.expect("a whole JSON answer");
+        assert_eq!(v["served_by"], "b", "{v}");
+        let text = v["choices"][0]["message"]["content"].as_str().unwrap_or_default();
+        assert_eq!(text, (0..8).map(|k| format!("tok{k} ")).collect::<String>());
+    }
+    // Round robin sent at least one of them to `a` first, which cut it; `b` answered both.
+    assert!(a.stats().requests() >= 1);
+    assert_eq!(b.stats().requests(), 2);
+}

@@ -274,7 +274,12 @@ async fn model_request(
     guard.finish();
     drop(guard);
     let body = complete_body(&answer, knobs.tokens);
-    if let Fate::Cut { after } = fate {
+    // A scheduled cut, or `x-sim-fail-after-tokens`: the body stops part-way.
+    let cut = match fate {
+        Fate::Cut { after } => Some(after),
+        _ => knobs.fail_after_tokens,
+    };
+    if let Some(after) = cut.filter(|a| *a < knobs.tokens) {
         return Ok(cut_json_response(&body, after, knobs.tokens));
     }
     let mut resp = json_response(StatusCode::OK, &body);

@@ -80,6 +80,10 @@ const MAX_CAPTURE: usize = 64 * 1024;
 /// event): the try commits with what it read. The framer holds at most as much.
 const MAX_BEFORE_FIRST_EVENT: usize = sse::MAX_PENDING;
 
+/// Largest non-streaming answer read whole before it commits (an LLM answer is a few KiB; an
+/// embeddings batch can be a few hundred).
+const MAX_BUFFERED: usize = 1024 * 1024;
+
 /// Longest `Retry-After` read from an answer (a year is not a sane wait).
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
 
@@ -317,6 +321,8 @@ async fn past_header(
     let mut first = None;
     if req.capture_statuses.contains(&status) {
         first = Some(capture(s, waits).await?);
+    } else if !req.stream && !s.is_body_done() {
+        first = Some(whole_answer(s, req.timeouts.idle, waits.deadline).await?);
     } else if req.stream && header.status.is_success() && !s.is_body_done() {
         let sse = sse::is_event_stream(&header.headers);
         match first_event(s, sse, waits).await {
@@ -328,6 +334,25 @@ async fn past_header(
         }
     }
     Ok((first, s.is_body_done()))
+}
+
+/// Read a non-streaming answer to its end (up to [`MAX_BUFFERED`]) before it commits: a peer that
+/// dies part-way through the body fails the try, which is retried, instead of handing the client
+/// half a JSON document. Gaps between reads are bounded by the route's `idle`. A larger answer
+/// commits with what was read and is relayed from there.
+async fn whole_answer(s: &mut HttpSession, idle: Duration, deadline: Instant) -> Result<Bytes, TryError> {
+    let mut buf = BytesMut::new();
+    while !s.is_body_done() && buf.len() < MAX_BUFFERED {
+        let by = crate::deadline::from_now(idle).min(deadline);
+        match timeout_at(by, s.read_body_ref()).await {
+            Err(_) if by >= deadline => return Err(TryError::Deadline),
+            Err(_) => return Err(TryError::FirstByteTimeout),
+            Ok(Err(e)) => return Err(classify(&e)),
+            Ok(Ok(Some(chunk))) => buf.extend_from_slice(chunk),
+            Ok(Ok(None)) => break,
+        }
+    }
+    Ok(buf.freeze())
 }
 
 /// Read the (small) error body, so the caller can judge the API key or the answer by it.

@@ -62,7 +62,7 @@ impl Route {
             cache: r
                 .cache
                 .as_ref()
-                .map(|c| state.caches.route(name, c, metrics)),
+                .map(|c| state.caches.route(name, c, metrics, shared)),
             answer_statuses: r.retry.on.answer_statuses(),
             cfg: r.clone(),
         }

@@ -3,6 +3,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod dns;
+pub mod redis;
 pub mod tls;
 
 use std::collections::HashSet;

@@ -418,7 +418,7 @@ async fn with_on_error_deny_an_unreachable_tier_answers_503() {
     let s = sim("m").await;
     let port = free_port();
     let body = format!(
-        "clusters:\n  c:\n    peers: [ {{ addr: \"{}\" }} ]\nroutes:\n  - name: r\n    split: [ {{ cluster: c }} ]\n    client_limit: {{ key: \"header:x-user\", requests_per_minute: 600 }}\n  - name: local\n    match: {{ path_prefix: /v1/completions }}\n    split: [ {{ cluster: c }} ]\n    client_limit: {{ key: ip, requests_per_minute: 600, scope: local }}\nshared: {{ redis: \"redis://127.0.0.1:{port}/0\", on_error: deny }}\n",
+        "clusters:\n  c:\n    peers: [ {{ addr: \"{}\" }} ]\nroutes:\n  - name: local\n    match: {{ path_prefix: /v1/completions }}\n    split: [ {{ cluster: c }} ]\n    client_limit: {{ key: ip, requests_per_minute: 600, scope: local }}\n  - name: r\n    split: [ {{ cluster: c }} ]\n    client_limit: {{ key: \"header:x-user\", requests_per_minute: 600 }}\nshared: {{ redis: \"redis://127.0.0.1:{port}/0\", on_error: deny }}\n",
         s.addr()
     );
     let lb = Balancer::start(&body).await;
@@ -441,4 +441,40 @@ async fn with_on_error_deny_an_unreachable_tier_answers_503() {
     assert!(st["shared"]["last_error"].is_string(), "{}", st["shared"]);
     let m = lb.metrics().await;
     assert!(metric(&m, "switchyard_shared_fallbacks_total", &[("op", "limit"), ("action", "deny")]) >= 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_configmap_update_by_the_data_symlink_swap_reloads() {
+    let (a, b) = (sim("a").await, sim("b").await);
+    let config = |to: &SimHandle| {
+        format!(
+            "clusters:\n  c:\n    peers: [ {{ addr: \"{}\" }} ]\nroutes:\n  - name: r\n    split: [ {{ cluster: c }} ]\n",
+            to.addr()
+        )
+    };
+    let head = Head {
+        configmap: true,
+        ..Head::default()
+    };
+    let lb = Balancer::start_with(head, &config(&a)).await;
+    let served_by = |lb: &Balancer| {
+        let url = lb.url("/v1/chat/completions");
+        async move {
+            let r = client().post(url).body(chat("hi", false)).send().await.unwrap();
+            r.headers()["x-sim-instance"].to_str().unwrap().to_string()
+        }
+    };
+    assert_eq!(served_by(&lb).await, "a");
+    assert_eq!(lb.generation().await, 1);
+    // kubelet's update: no event names switchyard.yaml, yet its content changed.
+    lb.swap_configmap(&config(&b));
+    wait_until(Duration::from_secs(10), "a reload after the swap", || async {
+        lb.generation().await >= 2
+    })
+    .await;
+    assert_eq!(served_by(&lb).await, "b");
+    // A change in the directory that leaves the content alone reloads nothing.
+    std::fs::write(lb.dir.path().join("unrelated.txt"), "x").unwrap();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(lb.generation().await, 2);
 }

@@ -25,6 +25,8 @@ pub(super) struct Spend {
     prompt: u64,
     /// The body sent upstream when it is not the client's: a stream asked for its usage.
     pub sent: Option<RequestBody>,
+    /// Switchyard asked the stream for its usage: the relay drops the usage chunk.
+    asked_usage: bool,
     /// The tokens reserved in the client's limit.
     client: Option<Reservation>,
 }
@@ -33,7 +35,7 @@ impl Spend {
     /// The meter the relay reads the answer with.
     pub fn meter(&self) -> Meter {
         if self.on {
-            Meter::new(self.prompt, self.sent.is_some())
+            Meter::new(self.prompt, self.asked_usage)
         } else {
             Meter::off()
         }
@@ -80,10 +82,12 @@ impl Switchyard {
             estimate: tokens::estimate(body),
             prompt: tokens::prompt_estimate(body),
             sent: None,
+            asked_usage: false,
             client: None,
         };
         if body.stream() {
             spend.sent = tokens::ask_usage(body).map(RequestBody::new);
+            spend.asked_usage = spend.sent.is_some();
         }
         let limit = route.client_limit.as_ref().filter(|l| l.counts_tokens());
         let (Some(limit), Some(cfg)) = (limit, route.cfg.client_limit.as_ref()) else {

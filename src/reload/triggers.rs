@@ -29,6 +29,8 @@ use tokio::sync::mpsc;
 
 /// Quiet time after the last file event before reloading (editors write in several steps).
 const DEBOUNCE: Duration = Duration::from_millis(250);
+/// Longest wait for that quiet time: the file's content is compared then in any case.
+const MAX_DEBOUNCE: Duration = Duration::from_secs(2);
 
 pub struct ReloadTriggers {
     pub reloader: Arc<Reloader>,
@@ -66,8 +68,15 @@ impl BackgroundService for ReloadTriggers {
                     }
                 }
                 Some(()) = file_events.recv() => {
-                    // Debounce: wait until the file has been quiet for a moment.
-                    while let Ok(Some(())) = tokio::time::timeout(DEBOUNCE, file_events.recv()).await {}
+                    // Debounce: wait until the directory has been quiet for a moment, but not
+                    // forever (another file there may be written all the time).
+                    let until = tokio::time::Instant::now() + MAX_DEBOUNCE;
+                    while tokio::time::Instant::now() < until {
+                        match tokio::time::timeout(DEBOUNCE, file_events.recv()).await {
+                            Ok(Some(())) => {}
+                            _ => break,
+                        }
+                    }
                     if self.reloader.config_file_changed() {
                         log::info!("config file changed: reloading");
                         let _ = self.reloader.reload().await;

@@ -27,8 +27,15 @@ fn shared(r: &Redis) -> String {
     )
 }
 
-async fn post(c: &reqwest::Client, lb: &Balancer, body: &str, headers: &[(&str, &str)]) -> reqwest::Response {
-    let mut req = c.post(lb.url("/v1/chat/completions")).body(body.to_string());
+async fn post(
+    c: &reqwest::Client,
+    lb: &Balancer,
+    body: &str,
+    headers: &[(&str, &str)],
+) -> reqwest::Response {
+    let mut req = c
+        .post(lb.url("/v1/chat/completions"))
+        .body(body.to_string());
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
@@ -76,7 +83,11 @@ async fn a_client_limit_is_held_across_instances() {
     // One client, three instances: 5 at once and one a second, in all (each instance on its
     // own would have allowed 5, 15 together).
     let refill = started.elapsed().as_secs() as i32 + 1;
-    assert!(ok >= 5 && ok <= 5 + refill, "{ok} allowed in {:?}", started.elapsed());
+    assert!(
+        ok >= 5 && ok <= 5 + refill,
+        "{ok} allowed in {:?}",
+        started.elapsed()
+    );
     assert_eq!(ok + limited, 15);
     // Another client is not affected.
     let r = post(&c, &lbs[1], &chat("hi", false), &[("x-user", "bob")]).await;
@@ -97,7 +108,12 @@ async fn an_upstream_budget_is_held_across_instances() {
     let started = Instant::now();
     let mut statuses = Vec::new();
     for i in 0..30 {
-        statuses.push(post(&c, &lbs[i % 3], &chat("hi", false), &[]).await.status().as_u16());
+        statuses.push(
+            post(&c, &lbs[i % 3], &chat("hi", false), &[])
+                .await
+                .status()
+                .as_u16(),
+        );
     }
     let seen = s.stats().requests() as i32;
     let refill = started.elapsed().as_secs() as i32 + 1;
@@ -108,7 +124,10 @@ async fn an_upstream_budget_is_held_across_instances() {
     );
     let ok = statuses.iter().filter(|s| **s == 200).count() as i32;
     assert_eq!(ok, seen, "{statuses:?}");
-    assert!(statuses.iter().all(|s| *s == 200 || *s == 429), "{statuses:?}");
+    assert!(
+        statuses.iter().all(|s| *s == 200 || *s == 429),
+        "{statuses:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -143,25 +162,38 @@ async fn token_budgets_are_reserved_then_settled_from_usage() {
     // Each reserves about 1,000 tokens (max_tokens), so three would fill the budget if nothing
     // were given back; each uses a few, and the rest is given back when it ends.
     let mut used = 0;
+    let mut each = None;
     for i in 0..8 {
         let r = post(&c, &lbs[i % 2], &ask(1000, false, false), &[]).await;
         assert_eq!(r.status(), 200, "request {i}");
         let v: Value = r.json().await.unwrap();
-        used += v["usage"]["total_tokens"].as_u64().unwrap();
+        let total = v["usage"]["total_tokens"].as_u64().unwrap();
+        assert_eq!(
+            *each.get_or_insert(total),
+            total,
+            "the same prompt, the same usage"
+        );
+        used += total;
     }
+    // The same prompt streamed reports the same usage (the simulator counts alike).
+    let each = each.unwrap();
     // A stream that did not ask for its usage: switchyard asks, settles from it, and the client
     // does not see the usage chunk.
     let r = post(&c, &lbs[0], &ask(1000, true, false), &[]).await;
     assert_eq!(r.status(), 200);
     let text = r.text().await.unwrap();
     assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
-    assert!(!text.contains("prompt_tokens"), "the usage chunk was not asked for: {text}");
-    used += used / 8;
+    assert!(
+        !text.contains("prompt_tokens"),
+        "the usage chunk was not asked for: {text}"
+    );
+    used += each;
     // A client that asked gets it.
     let r = post(&c, &lbs[1], &ask(1000, true, true), &[]).await;
     let text = r.text().await.unwrap();
     assert!(text.contains("\"prompt_tokens\""), "{text}");
-    used += used / 9;
+    assert!(text.contains(&format!("\"total_tokens\":{each}")), "{text}");
+    used += each;
     let settled = |m: &[String]| {
         sum_metric(
             m,
@@ -185,7 +217,13 @@ async fn token_budgets_are_reserved_then_settled_from_usage() {
     // what they used: the budget runs out after a few, across both instances.
     let mut refused_at = None;
     for i in 0..10 {
-        let r = post(&c, &lbs[i % 2], &ask(1, false, false), &[("x-sim-tokens", "700")]).await;
+        let r = post(
+            &c,
+            &lbs[i % 2],
+            &ask(1, false, false),
+            &[("x-sim-tokens", "700")],
+        )
+        .await;
         if r.status() == 429 {
             assert!(r.headers().contains_key("retry-after"));
             refused_at = Some(i);
@@ -196,7 +234,10 @@ async fn token_budgets_are_reserved_then_settled_from_usage() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let at = refused_at.expect("the budget never ran out");
-    assert!((3..=6).contains(&at), "refused after {at} answers of 700 tokens");
+    assert!(
+        (3..=6).contains(&at),
+        "refused after {at} answers of 700 tokens"
+    );
 }
 
 fn reject(status: u16) -> Option<KeyRule> {
@@ -232,12 +273,18 @@ async fn a_key_rejected_via_one_instance_is_not_used_by_the_others() {
     let c = client();
     let bad = switchyard::keys::fingerprint("sk-bad");
     for _ in 0..20 {
-        assert_eq!(post(&c, &lbs[0], &chat("hi", false), &[]).await.status(), 200);
+        assert_eq!(
+            post(&c, &lbs[0], &chat("hi", false), &[]).await.status(),
+            200
+        );
         if !key_usable(&lbs[0], &bad).await {
             break;
         }
     }
-    assert!(!key_usable(&lbs[0], &bad).await, "taken out on the first instance");
+    assert!(
+        !key_usable(&lbs[0], &bad).await,
+        "taken out on the first instance"
+    );
     for lb in &lbs[1..] {
         wait_until(Duration::from_secs(5), "the others learn", || async {
             !key_usable(lb, &bad).await
@@ -247,12 +294,25 @@ async fn a_key_rejected_via_one_instance_is_not_used_by_the_others() {
     let hits = s.key_hits("sk-bad");
     // Each of the others would have sent it three times before taking it out itself.
     for i in 0..20 {
-        assert_eq!(post(&c, &lbs[1 + i % 2], &chat("hi", false), &[]).await.status(), 200);
+        assert_eq!(
+            post(&c, &lbs[1 + i % 2], &chat("hi", false), &[])
+                .await
+                .status(),
+            200
+        );
     }
-    assert_eq!(s.key_hits("sk-bad"), hits, "the others used the rejected key");
+    assert_eq!(
+        s.key_hits("sk-bad"),
+        hits,
+        "the others used the rejected key"
+    );
     let m = lbs[2].metrics().await;
     assert_eq!(
-        metric(&m, "switchyard_api_key_usable", &[("cluster", "c"), ("key_id", &bad)]),
+        metric(
+            &m,
+            "switchyard_api_key_usable",
+            &[("cluster", "c"), ("key_id", &bad)]
+        ),
         0.0
     );
 }
@@ -272,7 +332,10 @@ async fn a_key_comes_back_on_every_instance_when_its_probe_passes_on_one() {
     let c = client();
     let bad = switchyard::keys::fingerprint("sk-bad");
     for _ in 0..4 {
-        assert_eq!(post(&c, &lbs[0], &chat("hi", false), &[]).await.status(), 200);
+        assert_eq!(
+            post(&c, &lbs[0], &chat("hi", false), &[]).await.status(),
+            200
+        );
     }
     wait_until(Duration::from_secs(5), "out on both", || async {
         !key_usable(&lbs[0], &bad).await && !key_usable(&lbs[1], &bad).await
@@ -315,13 +378,23 @@ async fn a_miss_on_one_instance_is_a_hit_on_another() {
             }
             assert_eq!(r.bytes().await.unwrap(), first_body);
         }
-        assert_eq!(s.stats().requests(), before + 1, "one upstream request in all");
+        assert_eq!(
+            s.stats().requests(),
+            before + 1,
+            "one upstream request in all"
+        );
     }
     // Another tenant never gets them.
     let body = json!({"model": "m", "temperature": 0, "stream": false,
         "messages": [{"role": "user", "content": "opening hours? false"}]})
     .to_string();
-    let r = post(&c, &lbs[1], &body, &[("authorization", "Bearer other-team")]).await;
+    let r = post(
+        &c,
+        &lbs[1],
+        &body,
+        &[("authorization", "Bearer other-team")],
+    )
+    .await;
     assert_eq!(r.headers()["x-cache-status"], "MISS");
 }
 
@@ -383,33 +456,53 @@ async fn redis_killed_mid_load_fails_no_request_and_sharing_resumes() {
         &[("op", "limit"), ("action", "local")],
     );
     assert!(fallbacks > 0.0, "no decision fell back to the local limits");
-    assert!(sum_metric(&m, "switchyard_shared_errors_total", &[("op", "limit"), ("reason", "error")])
-        + sum_metric(&m, "switchyard_shared_errors_total", &[("op", "limit"), ("reason", "timeout")])
-        > 0.0);
+    assert!(
+        sum_metric(
+            &m,
+            "switchyard_shared_errors_total",
+            &[("op", "limit"), ("reason", "error")]
+        ) + sum_metric(
+            &m,
+            "switchyard_shared_errors_total",
+            &[("op", "limit"), ("reason", "timeout")]
+        ) > 0.0
+    );
     // Sharing resumes by itself: the tier is connected again, and an answer stored through one
     // instance is a HIT on the other.
     let c = client();
     let mut k = 0;
-    wait_until(Duration::from_secs(15), "a shared HIT after the restart", || {
-        k += 1;
-        let body = json!({"model": "m", "temperature": 0,
+    wait_until(
+        Duration::from_secs(15),
+        "a shared HIT after the restart",
+        || {
+            k += 1;
+            let body = json!({"model": "m", "temperature": 0,
             "messages": [{"role": "user", "content": format!("after the outage {k}")}]})
-        .to_string();
-        let (c, lbs) = (c.clone(), lbs.clone());
-        async move {
-            let first = post(&c, &lbs[0], &body, &[]).await;
-            let _ = first.bytes().await;
-            let second = post(&c, &lbs[1], &body, &[]).await;
-            second.headers()["x-cache-status"] == "HIT"
-        }
-    })
+            .to_string();
+            let (c, lbs) = (c.clone(), lbs.clone());
+            async move {
+                let first = post(&c, &lbs[0], &body, &[]).await;
+                let _ = first.bytes().await;
+                let second = post(&c, &lbs[1], &body, &[]).await;
+                second.headers()["x-cache-status"] == "HIT"
+            }
+        },
+    )
     .await;
     for lb in lbs.iter() {
         let st = lb.status().await;
         assert_eq!(st["shared"]["connected"], true, "{}", st["shared"]);
         assert!(st["shared"]["fallbacks"].as_u64().is_some());
-        assert!(lb.log().matches("reachable again").count() >= 1, "{}", lb.log());
-        assert!(lb.log().matches("logged once per outage").count() <= 2, "{}", lb.log());
+        assert!(
+            lb.log().matches("reachable again").count() >= 1,
+            "{}",
+            lb.log()
+        );
+        assert!(
+            lb.log().matches("logged once per outage").count() <= 2,
+            "{}",
+            lb.log()
+        );
     }
 }
 
@@ -440,7 +533,13 @@ async fn with_on_error_deny_an_unreachable_tier_answers_503() {
     assert_eq!(st["shared"]["connected"], false);
     assert!(st["shared"]["last_error"].is_string(), "{}", st["shared"]);
     let m = lb.metrics().await;
-    assert!(metric(&m, "switchyard_shared_fallbacks_total", &[("op", "limit"), ("action", "deny")]) >= 1.0);
+    assert!(
+        metric(
+            &m,
+            "switchyard_shared_fallbacks_total",
+            &[("op", "limit"), ("action", "deny")]
+        ) >= 1.0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -460,7 +559,12 @@ async fn a_configmap_update_by_the_data_symlink_swap_reloads() {
     let served_by = |lb: &Balancer| {
         let url = lb.url("/v1/chat/completions");
         async move {
-            let r = client().post(url).body(chat("hi", false)).send().await.unwrap();
+            let r = client()
+                .post(url)
+                .body(chat("hi", false))
+                .send()
+                .await
+                .unwrap();
             r.headers()["x-sim-instance"].to_str().unwrap().to_string()
         }
     };
@@ -468,9 +572,11 @@ async fn a_configmap_update_by_the_data_symlink_swap_reloads() {
     assert_eq!(lb.generation().await, 1);
     // kubelet's update: no event names switchyard.yaml, yet its content changed.
     lb.swap_configmap(&config(&b));
-    wait_until(Duration::from_secs(10), "a reload after the swap", || async {
-        lb.generation().await >= 2
-    })
+    wait_until(
+        Duration::from_secs(10),
+        "a reload after the swap",
+        || async { lb.generation().await >= 2 },
+    )
     .await;
     assert_eq!(served_by(&lb).await, "b");
     // A change in the directory that leaves the content alone reloads nothing.

@@ -100,6 +100,15 @@ impl TieredStore {
     }
 }
 
+/// An entry read back from Redis.
+struct Decoded {
+    /// Its wall-clock store time (ms since the Unix epoch).
+    wall: u64,
+    headers: Vec<(HeaderName, HeaderValue)>,
+    body: Bytes,
+    sse: bool,
+}
+
 /// An entry as stored in Redis.
 fn encode(e: &Entry, wall: u64) -> Bytes {
     let mut out = BytesMut::with_capacity(e.size() + 64);
@@ -120,10 +129,7 @@ fn encode(e: &Entry, wall: u64) -> Bytes {
 
 /// An entry read back, with its wall-clock store time; `None` for anything malformed or of
 /// another key.
-fn decode(
-    mut b: Bytes,
-    key: &CacheKey,
-) -> Option<(u64, Vec<(HeaderName, HeaderValue)>, Bytes, bool)> {
+fn decode(mut b: Bytes, key: &CacheKey) -> Option<Decoded> {
     let need = |b: &Bytes, n: usize| (b.remaining() >= n).then_some(());
     need(&b, 4 + 32 + 8 + 1 + 2)?;
     if &b[..4] != MAGIC || b[4..36] != key.0 {
@@ -145,7 +151,12 @@ fn decode(
         let v = HeaderValue::from_maybe_shared(b.split_to(vl)).ok()?;
         headers.push((k, v));
     }
-    Some((wall, headers, b, sse))
+    Some(Decoded {
+        wall,
+        headers,
+        body: b,
+        sse,
+    })
 }
 
 #[async_trait]
@@ -168,7 +179,12 @@ impl CacheStore for TieredStore {
                 redis::cmd("GET").arg(rkey).query_async(&mut conn).await
             })
             .await;
-        let Some((wall, headers, body, sse)) = got
+        let Some(Decoded {
+            wall,
+            headers,
+            body,
+            sse,
+        }) = got
             .ok()
             .flatten()
             .and_then(|raw| decode(Bytes::from(raw), key))
@@ -275,10 +291,10 @@ mod tests {
             true,
         );
         let raw = encode(&e, 1234);
-        let (wall, headers, body, sse) = decode(raw.clone(), &key).unwrap();
-        assert_eq!((wall, sse), (1234, true));
-        assert_eq!(headers, e.headers);
-        assert_eq!(body, e.body);
+        let d = decode(raw.clone(), &key).unwrap();
+        assert_eq!((d.wall, d.sse), (1234, true));
+        assert_eq!(d.headers, e.headers);
+        assert_eq!(d.body, e.body);
         assert!(
             decode(raw.clone(), &CacheKey([8; 32])).is_none(),
             "another key"

@@ -149,11 +149,14 @@ async fn token_budgets_are_reserved_then_settled_from_usage() {
     );
     let lbs = fleet(2, &body).await;
     let c = client();
-    let ask = |max_tokens: u64, stream: bool, include_usage: bool| {
+    let ask = |max_tokens: Option<u64>, stream: bool, include_usage: bool| {
         let mut b = json!({
-            "model": "m", "max_tokens": max_tokens, "stream": stream,
+            "model": "m", "stream": stream,
             "messages": [{"role": "user", "content": "hello there"}],
         });
+        if let Some(m) = max_tokens {
+            b["max_tokens"] = json!(m);
+        }
         if include_usage {
             b["stream_options"] = json!({"include_usage": true});
         }
@@ -164,7 +167,7 @@ async fn token_budgets_are_reserved_then_settled_from_usage() {
     let mut used = 0;
     let mut each = None;
     for i in 0..8 {
-        let r = post(&c, &lbs[i % 2], &ask(1000, false, false), &[]).await;
+        let r = post(&c, &lbs[i % 2], &ask(Some(1000), false, false), &[]).await;
         assert_eq!(r.status(), 200, "request {i}");
         let v: Value = r.json().await.unwrap();
         let total = v["usage"]["total_tokens"].as_u64().unwrap();
@@ -179,7 +182,7 @@ async fn token_budgets_are_reserved_then_settled_from_usage() {
     let each = each.unwrap();
     // A stream that did not ask for its usage: switchyard asks, settles from it, and the client
     // does not see the usage chunk.
-    let r = post(&c, &lbs[0], &ask(1000, true, false), &[]).await;
+    let r = post(&c, &lbs[0], &ask(Some(1000), true, false), &[]).await;
     assert_eq!(r.status(), 200);
     let text = r.text().await.unwrap();
     assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
@@ -189,7 +192,7 @@ async fn token_budgets_are_reserved_then_settled_from_usage() {
     );
     used += each;
     // A client that asked gets it.
-    let r = post(&c, &lbs[1], &ask(1000, true, true), &[]).await;
+    let r = post(&c, &lbs[1], &ask(Some(1000), true, true), &[]).await;
     let text = r.text().await.unwrap();
     assert!(text.contains("\"prompt_tokens\""), "{text}");
     assert!(text.contains(&format!("\"total_tokens\":{each}")), "{text}");
@@ -213,14 +216,14 @@ async fn token_budgets_are_reserved_then_settled_from_usage() {
     );
     assert!(reserved > 10_000.0, "reserved {reserved}");
 
-    // Answers that use far more than their estimate (max_tokens 1, 700 generated) are charged
-    // what they used: the budget runs out after a few, across both instances.
+    // Answers that use far more than their estimate (no max_tokens: 256 assumed, 700 generated)
+    // are charged what they used: the budget runs out after a few, across both instances.
     let mut refused_at = None;
     for i in 0..10 {
         let r = post(
             &c,
             &lbs[i % 2],
-            &ask(1, false, false),
+            &ask(None, false, false),
             &[("x-sim-tokens", "700")],
         )
         .await;

@@ -62,7 +62,9 @@ impl KeyState {
                 true
             }
             Some(Remote::CoolUntil(t)) if t > wall => {
-                let until = self.ms(now + Duration::from_millis(t - wall)).max(1);
+                let until = self
+                    .ms(crate::deadline::after(now, Duration::from_millis(t - wall)))
+                    .max(1);
                 let was_usable = self.is_usable(now);
                 self.out_until_ms.fetch_max(until, Ordering::Relaxed);
                 was_usable

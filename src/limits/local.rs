@@ -66,11 +66,13 @@ impl RequestBudget for LocalBudget {
     }
 
     async fn wait(&self, tokens: u64, limit: Duration) -> Option<Counted> {
-        let until = Instant::now() + limit;
+        let until = crate::deadline::from_now(limit);
         loop {
             match self.take_now(tokens) {
                 Ok(()) => return Some(Counted::Local),
-                Err(wait) if Instant::now() + wait <= until => tokio::time::sleep(wait).await,
+                Err(wait) if crate::deadline::from_now(wait) <= until => {
+                    tokio::time::sleep(wait).await
+                }
                 Err(_) => return None,
             }
         }

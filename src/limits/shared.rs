@@ -16,7 +16,6 @@ use crate::shared::{Op, Tier};
 use async_trait::async_trait;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::time::Instant;
 
 /// What to do when the tier failed: the local decision, or a refusal.
 async fn fallback<F: std::future::Future<Output = Result<Counted, Refused>>>(
@@ -80,14 +79,14 @@ impl RequestBudget for SharedBudget {
     }
 
     async fn wait(&self, tokens: u64, limit: Duration) -> Option<Counted> {
-        let until = Instant::now() + limit;
+        let until = crate::deadline::from_now(limit);
         // Bounded: each round sleeps until the bucket said it has room (at least 5ms).
         for _ in 0..1000 {
             match self.take(tokens).await {
                 Ok(c) => return Some(c),
                 Err(Refused::Over(wait)) => {
                     let wait = wait.max(Duration::from_millis(5));
-                    if Instant::now() + wait > until {
+                    if crate::deadline::from_now(wait) > until {
                         return None;
                     }
                     tokio::time::sleep(wait).await;

@@ -4,10 +4,11 @@
 //! The state of a cluster's keys is one Redis hash, `{prefix}keys:{cluster}`: a field per key
 //! that is out, named by its fingerprint (never the key), with `disabled` (out until a probe
 //! passes) or `cool:<unix ms>` (out until then). The request path never calls Redis for it: the
-//! `services::key_sync` service writes what changed here at once, and every 500 ms reads each
-//! hash and applies it to the local [`KeyState`]s, so a key another instance took out stops being
-//! picked here within that time (and a try that still reaches the provider with it is retried
-//! with another key, as any rejected key is).
+//! `services::key_sync` service writes what changed here at once and publishes on [`channel`],
+//! and reads each hash when told so and every 500 ms (should a message be lost), applying it to
+//! the local [`KeyState`]s. So a key another instance took out stops being picked here within a
+//! round trip, at worst within 500 ms (and a try that still reaches the provider with it is
+//! retried with another key, as any rejected key is).
 
 use super::{KeyPool, KeyState};
 use crate::shared::{unix_ms, Op, SharedError, Tier};
@@ -81,6 +82,11 @@ impl KeyState {
     }
 }
 
+/// The channel an instance publishes on when it wrote a key's state.
+pub fn channel(tier: &Tier) -> String {
+    format!("{}keys:changed", tier.prefix())
+}
+
 /// The hash of `cluster`'s keys.
 fn hash_key(tier: &Tier, cluster: &str) -> String {
     format!("{}keys:{cluster}", tier.prefix())
@@ -108,6 +114,9 @@ pub async fn sync<'a>(
                 None => pipe.hdel(&hash, &k.id).ignore(),
             };
         }
+    }
+    if !written.is_empty() {
+        pipe.publish(channel(tier), "1").ignore();
     }
     for (cluster, _) in pools {
         pipe.hgetall(hash_key(tier, cluster));

@@ -182,6 +182,25 @@ impl Tier {
         made.clone().map_err(SharedError::Setup)
     }
 
+    /// A subscription to `channel` on a connection of its own (Redis gives a subscriber's
+    /// connection to pub/sub only), made within `shared.timeout` (at least 500 ms). Its stream
+    /// ends when the connection breaks; the caller subscribes again later.
+    pub async fn subscribe(&self, channel: &str) -> Result<redis::aio::PubSubStream, SharedError> {
+        let client = redis::Client::open(self.cfg.redis.as_str())
+            .map_err(|e| SharedError::Setup(e.to_string()))?;
+        let limit = self.cfg.timeout.max(Duration::from_millis(500));
+        let made = tokio::time::timeout(limit, async {
+            let mut p = client.get_async_pubsub().await?;
+            p.subscribe(channel).await?;
+            Ok::<_, redis::RedisError>(p)
+        });
+        match made.await {
+            Ok(Ok(p)) => Ok(p.into_on_message()),
+            Ok(Err(e)) => Err(SharedError::Redis(e)),
+            Err(_) => Err(SharedError::Timeout(limit)),
+        }
+    }
+
     /// Run `f` on the connection, bounded by `shared.timeout`; counted and timed under `op`.
     pub async fn call<T, F, Fut>(&self, op: Op, f: F) -> Result<T, SharedError>
     where

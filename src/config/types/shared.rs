@@ -20,12 +20,12 @@ pub struct SharedConfig {
 impl SharedConfig {
     /// The Redis URL without its password, to show.
     pub fn redacted_url(&self) -> String {
-        redact(&self.redis)
+        redact_url(&self.redis)
     }
 }
 
-/// `redis://user:secret@host` → `redis://user:***@host`.
-fn redact(url: &str) -> String {
+/// `redis://user:secret@host` → `redis://user:***@host`: a Redis URL safe to show or digest.
+pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_string();
     };
@@ -57,15 +57,15 @@ pub enum Scope {
 
 #[cfg(test)]
 mod tests {
-    use super::redact;
+    use super::redact_url;
 
     #[test]
     fn passwords_are_not_shown() {
         assert_eq!(
-            redact("redis://127.0.0.1:6379/0"),
+            redact_url("redis://127.0.0.1:6379/0"),
             "redis://127.0.0.1:6379/0"
         );
-        assert_eq!(redact("redis://:pw@h:1/2"), "redis://:***@h:1/2");
-        assert_eq!(redact("redis://u:p@ss@h:1"), "redis://u:***@h:1");
+        assert_eq!(redact_url("redis://:pw@h:1/2"), "redis://:***@h:1/2");
+        assert_eq!(redact_url("redis://u:p@ss@h:1"), "redis://u:***@h:1");
     }
 }

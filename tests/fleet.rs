@@ -131,6 +131,30 @@ async fn an_upstream_budget_is_held_across_instances() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_a_shared_budget_requests_spill_to_the_other_cluster() {
+    let redis = Redis::start();
+    let (p, q) = (sim("primary").await, sim("secondary").await);
+    let body = format!(
+        "clusters:\n  primary:\n    peers: [ {{ addr: \"{}\" }} ]\n    rate_limit: {{ requests_per_minute: 1, burst: 4 }}\n  secondary:\n    peers: [ {{ addr: \"{}\" }} ]\nroutes:\n  - name: r\n    split: [ {{ cluster: primary, weight: 1 }}, {{ cluster: secondary, weight: 0 }} ]\n{}",
+        p.addr(),
+        q.addr(),
+        shared(&redis)
+    );
+    let lbs = fleet(3, &body).await;
+    let c = client();
+    let mut by = Vec::new();
+    for i in 0..12 {
+        let r = post(&c, &lbs[i % 3], &chat("hi", false), &[]).await;
+        assert_eq!(r.status(), 200, "request {i}");
+        by.push(r.headers()["x-sim-instance"].to_str().unwrap().to_string());
+    }
+    // The fleet's burst of 4 went to the primary, the rest spilled (each instance alone would
+    // have sent 4 of its own 4 requests there).
+    assert_eq!(by.iter().filter(|s| *s == "primary").count(), 4, "{by:?}");
+    assert_eq!(p.stats().requests(), 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_budgets_are_reserved_then_settled_from_usage() {
     let redis = Redis::start();
     let s = sim_with(SimConfig {

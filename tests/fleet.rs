@@ -155,6 +155,32 @@ async fn over_a_shared_budget_requests_spill_to_the_other_cluster() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_a_shared_budget_requests_wait_for_it_in_turn() {
+    let redis = Redis::start();
+    let s = sim("provider").await;
+    let body = format!(
+        "clusters:\n  c:\n    peers: [ {{ addr: \"{}\" }} ]\n    rate_limit: {{ requests_per_minute: 60, burst: 1, queue_timeout: 10s }}\nroutes:\n  - name: r\n    split: [ {{ cluster: c }} ]\n{}",
+        s.addr(),
+        shared(&redis)
+    );
+    let lbs = fleet(3, &body).await;
+    let c = client();
+    let started = Instant::now();
+    for (i, lb) in lbs.iter().enumerate() {
+        let r = post(&c, lb, &chat("hi", false), &[]).await;
+        assert_eq!(r.status(), 200, "request {i}");
+    }
+    // One a second for the fleet: the second and third waited for the budget (each instance
+    // alone had a full bucket and would not have waited).
+    assert!(
+        started.elapsed() >= Duration::from_millis(1800),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(s.stats().requests(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_budgets_are_reserved_then_settled_from_usage() {
     let redis = Redis::start();
     let s = sim_with(SimConfig {

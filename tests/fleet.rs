@@ -293,6 +293,41 @@ async fn token_budgets_are_reserved_then_settled_from_usage() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_token_budget_is_held_across_instances() {
+    let redis = Redis::start();
+    let s = sim("m").await;
+    let body = format!(
+        "clusters:\n  c:\n    peers: [ {{ addr: \"{}\" }} ]\nroutes:\n  - name: r\n    split: [ {{ cluster: c }} ]\n    client_limit: {{ key: \"header:x-user\", tokens_per_minute: 2000 }}\n{}",
+        s.addr(),
+        shared(&redis)
+    );
+    let lbs = fleet(2, &body).await;
+    let c = client();
+    // No max_tokens: 256 completion tokens are reserved, 600 are used and charged.
+    let ask = json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]}).to_string();
+    let mut refused_at = None;
+    for i in 0..8 {
+        let h = [("x-user", "alice"), ("x-sim-tokens", "600")];
+        let r = post(&c, &lbs[i % 2], &ask, &h).await;
+        if r.status() == 429 {
+            assert!(r.headers().contains_key("retry-after"));
+            let e: Value = r.json().await.unwrap();
+            assert_eq!(e["error"]["code"], "rate_limited");
+            refused_at = Some(i);
+            break;
+        }
+        assert_eq!(r.status(), 200, "request {i}");
+        let _ = r.bytes().await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // 2,000 a minute hold three answers of about 600 (each instance alone: three each).
+    let at = refused_at.expect("the client's token budget never ran out");
+    assert!((3..=4).contains(&at), "refused after {at} answers");
+    let h = [("x-user", "bob"), ("x-sim-tokens", "600")];
+    assert_eq!(post(&c, &lbs[0], &ask, &h).await.status(), 200);
+}
+
 fn reject(status: u16) -> Option<KeyRule> {
     Some(KeyRule {
         status,

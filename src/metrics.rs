@@ -74,7 +74,28 @@ pub struct Metrics {
     pub limit_rejected: IntCounterVec,
     /// `switchyard_access_log_dropped_total`
     pub access_log_dropped: IntCounter,
+    /// `switchyard_shared_calls_total{op}`: calls to the shared tier (Redis).
+    pub shared_calls: IntCounterVec,
+    /// `switchyard_shared_errors_total{op,reason}`: calls that failed (`error`) or took longer
+    /// than `shared.timeout` (`timeout`).
+    pub shared_errors: IntCounterVec,
+    /// `switchyard_shared_latency_seconds{op}`: time of each call, failed ones included.
+    pub shared_latency: HistogramVec,
+    /// `switchyard_shared_fallbacks_total{op,action}`: decisions made without the tier, by this
+    /// instance's own limit (`local`) or refused (`deny`).
+    pub shared_fallbacks: IntCounterVec,
+    /// `switchyard_shared_connected`: 1 while the last call to the tier succeeded.
+    pub shared_connected: IntGauge,
+    /// `switchyard_token_budget_tokens_total{scope,name,kind}`: tokens reserved before requests
+    /// went out (`reserved`) and charged once their answers ended (`settled`).
+    pub token_budget: IntCounterVec,
 }
+
+/// Buckets for calls to the shared tier: well under a millisecond on a LAN, bounded by
+/// `shared.timeout`.
+const SHARED_BUCKETS: &[f64] = &[
+    0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+];
 
 impl Metrics {
     pub fn new() -> Self {
@@ -257,6 +278,46 @@ impl Metrics {
             access_log_dropped: reg!(IntCounter::new(
                 "switchyard_access_log_dropped_total",
                 "Access log lines dropped because the writer was behind or a write failed."
+            )),
+            shared_calls: reg!(IntCounterVec::new(
+                Opts::new(
+                    "switchyard_shared_calls_total",
+                    "Calls to the shared tier (Redis), by what they were for."
+                ),
+                &["op"]
+            )),
+            shared_errors: reg!(IntCounterVec::new(
+                Opts::new(
+                    "switchyard_shared_errors_total",
+                    "Calls to the shared tier that failed or timed out, by op and reason."
+                ),
+                &["op", "reason"]
+            )),
+            shared_latency: reg!(HistogramVec::new(
+                HistogramOpts::new(
+                    "switchyard_shared_latency_seconds",
+                    "Time of each call to the shared tier, by op."
+                )
+                .buckets(SHARED_BUCKETS.to_vec()),
+                &["op"]
+            )),
+            shared_fallbacks: reg!(IntCounterVec::new(
+                Opts::new(
+                    "switchyard_shared_fallbacks_total",
+                    "Decisions made without the shared tier: by the local limit (local) or refused (deny)."
+                ),
+                &["op", "action"]
+            )),
+            shared_connected: reg!(IntGauge::new(
+                "switchyard_shared_connected",
+                "1 while the last call to the shared tier succeeded, else 0."
+            )),
+            token_budget: reg!(IntCounterVec::new(
+                Opts::new(
+                    "switchyard_token_budget_tokens_total",
+                    "Tokens reserved before requests went out and settled when they ended, by limit."
+                ),
+                &["scope", "name", "kind"]
             )),
             registry,
         }

@@ -9,6 +9,7 @@ use crate::proxy::Switchyard;
 use crate::reload::triggers::ReloadTriggers;
 use crate::services::health::HealthChecker;
 use crate::services::key_probe::KeyProber;
+use crate::services::key_sync::KeySync;
 use crate::services::resolver::NameResolver;
 use crate::services::warm::Warmer;
 use pingora::apps::http_app::HttpServer;
@@ -153,6 +154,14 @@ pub fn build(opts: &RunOptions) -> Result<(Server, Arc<App>), config::ConfigErro
     server.add_service(background_service(
         "api key probes",
         KeyProber {
+            current: app.current.clone(),
+            metrics: app.metrics.clone(),
+            state: app.state.clone(),
+        },
+    ));
+    server.add_service(background_service(
+        "api key sync",
+        KeySync {
             current: app.current.clone(),
             metrics: app.metrics.clone(),
             state: app.state.clone(),

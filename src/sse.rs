@@ -98,10 +98,39 @@ impl Framer {
         chunk: Bytes,
         mut on_event: impl FnMut(&Event<'_>) -> bool,
     ) -> (Option<Bytes>, bool) {
+        self.push_events(chunk, |ev| match on_event(ev) {
+            true => Disposition::Forward,
+            false => Disposition::Stop,
+        })
+    }
+
+    /// [`push`](Self::push), where `on_event` also says whether to forward the event: an event it
+    /// returns `false` for is left out of the bytes returned, and the stream goes on (the relay
+    /// drops the usage chunk of a stream whose usage switchyard asked for itself).
+    pub fn push_with(
+        &mut self,
+        chunk: Bytes,
+        mut on_event: impl FnMut(&Event<'_>) -> bool,
+    ) -> Option<Bytes> {
+        self.push_events(chunk, |ev| match on_event(ev) {
+            true => Disposition::Forward,
+            false => Disposition::Drop,
+        })
+        .0
+    }
+
+    /// The framing behind every `push`: `on_event` disposes of each completed event.
+    pub fn push_events(
+        &mut self,
+        chunk: Bytes,
+        mut on_event: impl FnMut(&Event<'_>) -> Disposition,
+    ) -> (Option<Bytes>, bool) {
         if self.lost {
             return ((!chunk.is_empty()).then_some(chunk), false);
         }
         let mut stopped = false;
+        // Spans of dropped events in `pending[..held] ++ chunk`.
+        let mut dropped: Vec<(usize, usize)> = Vec::new();
         // Where the last event completed by this chunk ends, as an offset into `chunk`.
         let mut last_end = None;
         let mut event_start = 0usize;
@@ -130,9 +159,21 @@ impl Framer {
             if self.at_line_start {
                 // An empty line: the event that started at `event_start` (or in `pending`) ends.
                 let end = i + 1 + usize::from(b == b'\r' && chunk.get(i + 1) == Some(&b'\n'));
-                if !self.complete(&chunk, held, event_start, end, &mut on_event) {
-                    stopped = true;
-                    break;
+                match self.complete(&chunk, held, event_start, end, &mut on_event) {
+                    Disposition::Forward => {}
+                    Disposition::Drop => {
+                        // An event that started in `pending` starts at its beginning.
+                        let from = if event_start == 0 {
+                            0
+                        } else {
+                            held + event_start
+                        };
+                        dropped.push((from, held + end));
+                    }
+                    Disposition::Stop => {
+                        stopped = true;
+                        break;
+                    }
                 }
                 event_start = end;
                 last_end = Some(end);
@@ -141,6 +182,11 @@ impl Framer {
         }
         let forward = match last_end {
             None => None,
+            Some(end) if !dropped.is_empty() => {
+                let out = self.without(&chunk, held, held + end, &dropped);
+                self.pending.clear();
+                (!out.is_empty()).then_some(out)
+            }
             Some(end) if held == 0 => Some(chunk.slice(..end)),
             Some(end) => {
                 let mut out = std::mem::take(&mut self.pending);
@@ -174,16 +220,46 @@ impl Framer {
         (forward, false)
     }
 
+    /// `pending[..held] ++ chunk`, up to `upto`, without the `dropped` spans (in order).
+    fn without(
+        &self,
+        chunk: &Bytes,
+        held: usize,
+        upto: usize,
+        dropped: &[(usize, usize)],
+    ) -> Bytes {
+        let mut out = BytesMut::with_capacity(upto);
+        let mut copy = |from: usize, to: usize| {
+            if from < held {
+                out.extend_from_slice(&self.pending[from..to.min(held)]);
+            }
+            if to > held {
+                out.extend_from_slice(&chunk[from.max(held) - held..to - held]);
+            }
+        };
+        let mut at = 0;
+        for &(from, to) in dropped {
+            if from > at {
+                copy(at, from);
+            }
+            at = to;
+        }
+        if upto > at {
+            copy(at, upto);
+        }
+        out.freeze()
+    }
+
     /// The event in `pending` (its first `held` bytes) plus `chunk[start..end]` is complete;
-    /// `false` when `on_event` stops the stream at it.
+    /// returns what `on_event` made of it (a block with no field is forwarded, unseen).
     fn complete(
         &mut self,
         chunk: &Bytes,
         held: usize,
         start: usize,
         end: usize,
-        on_event: &mut impl FnMut(&Event<'_>) -> bool,
-    ) -> bool {
+        on_event: &mut impl FnMut(&Event<'_>) -> Disposition,
+    ) -> Disposition {
         let joined;
         let raw: &[u8] = if start == 0 && held > 0 {
             let mut b = Vec::with_capacity(held + end);
@@ -194,7 +270,9 @@ impl Framer {
         } else {
             &chunk[start..end]
         };
-        let Some(ev) = parse(raw) else { return true };
+        let Some(ev) = parse(raw) else {
+            return Disposition::Forward;
+        };
         self.events += 1;
         self.done = ev.is_done();
         if ev.is_error() {
@@ -229,6 +307,17 @@ impl Framer {
     pub fn errors(&self) -> u64 {
         self.errors
     }
+}
+
+/// What a `push` does with one completed event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disposition {
+    /// Forward it.
+    Forward,
+    /// Leave it out; the stream goes on.
+    Drop,
+    /// Leave it and the rest of the chunk out: the stream stops there.
+    Stop,
 }
 
 /// Parse the lines of one event (its terminating empty line included). `None` when it has no

@@ -573,7 +573,9 @@ async fn a_plain_answer_cut_part_way_is_retried_and_the_client_gets_it_whole() {
         assert_eq!(r.status(), 200);
         let v: serde_json::Value = r.json().await.expect("a whole JSON answer");
         assert_eq!(v["served_by"], "b", "{v}");
-        let text = v["choices"][0]["message"]["content"].as_str().unwrap_or_default();
+        let text = v["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap_or_default();
         assert_eq!(text, (0..8).map(|k| format!("tok{k} ")).collect::<String>());
     }
     // Round robin sent at least one of them to `a` first, which cut it; `b` answered both.

@@ -87,6 +87,7 @@ pub fn status_json(snap: &Snapshot, last_reload_error: Option<String>) -> Value 
         "routes": routes,
         "clusters": clusters,
         "cache": cache_json(snap),
+        "shared": snap.shared.as_ref().map(|t| t.status_json()),
     })
 }
 

@@ -153,7 +153,7 @@ impl CacheStore for MemoryStore {
         MemoryStore::lookup(self, key, now, ttl, stale_if_error)
     }
 
-    async fn insert(&self, entry: Arc<Entry>) -> Inserted {
+    async fn insert(&self, entry: Arc<Entry>, _keep_for: Duration) -> Inserted {
         MemoryStore::insert(self, entry)
     }
 

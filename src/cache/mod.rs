@@ -27,9 +27,11 @@ pub mod memory;
 mod pass;
 mod serve;
 pub mod store;
+pub mod tiered;
 
 use crate::config::CacheConfig;
 use crate::metrics::Metrics;
+use crate::shared::Tier;
 use coalesce::Flights;
 use http::HeaderName;
 use memory::MemoryStore;
@@ -41,6 +43,7 @@ use std::sync::{Arc, Mutex};
 use store::{CacheStore, Entry};
 
 pub use pass::{lookup, Lookup, Pass, Request};
+use tiered::TieredStore;
 
 /// Where an answer on a cached route came from (the `x-cache-status` header).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,13 +102,16 @@ impl Counted {
 struct Shape {
     max_bytes: u64,
     vary_headers: Vec<HeaderName>,
+    /// The shared tier behind the memory store, by address.
+    tier: Option<usize>,
 }
 
 impl Shape {
-    fn of(c: &CacheConfig) -> Shape {
+    fn of(c: &CacheConfig, tier: Option<&Arc<Tier>>) -> Shape {
         Shape {
             max_bytes: c.max_bytes,
             vary_headers: c.vary_headers.clone(),
+            tier: tier.map(|t| Arc::as_ptr(t) as usize),
         }
     }
 }
@@ -126,11 +132,20 @@ pub struct RouteCache {
 }
 
 impl RouteCache {
-    fn new(route: &str, cfg: &CacheConfig, metrics: &Metrics) -> RouteCache {
+    fn new(
+        route: &str,
+        cfg: &CacheConfig,
+        metrics: &Metrics,
+        tier: Option<&Arc<Tier>>,
+    ) -> RouteCache {
+        let store: Arc<dyn CacheStore> = match tier {
+            Some(t) => Arc::new(TieredStore::new(t.clone(), route, cfg.max_bytes)),
+            None => Arc::new(MemoryStore::new(cfg.max_bytes)),
+        };
         let c = RouteCache {
             route: route.to_string(),
-            shape: Shape::of(cfg),
-            store: Arc::new(MemoryStore::new(cfg.max_bytes)),
+            shape: Shape::of(cfg, tier),
+            store,
             flights: Flights::default(),
             results: RESULTS.map(|r| metrics.cache_requests.with_label_values(&[route, r])),
             bytes: metrics.cache_bytes.with_label_values(&[route]),
@@ -149,8 +164,8 @@ impl RouteCache {
         }
     }
 
-    async fn put(&self, entry: Entry) {
-        let r = self.store.insert(Arc::new(entry)).await;
+    async fn put(&self, entry: Entry, keep_for: std::time::Duration) {
+        let r = self.store.insert(Arc::new(entry), keep_for).await;
         self.evictions.inc_by(r.evicted);
         self.update_gauges();
     }
@@ -197,18 +212,26 @@ pub struct Caches {
 }
 
 impl Caches {
-    /// The cache of route `name`: the one it had while `max_bytes` and `vary_headers` are
-    /// unchanged, else a new, empty one.
-    pub fn route(&self, name: &str, cfg: &CacheConfig, metrics: &Metrics) -> Arc<RouteCache> {
+    /// The cache of route `name`: the one it had while `max_bytes`, `vary_headers` and its
+    /// shared tier are unchanged, else a new, empty one. With `cfg.shared` and a `tier`, the
+    /// shared tier is behind its memory store.
+    pub fn route(
+        &self,
+        name: &str,
+        cfg: &CacheConfig,
+        metrics: &Metrics,
+        tier: Option<&Arc<Tier>>,
+    ) -> Arc<RouteCache> {
+        let tier = tier.filter(|_| cfg.shared);
         let mut stores = self.stores.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(s) = stores.get(name).filter(|s| s.shape == Shape::of(cfg)) {
+        if let Some(s) = stores.get(name).filter(|s| s.shape == Shape::of(cfg, tier)) {
             return s.clone();
         }
         if let Some(old) = stores.get(name) {
             old.retired.store(true, Ordering::Relaxed);
             log::info!("cache of route {name}: settings changed, starting empty");
         }
-        let store = Arc::new(RouteCache::new(name, cfg, metrics));
+        let store = Arc::new(RouteCache::new(name, cfg, metrics, tier));
         stores.insert(name.to_string(), store.clone());
         store
     }

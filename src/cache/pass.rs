@@ -251,7 +251,8 @@ impl<'a> Pass<'a> {
                 let entry = Entry::new(k, Instant::now(), headers, body, rec.head.sse);
                 // Stored before the flight leaves the board: a request arriving now finds one
                 // or the other.
-                self.cache.put(entry).await;
+                let keep_for = self.cfg.ttl.saturating_add(self.cfg.stale_if_error);
+                self.cache.put(entry, keep_for).await;
             }
         }
         self.recording = None;

@@ -2,12 +2,12 @@
 //!
 //! [`CacheStore`] is what the cache stage asks of a store: look an answer up by key and age,
 //! insert one, clear them all, and say how much it holds. The in-memory store ([`MemoryStore`],
-//! TinyUFO) is the first tier and today the only one; a tier shared by several instances is a
-//! second implementation (for example one that asks the shared tier when memory misses and
-//! writes through to it), chosen per route when the snapshot is built. The stage holds the store
+//! TinyUFO) is the first tier; with a shared tier, [`TieredStore`] puts Redis behind it (asked
+//! when memory misses, written through), chosen per route when the snapshot is built. The stage holds the store
 //! as `Arc<dyn CacheStore>`: one virtual call per lookup, nothing next to the key's hashing.
 //!
 //! [`MemoryStore`]: super::memory::MemoryStore
+//! [`TieredStore`]: super::tiered::TieredStore
 
 use super::key::CacheKey;
 use async_trait::async_trait;
@@ -28,8 +28,9 @@ pub trait CacheStore: Send + Sync {
         ttl: Duration,
         stale_if_error: Duration,
     ) -> Found;
-    /// Store `entry`, replacing any entry with its key, evicting others to stay in bounds.
-    async fn insert(&self, entry: Arc<Entry>) -> Inserted;
+    /// Store `entry`, replacing any entry with its key, evicting others to stay in bounds;
+    /// `keep_for` is how long it may answer (`ttl + stale_if_error`).
+    async fn insert(&self, entry: Arc<Entry>, keep_for: Duration) -> Inserted;
     /// Drop every entry; returns how many entries and bytes were dropped.
     fn clear(&self) -> (u64, u64);
     /// Bytes held now (always at most `max_bytes`).

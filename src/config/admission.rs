@@ -5,7 +5,7 @@ use super::check::{
     at_least_one, err, method, positive, regex, statuses, sticky, url_path, Result,
 };
 use super::file::{
-    ApiKeysFile, ClientLimitFile, CooldownFile, KeyHealthFile, QueueFile, RateLimitFile,
+    ApiKeysFile, ClientLimitFile, CooldownFile, KeyHealthFile, QueueFile, RateLimitFile, ScopeFile,
 };
 use super::types::*;
 use bytes::Bytes;
@@ -136,7 +136,16 @@ pub(super) fn api_keys(base: &str, k: &ApiKeysFile) -> Result<ApiKeysConfig> {
         default_cooldown,
         max_retry_after,
         health_check,
+        scope: scope(k.scope),
     })
+}
+
+/// A `scope` as written; shared when left out (made local in `build` when there is no `shared`).
+pub(super) fn scope(s: Option<ScopeFile>) -> Scope {
+    match s {
+        Some(ScopeFile::Local) => Scope::Local,
+        Some(ScopeFile::Shared) | None => Scope::Shared,
+    }
 }
 
 /// Rejected (401/403) or out of quota (402, or 400/429 saying `insufficient_quota`): out until a
@@ -196,20 +205,53 @@ fn key_health(base: &str, h: &KeyHealthFile) -> Result<KeyHealthCheck> {
     })
 }
 
-/// A steady rate (required) and a burst (default 1), neither zero.
-fn rpm_burst(base: &str, rpm: u32, burst: Option<u32>) -> Result<(u32, u32)> {
-    let rpm = at_least_one(&format!("{base}.requests_per_minute"), Some(rpm), rpm)?;
+/// A request rate and a token rate (at least one of them), and a request burst (default 1);
+/// none of them zero.
+fn rates(
+    base: &str,
+    rpm: Option<u32>,
+    burst: Option<u32>,
+    tpm: Option<u32>,
+) -> Result<(Option<u32>, u32, Option<u32>)> {
+    if rpm.is_none() && tpm.is_none() {
+        return err(base, "give requests_per_minute, tokens_per_minute or both");
+    }
+    let rpm = match rpm {
+        Some(n) => Some(at_least_one(
+            &format!("{base}.requests_per_minute"),
+            Some(n),
+            n,
+        )?),
+        None => None,
+    };
+    let tpm = match tpm {
+        Some(n) => Some(at_least_one(
+            &format!("{base}.tokens_per_minute"),
+            Some(n),
+            n,
+        )?),
+        None => None,
+    };
+    if burst.is_some() && rpm.is_none() {
+        return err(
+            format!("{base}.burst"),
+            "a burst of requests needs requests_per_minute",
+        );
+    }
     let burst = at_least_one(&format!("{base}.burst"), burst, 1)?;
-    Ok((rpm, burst))
+    Ok((rpm, burst, tpm))
 }
 
-/// `clusters.NAME.rate_limit`: the request budget of the cluster's upstream.
+/// `clusters.NAME.rate_limit`: the request and token budgets of the cluster's upstream.
 pub(super) fn rate_limit(base: &str, r: &RateLimitFile) -> Result<RateLimitConfig> {
-    let (requests_per_minute, burst) = rpm_burst(base, r.requests_per_minute, r.burst)?;
+    let (requests_per_minute, burst, tokens_per_minute) =
+        rates(base, r.requests_per_minute, r.burst, r.tokens_per_minute)?;
     Ok(RateLimitConfig {
         requests_per_minute,
         burst,
+        tokens_per_minute,
         queue_timeout: r.queue_timeout.map_or(Duration::ZERO, |d| d.0),
+        scope: scope(r.scope),
     })
 }
 
@@ -223,12 +265,15 @@ pub(super) fn queue(base: &str, q: Option<&QueueFile>) -> Result<QueueConfig> {
     Ok(out)
 }
 
-/// `routes[N].client_limit`: requests per client.
+/// `routes[N].client_limit`: requests and tokens per client.
 pub(super) fn client_limit(base: &str, l: &ClientLimitFile) -> Result<ClientLimitConfig> {
-    let (requests_per_minute, burst) = rpm_burst(base, l.requests_per_minute, l.burst)?;
+    let (requests_per_minute, burst, tokens_per_minute) =
+        rates(base, l.requests_per_minute, l.burst, l.tokens_per_minute)?;
     Ok(ClientLimitConfig {
         key: sticky(&format!("{base}.key"), &l.key)?,
         requests_per_minute,
         burst,
+        tokens_per_minute,
+        scope: scope(l.scope),
     })
 }

@@ -6,7 +6,7 @@
 use super::check::{err, Result};
 use super::file::FileConfig;
 use super::types::Config;
-use super::{cluster, process, route, upstream};
+use super::{cluster, process, route, shared, upstream};
 use std::collections::HashSet;
 
 /// Check the whole document and build the runtime config from it.
@@ -42,7 +42,7 @@ pub(super) fn build(f: FileConfig) -> Result<Config> {
         routes.push(route);
     }
 
-    Ok(Config {
+    let mut cfg = Config {
         server,
         listeners,
         admin,
@@ -52,5 +52,8 @@ pub(super) fn build(f: FileConfig) -> Result<Config> {
         access_log: process::access_log(f.access_log.as_ref())?,
         resolver: upstream::resolver(f.resolver.as_ref())?,
         trusted_proxies: process::trusted_proxies(&f.trusted_proxies)?,
-    })
+        shared: shared::shared(f.shared.as_ref())?,
+    };
+    shared::localize(&f, &mut cfg)?;
+    Ok(cfg)
 }

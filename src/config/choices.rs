@@ -1,6 +1,7 @@
 //! The words the file layer accepts for keys with a fixed set of values (`balance`, `kind`,
-//! `failure_on`, `retry_on`, `other_cluster`, `cooldown`, `resume.mode`), and the keys that take
-//! either a word or number or a map (`retry_on` entries, `retry.budget`).
+//! `failure_on`, `retry_on`, `other_cluster`, `cooldown`, `resume.mode`, `scope`,
+//! `shared.on_error`), and the keys that take either a word or number or a map (`retry_on`
+//! entries, `retry.budget`).
 //!
 //! serde parses them, so a value that is none of them is reported with the key path and line,
 //! and with the accepted values listed by serde itself (unknown variant `fastest`, expected
@@ -39,6 +40,26 @@ pub enum CheckKindFile {
 pub enum ResumeModeFile {
     /// `continue`.
     Continue,
+}
+
+/// `scope` of a limit or key pool: kept by this instance, or shared through `shared.redis`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScopeFile {
+    /// `local`.
+    Local,
+    /// `shared` (the default when `shared` is configured).
+    Shared,
+}
+
+/// `shared.on_error`: what a decision does when the shared tier cannot answer in time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnErrorFile {
+    /// `local`: decide with this instance's own limits.
+    Local,
+    /// `deny`: refuse with 503.
+    Deny,
 }
 
 /// One entry of `breaker.failure_on`.

@@ -32,6 +32,19 @@ pub struct FileConfig {
     pub resolver: Option<ResolverFile>,
     #[serde(default)]
     pub trusted_proxies: Vec<String>,
+    #[serde(default)]
+    pub shared: Option<SharedFile>,
+}
+
+/// `shared:`: the Redis (or Valkey) that several instances share limits, key state and the
+/// cache through.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SharedFile {
+    pub redis: String,
+    pub prefix: Option<String>,
+    pub timeout: Option<Dur>,
+    pub on_error: Option<OnErrorFile>,
 }
 
 /// `resolver:`: the DNS servers that peers given by name are resolved with.
@@ -318,6 +331,7 @@ pub struct ApiKeysFile {
     pub strip_headers: Option<Vec<String>>,
     #[serde(default)]
     pub failover: Option<KeyFailoverFile>,
+    pub scope: Option<ScopeFile>,
 }
 
 /// `clusters.NAME.api_keys.failover`.
@@ -360,9 +374,11 @@ pub struct KeyHealthFile {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimitFile {
-    pub requests_per_minute: u32,
+    pub requests_per_minute: Option<u32>,
     pub burst: Option<u32>,
+    pub tokens_per_minute: Option<u32>,
     pub queue_timeout: Option<Dur>,
+    pub scope: Option<ScopeFile>,
 }
 
 /// `clusters.NAME.queue`.
@@ -378,8 +394,10 @@ pub struct QueueFile {
 #[serde(deny_unknown_fields)]
 pub struct ClientLimitFile {
     pub key: String,
-    pub requests_per_minute: u32,
+    pub requests_per_minute: Option<u32>,
     pub burst: Option<u32>,
+    pub tokens_per_minute: Option<u32>,
+    pub scope: Option<ScopeFile>,
 }
 
 /// `routes[N].resume`.
@@ -402,4 +420,5 @@ pub struct CacheFile {
     pub stale_if_error: Option<Dur>,
     pub lock_timeout: Option<Dur>,
     pub warm: Option<String>,
+    pub shared: Option<bool>,
 }

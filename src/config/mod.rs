@@ -27,7 +27,9 @@
 //! - how a cluster's peers are reached (`tls`, `host`, `strip_prefix`, `add_prefix`) and the
 //!   top-level `resolver`: `upstream.rs`, `types/upstream.rs`;
 //! - a route's `match`, `split`, `timeouts`, `retry`, `fallback` and `cache`: `route.rs`,
-//!   `types/route.rs`.
+//!   `types/route.rs`;
+//! - `shared` (the Redis that a fleet of instances shares state through), and the rule that a
+//!   shared limit or cache needs it: `shared.rs`, `types/shared.rs`.
 //!
 //! `build.rs` calls the builders and checks what spans parts (routes naming clusters, an admin
 //! address that is also a listener); `check.rs` holds the rules the builders share (addresses,
@@ -42,6 +44,7 @@ pub mod file;
 mod locate;
 mod process;
 mod route;
+mod shared;
 mod types;
 pub mod units;
 mod upstream;

@@ -409,5 +409,6 @@ fn cache(base: &str, c: &CacheFile) -> Result<CacheConfig> {
             d.lock_timeout,
         )?,
         warm,
+        shared: c.shared.unwrap_or(d.shared),
     })
 }

@@ -10,6 +10,11 @@
 //! sent in another header (or as a bare key rather than `Bearer`) starts afresh, and a key that
 //! waited for a probe the reload removed comes back after `default_cooldown`. Probing disabled
 //! keys back in is a background service (`services::key_probe`).
+//! With a shared tier, a key taken out or brought back here is taken out or brought back on
+//! every instance ([`shared`], written and read by the `services::key_sync` service, never by
+//! the request path).
+
+pub mod shared;
 
 use crate::config::{ApiKeysConfig, KeyCooldown};
 use http::{HeaderName, HeaderValue};
@@ -54,6 +59,10 @@ pub struct KeyState {
     epoch: Instant,
     /// Told when this key is disabled: wakes the prober (see [`KeyRegistry::disabled`]).
     disabled_signal: Arc<tokio::sync::Notify>,
+    /// Taken out or brought back here since the shared tier was last told.
+    dirty: AtomicBool,
+    /// Told when `dirty` is set: wakes the sync service (see [`KeyRegistry::changed`]).
+    changed_signal: Arc<tokio::sync::Notify>,
 }
 
 impl std::fmt::Debug for KeyState {
@@ -83,6 +92,7 @@ impl KeyState {
         key: &str,
         cfg: &ApiKeysConfig,
         disabled_signal: Arc<tokio::sync::Notify>,
+        changed_signal: Arc<tokio::sync::Notify>,
     ) -> Option<Self> {
         let bearer = cfg.bearer;
         let mut value = if bearer {
@@ -102,6 +112,8 @@ impl KeyState {
             probe_passes: AtomicU32::new(0),
             epoch: Instant::now(),
             disabled_signal,
+            dirty: AtomicBool::new(false),
+            changed_signal,
         })
     }
 
@@ -143,6 +155,7 @@ impl KeyState {
                 .ms(now)
                 .saturating_add(d.as_millis().min(u64::MAX as u128) as u64);
             self.out_until_ms.store(until.max(1), Ordering::Relaxed);
+            self.mark_changed();
         };
         match cooldown {
             KeyCooldown::RetryAfter => {
@@ -162,6 +175,7 @@ impl KeyState {
                     self.probe_passes.store(0, Ordering::Relaxed);
                     self.disabled.store(true, Ordering::Relaxed);
                     self.disabled_signal.notify_one();
+                    self.mark_changed();
                 } else {
                     cool(cfg.default_cooldown);
                 }
@@ -180,6 +194,7 @@ impl KeyState {
         if self.disabled.swap(false, Ordering::Relaxed) {
             self.out_until_ms
                 .store(self.ms(now + cooldown).max(1), Ordering::Relaxed);
+            self.mark_changed();
         }
     }
 
@@ -188,6 +203,12 @@ impl KeyState {
         self.consecutive_failures.store(0, Ordering::Relaxed);
         self.out_until_ms.store(0, Ordering::Relaxed);
         self.disabled.store(false, Ordering::Relaxed);
+        self.mark_changed();
+    }
+
+    fn mark_changed(&self) {
+        self.dirty.store(true, Ordering::Relaxed);
+        self.changed_signal.notify_one();
     }
 }
 
@@ -266,9 +287,16 @@ pub fn judge(
 pub struct KeyRegistry {
     keys: Mutex<HashMap<KeyId, Arc<KeyState>>>,
     disabled: Arc<tokio::sync::Notify>,
+    changed: Arc<tokio::sync::Notify>,
 }
 
 impl KeyRegistry {
+    /// Completes when a key was taken out or brought back since the last call, so the sync
+    /// service tells the shared tier at once rather than at its next round.
+    pub async fn changed(&self) {
+        self.changed.notified().await
+    }
+
     /// Completes when a key has been disabled since the last call (a key disabled while nobody
     /// waits is remembered), so the prober can sleep while every key is in.
     pub async fn disabled(&self) {
@@ -296,7 +324,13 @@ impl KeyRegistry {
                     }
                     return Some(s.clone());
                 }
-                let s = Arc::new(KeyState::new(cluster, k, cfg, self.disabled.clone())?);
+                let s = Arc::new(KeyState::new(
+                    cluster,
+                    k,
+                    cfg,
+                    self.disabled.clone(),
+                    self.changed.clone(),
+                )?);
                 map.insert(id, s.clone());
                 Some(s)
             })

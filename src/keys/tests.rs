@@ -13,6 +13,7 @@ fn cfg(threshold: u32, with_probe: bool) -> ApiKeysConfig {
         conditions: Vec::<KeyCondition>::new(),
         default_cooldown: Duration::from_secs(60),
         max_retry_after: Duration::from_secs(3600),
+        scope: crate::config::Scope::Local,
         health_check: with_probe.then(|| crate::config::KeyHealthCheck {
             method: http::Method::GET,
             path: "/".into(),

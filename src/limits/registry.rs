@@ -1,17 +1,38 @@
-//! Limiters by cluster or route name, outliving snapshots.
+//! Limiters by cluster or route name, outliving snapshots. Whether a limit is local or shared
+//! is decided here, when a snapshot is built: shared when its `scope` is (the default with
+//! `shared`) and the config has a shared tier.
 
 use super::local::{LocalBudget, LocalClientLimit};
+use super::shared::{SharedBudget, SharedClientLimit};
 use super::{AdmissionQueue, ClientLimit, RequestBudget, RetryBudget};
-use crate::config::{ClientLimitConfig, QueueConfig, RateLimitConfig};
+use crate::config::{ClientLimitConfig, QueueConfig, RateLimitConfig, Scope};
+use crate::shared::Tier;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Notify;
 
-/// Budgets by cluster, with the (rate, burst) they were built with.
-type Budgets = HashMap<String, ((u32, u32), Arc<dyn RequestBudget>)>;
-/// Client limits by route, with the settings they were built with.
-type Clients = HashMap<String, (ClientLimitConfig, Arc<dyn ClientLimit>)>;
+/// What a limit was built from: its settings (the queue timeout aside) and the tier it uses.
+#[derive(PartialEq)]
+struct Shape<C> {
+    cfg: C,
+    /// The shared tier, by address; `None` for a local limit.
+    tier: Option<usize>,
+}
+
+/// Budgets by cluster, with what they were built from.
+type Budgets = HashMap<String, (Shape<RateLimitConfig>, Arc<dyn RequestBudget>)>;
+/// Client limits by route, with what they were built from.
+type Clients = HashMap<String, (Shape<ClientLimitConfig>, Arc<dyn ClientLimit>)>;
+
+/// The tier a limit of `scope` uses, if any.
+fn tier_for(scope: Scope, tier: Option<&Arc<Tier>>) -> Option<&Arc<Tier>> {
+    tier.filter(|_| scope == Scope::Shared)
+}
+
+fn addr(t: Option<&Arc<Tier>>) -> Option<usize> {
+    t.map(|t| Arc::as_ptr(t) as usize)
+}
 
 /// The limiters of every cluster and route, reused across reloads while their settings are
 /// equal; [`LimiterRegistry::retain`] forgets those of names no longer configured.
@@ -28,28 +49,65 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl LimiterRegistry {
-    /// The budget of `cluster`. The bucket is kept while the rate and burst are unchanged (the
-    /// queue timeout is read from the config in force).
-    pub fn budget(&self, cluster: &str, cfg: &RateLimitConfig) -> Arc<dyn RequestBudget> {
-        let shape = (cfg.requests_per_minute, cfg.burst);
+    /// The budget of `cluster`, shared through `tier` when its scope says so. The bucket is
+    /// kept while its rates, burst and tier are unchanged (the queue timeout is read from the
+    /// config in force).
+    pub fn budget(
+        &self,
+        cluster: &str,
+        cfg: &RateLimitConfig,
+        tier: Option<&Arc<Tier>>,
+    ) -> Arc<dyn RequestBudget> {
+        let tier = tier_for(cfg.scope, tier);
+        let shape = Shape {
+            cfg: RateLimitConfig {
+                queue_timeout: std::time::Duration::ZERO,
+                ..*cfg
+            },
+            tier: addr(tier),
+        };
         let mut map = lock(&self.budgets);
         if let Some((_, b)) = map.get(cluster).filter(|(s, _)| *s == shape) {
             return b.clone();
         }
-        let b: Arc<dyn RequestBudget> = Arc::new(LocalBudget::new(shape.0, shape.1));
+        let b: Arc<dyn RequestBudget> = match tier {
+            Some(t) => Arc::new(SharedBudget::new(t.clone(), cluster, cfg)),
+            None => Arc::new(LocalBudget::new(
+                cfg.requests_per_minute,
+                cfg.burst,
+                cfg.tokens_per_minute,
+            )),
+        };
         map.insert(cluster.to_string(), (shape, b.clone()));
         b
     }
 
-    /// The per-client limit of `route`, kept while its settings are unchanged.
-    pub fn client(&self, route: &str, cfg: &ClientLimitConfig) -> Arc<dyn ClientLimit> {
+    /// The per-client limit of `route` (shared through `tier` when its scope says so), kept
+    /// while its settings and tier are unchanged.
+    pub fn client(
+        &self,
+        route: &str,
+        cfg: &ClientLimitConfig,
+        tier: Option<&Arc<Tier>>,
+    ) -> Arc<dyn ClientLimit> {
+        let tier = tier_for(cfg.scope, tier);
+        let shape = Shape {
+            cfg: cfg.clone(),
+            tier: addr(tier),
+        };
         let mut map = lock(&self.clients);
-        if let Some((_, l)) = map.get(route).filter(|(c, _)| c == cfg) {
+        if let Some((_, l)) = map.get(route).filter(|(s, _)| *s == shape) {
             return l.clone();
         }
-        let l: Arc<dyn ClientLimit> =
-            Arc::new(LocalClientLimit::new(cfg.requests_per_minute, cfg.burst));
-        map.insert(route.to_string(), (cfg.clone(), l.clone()));
+        let l: Arc<dyn ClientLimit> = match tier {
+            Some(t) => Arc::new(SharedClientLimit::new(t.clone(), route, cfg)),
+            None => Arc::new(LocalClientLimit::new(
+                cfg.requests_per_minute,
+                cfg.burst,
+                cfg.tokens_per_minute,
+            )),
+        };
+        map.insert(route.to_string(), (shape, l.clone()));
         l
     }
 
@@ -98,21 +156,27 @@ mod tests {
     async fn a_reload_with_the_same_settings_keeps_the_bucket() {
         let reg = LimiterRegistry::default();
         let cfg = RateLimitConfig {
-            requests_per_minute: 60,
+            requests_per_minute: Some(60),
             burst: 3,
+            tokens_per_minute: None,
             queue_timeout: Duration::ZERO,
+            scope: Scope::Shared,
         };
-        let b = reg.budget("c", &cfg);
+        let b = reg.budget("c", &cfg, None);
         for _ in 0..3 {
-            assert!(b.take().await.is_ok());
+            assert!(b.take(0).await.is_ok());
         }
-        // No fresh burst.
-        let again = reg.budget("c", &cfg);
+        // No fresh burst, even with another queue timeout.
+        let slower = RateLimitConfig {
+            queue_timeout: Duration::from_secs(1),
+            ..cfg
+        };
+        let again = reg.budget("c", &slower, None);
         assert!(Arc::ptr_eq(&b, &again));
-        assert!(again.take().await.is_err());
+        assert!(again.take(0).await.is_err());
         // Other settings: a new bucket.
         let more = RateLimitConfig { burst: 4, ..cfg };
-        assert!(reg.budget("c", &more).take().await.is_ok());
+        assert!(reg.budget("c", &more, None).take(0).await.is_ok());
     }
 
     #[test]

@@ -67,6 +67,10 @@ pub async fn after_failure(
             .retry_after(respond::retry_after_secs(retry_after));
             return local(client, ctx, &e, request_id, &more).await;
         }
+        Some(Refusal::Unavailable { .. }) if f.last.is_none() => {
+            let e = super::spend::unavailable();
+            return local(client, ctx, &e, request_id, &more).await;
+        }
         Some(Refusal::Busy { .. }) if f.last.is_none() => {
             let e = JsonError::new(
                 503,

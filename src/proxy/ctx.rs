@@ -28,6 +28,8 @@ pub struct Ctx {
     pub(super) cache: Option<&'static str>,
     /// The client, resolved through `trusted_proxies`.
     pub(super) identity: super::identity::Identity,
+    /// Reads what the committed answer used, for token budgets (off unless one applies).
+    pub(super) meter: crate::tokens::Meter,
 }
 
 impl Ctx {
@@ -46,6 +48,7 @@ impl Ctx {
             request_id: None,
             cache: None,
             identity: Default::default(),
+            meter: crate::tokens::Meter::off(),
         }
     }
 }

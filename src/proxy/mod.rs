@@ -14,6 +14,7 @@
 //! | the upstream request header | `forward.rs` |
 //! | the header per cluster (`Host`, path, credentials, key) | `rewrite.rs` |
 //! | where each try goes | `pick.rs` |
+//! | token budgets: the estimate, the client's reservation, settling | `spend.rs` |
 //! | the tries, their budget, backoff and hedges | `tries.rs`, `running.rs`, `retry.rs` (the retry table) |
 //! | breaker feedback | `verdict.rs` |
 //! | relay of the committed try | `relay.rs` |
@@ -43,6 +44,7 @@ mod resume;
 mod retry;
 mod rewrite;
 mod running;
+mod spend;
 mod stages;
 mod tries;
 mod verdict;
@@ -138,14 +140,23 @@ impl Switchyard {
         else {
             return Ok(());
         };
+        let Some(mut spend) = self
+            .reserve_tokens(client, ctx, &snap, route, &body, &rid)
+            .await?
+        else {
+            return Ok(());
+        };
+        // The client's body, or the one that asks the stream for its usage.
+        let sent = spend.sent.take();
         let request = stages::Upstream {
             snap: &snap,
             route,
-            body: &body,
+            body: sent.as_ref().unwrap_or(&body),
             request_id: &rid,
             deadline,
         };
-        self.upstream(client, ctx, request, pass.as_mut()).await
+        self.upstream(client, ctx, request, pass.as_mut(), spend)
+            .await
     }
 }
 

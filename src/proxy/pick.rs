@@ -10,7 +10,11 @@
 //! - if peers are only busy (`max_inflight`), the request waits in the cluster's admission queue,
 //!   in arrival order, up to the queue timeout;
 //! - if clusters are only over budget, it waits for the budget up to `rate_limit.queue_timeout`;
+//! - if a shared budget could not be decided (`shared.on_error: deny`), it is refused with 503;
 //! - otherwise there is no peer for it.
+//!
+//! A budget that counts tokens is charged the request's estimate with each try; the try carries
+//! the [`Reservation`] to be settled with what its answer used.
 //!
 //! A hedge never waits and never goes to a peer already tried. The place under `max_inflight` is
 //! reserved by the pick itself (a compare-and-swap on the peer's in-flight count) and held
@@ -20,9 +24,10 @@
 //! clusters it must not go back to, and the API keys (never sent twice to the same cluster).
 
 use super::retry::Again;
+use super::spend;
 use super::verdict::Ticket;
 use crate::config::OtherCluster;
-use crate::limits::QueueSlot;
+use crate::limits::{Counted, QueueSlot, Refused, Reservation};
 use crate::metrics::Metrics;
 use crate::peer::InflightGuard;
 use crate::snapshot::{Cluster, Peer, Route, Snapshot};
@@ -38,6 +43,8 @@ pub struct Admitted<'a> {
     pub ticket: Ticket<'a>,
     /// The try's place among the peer's requests in flight.
     pub inflight: InflightGuard,
+    /// The tokens taken from the cluster's token budget for this try, if it has one.
+    pub reservation: Option<Reservation>,
 }
 
 /// Why no try could be started.
@@ -52,6 +59,9 @@ pub enum Refusal {
     },
     /// Every candidate peer is at `max_inflight`, and the queue is full or the wait timed out.
     Busy { cluster: usize },
+    /// A candidate cluster's shared budget could not be decided (`shared.on_error: deny`), and
+    /// no other cluster could take the request.
+    Unavailable { cluster: usize },
 }
 
 /// What the try loop asks of a pick.
@@ -84,6 +94,8 @@ pub struct Picker<'a> {
     again: bool,
     /// (cluster, key) pairs used.
     tried_keys: Vec<(usize, usize)>,
+    /// Tokens the request is expected to use, taken from token budgets with each try.
+    tokens: u64,
 }
 
 enum Found {
@@ -114,7 +126,14 @@ impl<'a> Picker<'a> {
             visited: Vec::with_capacity(2),
             again: false,
             tried_keys: Vec::new(),
+            tokens: 0,
         }
+    }
+
+    /// The request is expected to use `tokens` tokens (charged to the budgets that count them).
+    pub fn with_tokens(mut self, tokens: u64) -> Self {
+        self.tokens = tokens;
+        self
     }
 
     /// The cluster and peer at these indices.
@@ -231,7 +250,8 @@ impl<'a> Picker<'a> {
         let metrics = self.metrics;
         let mut skip: Vec<usize> = Vec::new();
         let mut over_budget: Option<(usize, Duration)> = None;
-        let mut prepaid: Option<usize> = None;
+        let mut unavailable: Option<usize> = None;
+        let mut prepaid: Option<(usize, Counted)> = None;
         let mut queued: Option<(usize, QueueSlot<'a>, Instant)> = None;
         loop {
             let queued_in = queued.as_ref().map(|q| q.0);
@@ -260,21 +280,27 @@ impl<'a> Picker<'a> {
                         }
                         None => None,
                     };
-                    if let Some(budget) = &cluster.budget {
-                        if prepaid != Some(ci) {
-                            if let Err(wait) = budget.take().await {
-                                skip.push(ci);
-                                over_budget.get_or_insert((ci, wait));
-                                continue;
+                    let charge = spend::charge(snap, metrics, ci, self.tokens, prepaid.take());
+                    let reservation = match charge.await {
+                        Ok(r) => r,
+                        Err(refused) => {
+                            skip.push(ci);
+                            match refused {
+                                Refused::Over(wait) => _ = over_budget.get_or_insert((ci, wait)),
+                                Refused::Unavailable => _ = unavailable.get_or_insert(ci),
                             }
+                            continue;
                         }
-                    }
+                    };
                     if !self.tried.contains(&(ci, pi)) {
                         self.tried.push((ci, pi));
                     }
                     let Some(ticket) = Ticket::acquire(cluster, &cluster.peers[pi], metrics) else {
                         // The breaker refused: this peer is out for this request.
                         self.spent.push((ci, pi));
+                        if let Some(r) = reservation {
+                            r.settle(0);
+                        }
                         continue;
                     };
                     if let Some(k) = key {
@@ -296,17 +322,25 @@ impl<'a> Picker<'a> {
                         key,
                         ticket,
                         inflight,
+                        reservation,
                     });
                 }
                 Found::Busy(ci) if ask.hedge => return Err(Refusal::Busy { cluster: ci }),
                 Found::Busy(ci) => self.queue(ci, &mut queued, deadline).await?,
                 Found::None => {
                     let Some((ci, wait)) = over_budget.take() else {
-                        return Err(Refusal::NoPeer);
+                        return Err(match unavailable {
+                            Some(cluster) => Refusal::Unavailable { cluster },
+                            None => Refusal::NoPeer,
+                        });
                     };
-                    if !ask.hedge && self.wait_for_budget(ci, wait, deadline).await {
+                    let waited = match ask.hedge {
+                        true => None,
+                        false => self.wait_for_budget(ci, wait, deadline).await,
+                    };
+                    if let Some(counted) = waited {
                         skip.retain(|c| *c != ci);
-                        prepaid = Some(ci);
+                        prepaid = Some((ci, counted));
                         continue;
                     }
                     return Err(Refusal::OverBudget {
@@ -364,7 +398,12 @@ impl<'a> Picker<'a> {
 
     /// Every cluster is over budget: wait for `ci`'s (free again in `wait`) if its
     /// `rate_limit.queue_timeout` allows; `true` when the budget was taken.
-    async fn wait_for_budget(&self, ci: usize, wait: Duration, deadline: Instant) -> bool {
+    async fn wait_for_budget(
+        &self,
+        ci: usize,
+        wait: Duration,
+        deadline: Instant,
+    ) -> Option<Counted> {
         let cluster = &self.snap.clusters[ci];
         let name = cluster.cfg.name.as_str();
         let limit = cluster
@@ -374,18 +413,18 @@ impl<'a> Picker<'a> {
             .min(deadline.saturating_duration_since(Instant::now()));
         if let Some(b) = cluster.budget.as_ref().filter(|_| wait <= limit) {
             let started = Instant::now();
-            if b.wait(limit).await {
+            if let Some(counted) = b.wait(self.tokens, limit).await {
                 self.metrics
                     .queue_wait
                     .with_label_values(&[name])
                     .observe(started.elapsed().as_secs_f64());
-                return true;
+                return Some(counted);
             }
         }
         self.metrics
             .rate_limited
             .with_label_values(&["upstream", name])
             .inc();
-        false
+        None
     }
 }

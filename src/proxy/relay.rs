@@ -12,12 +12,16 @@
 //! break (a reset, a stall past `idle`, an error event, an end before the answer finished) is
 //! returned as [`RelayEnd::Broken`] with nothing written, so the caller can continue the stream
 //! elsewhere; [`continuation`] then relays the continuation into the same response.
+//!
+//! A [`Meter`] reads what the answer used as it passes (for token budgets), and may leave out a
+//! stream's usage chunk that switchyard asked for; the cache tee records what the client gets.
 
 use super::resume::Transcript;
 use crate::cache::Pass;
 use crate::downstream::Downstream;
 use crate::respond::{is_sse, sse_error_event};
-use crate::sse;
+use crate::sse::{self, Disposition};
+use crate::tokens::Meter;
 use crate::upstream::{timeout_at, Ready};
 use bytes::{Bytes, BytesMut};
 use std::time::Duration;
@@ -85,28 +89,35 @@ struct Events<'t> {
     transcript: Option<&'t mut Transcript>,
     /// A continuation: events are rewritten by the transcript instead of forwarded as they came.
     rewrite: bool,
+    /// Reads the answer's usage; says which events to leave out.
+    meter: &'t mut Meter,
 }
 
 impl Events<'_> {
     /// Frame `chunk`: the bytes to write now, and whether an error event stopped the stream
     /// (only with a transcript; otherwise error events pass like any other).
     fn push(&mut self, chunk: Bytes) -> (Option<Bytes>, bool) {
+        let meter = &mut *self.meter;
         let Some(t) = self.transcript.as_deref_mut() else {
-            return (self.framer.push(chunk, |_| {}), false);
+            return (self.framer.push_with(chunk, |ev| meter.event(ev)), false);
         };
         if !self.rewrite {
-            return self.framer.push_until(chunk, |ev| {
-                let go_on = !ev.is_error();
-                if go_on {
-                    t.observe(ev);
+            return self.framer.push_events(chunk, |ev| {
+                if ev.is_error() {
+                    return Disposition::Stop;
                 }
-                go_on
+                if !meter.event(ev) {
+                    return Disposition::Drop;
+                }
+                t.observe(ev);
+                Disposition::Forward
             });
         }
         let mut out = BytesMut::new();
         let (raw, stop) = self.framer.push_until(chunk, |ev| {
             let go_on = !ev.is_error();
-            if let Some(b) = t.rewrite(ev).filter(|_| go_on) {
+            let keep = go_on && meter.event(ev);
+            if let Some(b) = t.rewrite(ev).filter(|_| keep) {
                 out.extend_from_slice(&b);
             }
             go_on
@@ -157,14 +168,14 @@ impl Events<'_> {
 /// On a cached route `tee` records the answer (and marks it with `x-cache-status`); while it is
 /// recording, the upstream is read to its end even if the client leaves, so the answer can still
 /// be stored and handed to coalesced requests. With a `transcript` (routes with `resume`), an
-/// SSE stream's break is returned as [`RelayEnd::Broken`].
+/// SSE stream's break is returned as [`RelayEnd::Broken`]. `meter` reads the tokens it used.
 pub async fn relay(
     client: &mut impl Downstream,
     mut ready: Ready,
     timing: (Duration, Instant),
     request_id: &str,
-    mut tee: Option<&mut Pass<'_>>,
-    transcript: Option<&mut Transcript>,
+    (mut tee, transcript): (Option<&mut Pass<'_>>, Option<&mut Transcript>),
+    meter: &mut Meter,
 ) -> RelayEnd {
     let mut header = std::mem::replace(
         &mut ready.header,
@@ -176,11 +187,17 @@ pub async fn relay(
     }
     for_client(&mut header, client.req_header().version);
     let _ = header.insert_header("x-request-id", request_id);
-    let events = is_sse(&header.headers).then(|| Events {
-        framer: sse::Framer::new(),
-        transcript,
-        rewrite: false,
-    });
+    let (events, body_meter) = if is_sse(&header.headers) {
+        let events = Events {
+            framer: sse::Framer::new(),
+            transcript,
+            rewrite: false,
+            meter,
+        };
+        (Some(events), None)
+    } else {
+        (None, Some(meter))
+    };
     let header_only = ready.done && ready.first.is_none();
     if let (true, Some(t)) = (header_only, tee.as_deref_mut()) {
         t.end(true).await;
@@ -194,7 +211,12 @@ pub async fn relay(
             RelayEnd::Complete
         };
     }
-    pump(client, ready, timing, request_id, tee, events, client_gone).await
+    let out = Out {
+        tee,
+        events,
+        body_meter,
+    };
+    pump(client, ready, timing, request_id, out, client_gone).await
 }
 
 /// Relay a continuation of a broken stream into the response already started: its header is not
@@ -206,6 +228,7 @@ pub async fn continuation(
     timing: (Duration, Instant),
     request_id: &str,
     transcript: &mut Transcript,
+    meter: &mut Meter,
 ) -> RelayEnd {
     if !is_sse(&ready.header.headers) {
         ready.abandon().await;
@@ -215,8 +238,24 @@ pub async fn continuation(
         framer: sse::Framer::new(),
         transcript: Some(transcript),
         rewrite: true,
+        meter,
     };
-    pump(client, ready, timing, request_id, None, Some(events), false).await
+    let out = Out {
+        tee: None,
+        events: Some(events),
+        body_meter: None,
+    };
+    pump(client, ready, timing, request_id, out, false).await
+}
+
+/// Where the bytes of a body go on their way to the client.
+struct Out<'p, 'c, 'e, 'm> {
+    /// The cache's recording (it gets what the client gets).
+    tee: Option<&'p mut Pass<'c>>,
+    /// The framing of an SSE stream.
+    events: Option<Events<'e>>,
+    /// The meter of a body that is not a stream.
+    body_meter: Option<&'m mut Meter>,
 }
 
 /// The body of `ready`, chunk by chunk, until it ends, breaks or the client leaves.
@@ -225,10 +264,14 @@ async fn pump(
     mut ready: Ready,
     (idle, deadline): (Duration, Instant),
     request_id: &str,
-    mut tee: Option<&mut Pass<'_>>,
-    mut events: Option<Events<'_>>,
+    out: Out<'_, '_, '_, '_>,
     mut client_gone: bool,
 ) -> RelayEnd {
+    let Out {
+        mut tee,
+        mut events,
+        mut body_meter,
+    } = out;
     let mut next = ready.first.take().map(|first| (Some(first), ready.done));
     loop {
         if client_gone && !tee.as_deref().is_some_and(|t| t.recording()) {
@@ -268,13 +311,18 @@ async fn pump(
                 (chunk, end)
             }
         };
-        if let (Some(t), Some(c)) = (tee.as_deref_mut(), &chunk) {
-            t.chunk(c);
+        if let (Some(m), Some(c)) = (body_meter.as_deref_mut(), &chunk) {
+            m.body(c);
         }
         let (out, broken) = match events.as_mut() {
             None => (chunk, None),
             Some(e) => e.frame(chunk, end),
         };
+        // What the client gets is what is stored and handed to coalesced requests (without a
+        // usage chunk it did not ask for).
+        if let (Some(t), Some(c)) = (tee.as_deref_mut(), &out) {
+            t.chunk(c);
+        }
         if let Some(t) = tee.as_deref_mut() {
             // Stored before the client gets the last bytes, so its next request finds it.
             if end || broken.is_some() {

@@ -6,6 +6,7 @@
 
 use super::pick::Admitted;
 use super::verdict::Ticket;
+use crate::limits::Reservation;
 use crate::peer::InflightGuard;
 use crate::upstream::{try_once, Ready, Target, TryError, TryRequest};
 use bytes::Bytes;
@@ -34,6 +35,9 @@ pub struct Running<'a> {
     pub hedge: bool,
     /// Held while the peer works on it.
     pub work: Work<'a>,
+    /// The tokens taken from the cluster's token budget for it. Dropped unsettled (a hedge
+    /// that lost), its estimate stays charged: the provider may have generated and billed it.
+    pub reservation: Option<Reservation>,
 }
 
 /// What a try holds while its peer works on it.
@@ -56,6 +60,7 @@ impl<'a> Running<'a> {
                 _inflight: a.inflight,
                 _gauge: GaugeGuard::new(gauge),
             },
+            reservation: a.reservation,
         }
     }
 }

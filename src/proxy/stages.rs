@@ -8,11 +8,13 @@ use super::forward::{self, Forward};
 use super::pick::Picker;
 use super::relay::{self, RelayEnd};
 use super::resume::{self, Transcript};
+use super::spend::{self, Spend};
 use super::tries::{Committed, Outcome, Tries};
 use super::{answer, path, request, Switchyard};
 use crate::body::RequestBody;
 use crate::cache::{self, Pass};
 use crate::downstream::Downstream;
+use crate::limits::Refused;
 use crate::respond::{self, JsonError};
 use crate::snapshot::{Route, Snapshot};
 use pingora::{Error, ErrorType, Result};
@@ -83,7 +85,7 @@ impl Switchyard {
     }
 
     /// The route's per-client limit, before any work is spent on the request: `false` when this
-    /// client is over it (and was answered 429).
+    /// client is over it (and was answered 429; 503 when a shared limit could not decide).
     pub(super) async fn admit_client(
         &self,
         client: &mut impl Downstream,
@@ -99,16 +101,19 @@ impl Switchyard {
             return Ok(true);
         };
         let key = request::sticky_hash(client, &cfg.key, ctx.identity.client).unwrap_or(0);
-        let Err(wait) = limiter.check(key).await else {
-            return Ok(true);
+        let e = match limiter.check(key).await {
+            Ok(_) => return Ok(true),
+            Err(Refused::Over(wait)) => {
+                let msg = "too many requests from this client; retry later";
+                JsonError::new(429, "rate_limited", msg)
+                    .retry_after(respond::retry_after_secs(wait))
+            }
+            Err(Refused::Unavailable) => spend::unavailable(),
         };
         self.metrics
             .rate_limited
             .with_label_values(&["client", route.cfg.name.as_str()])
             .inc();
-        let msg = "too many requests from this client; retry later";
-        let e =
-            JsonError::new(429, "rate_limited", msg).retry_after(respond::retry_after_secs(wait));
         answer::local(client, ctx, &e, rid, &[])
             .await
             .map(|()| false)
@@ -211,6 +216,7 @@ impl Switchyard {
         ctx: &mut Ctx,
         up: Upstream<'_>,
         pass: Option<&mut Pass<'_>>,
+        mut spend: Spend,
     ) -> Result<()> {
         let Upstream {
             snap,
@@ -244,7 +250,8 @@ impl Switchyard {
         let tries = Tries {
             snap,
             route,
-            picker: Picker::new(snap, route, first, sticky.unwrap_or(0), &self.metrics),
+            picker: Picker::new(snap, route, first, sticky.unwrap_or(0), &self.metrics)
+                .with_tokens(spend.estimate),
             forward: &forward,
             body,
             stream,
@@ -252,9 +259,10 @@ impl Switchyard {
             connector: &self.connector,
             metrics: &self.metrics,
         };
-        let c = match tries.run(ctx).await? {
+        let mut c = match tries.run(ctx).await? {
             Outcome::Committed(c) => c,
             Outcome::Failed { last, refusal } => {
+                spend.settle(0);
                 let f = answer::Failure {
                     route,
                     last,
@@ -265,7 +273,16 @@ impl Switchyard {
                 return answer::after_failure(client, ctx, f, request_id, &self.metrics).await;
             }
         };
+        let reservation = c.reservation.take();
+        ctx.meter = spend.meter();
         let end = self.relay_committed(client, ctx, up, c, pass).await;
+        if spend.on {
+            let used = ctx.meter.used();
+            if let Some(r) = reservation {
+                r.settle(used);
+            }
+            spend.settle(used);
+        }
         match end {
             RelayEnd::Complete | RelayEnd::UpstreamFailedSse | RelayEnd::Broken(_) => Ok(()),
             RelayEnd::ClientGone => {
@@ -312,8 +329,8 @@ impl Switchyard {
                 c.ready,
                 timing,
                 request_id,
-                pass,
-                transcript.as_mut(),
+                (pass, transcript.as_mut()),
+                &mut ctx.meter,
             );
             let end = end.await;
             c.ticket.committed(status, end);

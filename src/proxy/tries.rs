@@ -14,6 +14,7 @@ use super::running::{Launch, Running, TryFuture, Work};
 use super::verdict::Ticket;
 use crate::body::RequestBody;
 use crate::keys;
+use crate::limits::Reservation;
 use crate::metrics::Metrics;
 use crate::snapshot::{Route, Snapshot};
 use crate::upstream::{Ready, TryError};
@@ -40,6 +41,8 @@ pub struct Committed<'a> {
     pub ready: Ready,
     /// The breaker's admission, to be given back with the relay's outcome.
     pub ticket: Ticket<'a>,
+    /// The tokens taken from the cluster's token budget, to settle when the answer ends.
+    pub reservation: Option<Reservation>,
     _work: Option<Work<'a>>,
 }
 
@@ -140,6 +143,7 @@ impl<'a> Tries<'a> {
             return Ok(Outcome::Committed(Committed {
                 ready,
                 ticket,
+                reservation: None,
                 _work: None,
             }));
         }
@@ -274,6 +278,10 @@ impl<'a> Tries<'a> {
                     self.hedge_outcome("failed");
                 }
                 drop(run.ticket);
+                // The provider refused the key: nothing was generated.
+                if let Some(r) = run.reservation {
+                    r.settle(0);
+                }
                 self.picker.key_rejected(run.cluster, run.peer);
                 ready.abandon().await;
                 self.note(f, run.cluster, run.peer, TryError::KeyRejected(status));
@@ -315,6 +323,13 @@ impl<'a> Tries<'a> {
             self.hedge_outcome("failed");
         }
         run.ticket.try_failed(e);
+        // A try that timed out or was cut may still have been generated (and billed): its
+        // estimate stays charged; the others are given back.
+        if let Some(r) = run.reservation {
+            if !matches!(e, TryError::FirstByteTimeout | TryError::Reset) {
+                r.settle(0);
+            }
+        }
         self.note(f, run.cluster, run.peer, e);
     }
 
@@ -333,6 +348,7 @@ impl<'a> Tries<'a> {
         Outcome::Committed(Committed {
             ready,
             ticket: run.ticket,
+            reservation: run.reservation,
             _work: Some(run.work),
         })
     }

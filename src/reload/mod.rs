@@ -19,7 +19,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 /// Hex SHA-256 of the config, shown in `/status` so operators can tell what is loaded. Secrets
-/// are left out (`admin.token` and every `api_keys.keys`): the digest is shown without
+/// are left out (`admin.token`, every `api_keys.keys` and the password in `shared.redis`): the digest is shown without
 /// authentication, and a hash of a text holding a low-entropy secret is an oracle for it. The
 /// digest is of the parsed document, so comments and layout do not change it; a text that does
 /// not parse is digested as it is (it is never loaded).
@@ -39,6 +39,11 @@ fn redact(v: &mut serde_yaml::Value) {
     let secret = serde_yaml::Value::String("<secret>".into());
     if let Some(t) = v.get_mut("admin").and_then(|a| a.get_mut("token")) {
         *t = secret.clone();
+    }
+    if let Some(r) = v.get_mut("shared").and_then(|s| s.get_mut("redis")) {
+        if let Some(url) = r.as_str() {
+            *r = serde_yaml::Value::String(crate::config::redact_url(url));
+        }
     }
     if let Some(clusters) = v.get_mut("clusters").and_then(|c| c.as_mapping_mut()) {
         for (_, c) in clusters.iter_mut() {
@@ -299,6 +304,10 @@ mod tests {
             a,
             digest(&with("aaaaaaaaaaaaaaaaaaaa", "sk-1").replace("peers: []", "peers: [x]"))
         );
+        // Nor the password of the shared tier; its host is.
+        let shared = |url: &str| digest(&format!("shared: {{ redis: \"{url}\" }}\n"));
+        assert_eq!(shared("redis://:pw1@h:1/0"), shared("redis://:pw2@h:1/0"));
+        assert_ne!(shared("redis://:pw1@h:1/0"), shared("redis://:pw1@h:2/0"));
         // Comments and layout are not the config.
         assert_eq!(a, digest(&format!("# hi\n{}", with("c", "d"))));
     }

@@ -2,6 +2,12 @@
 //! managers that replace the file by a rename are caught too, because the directory is watched,
 //! not the file). `POST /reload` on the admin listener is the third trigger (see `admin`).
 //!
+//! Any change in the directory counts, not only events that name the file: a Kubernetes
+//! ConfigMap volume updates by swapping its `..data` symlink to a new `..<timestamp>` directory,
+//! and the file (a symlink through `..data`) is never named by an event. After the debounce the
+//! file's resolved content is compared with the config in force, so unrelated files cost a read
+//! and a digest, never a reload.
+//!
 //! Every trigger ends in [`Reloader::reload`]: the file is parsed and validated away from the
 //! request path and swapped in with one store, or rejected with the old config still serving.
 //!
@@ -23,6 +29,8 @@ use tokio::sync::mpsc;
 
 /// Quiet time after the last file event before reloading (editors write in several steps).
 const DEBOUNCE: Duration = Duration::from_millis(250);
+/// Longest wait for that quiet time: the file's content is compared then in any case.
+const MAX_DEBOUNCE: Duration = Duration::from_secs(2);
 
 pub struct ReloadTriggers {
     pub reloader: Arc<Reloader>,
@@ -60,8 +68,15 @@ impl BackgroundService for ReloadTriggers {
                     }
                 }
                 Some(()) = file_events.recv() => {
-                    // Debounce: wait until the file has been quiet for a moment.
-                    while let Ok(Some(())) = tokio::time::timeout(DEBOUNCE, file_events.recv()).await {}
+                    // Debounce: wait until the directory has been quiet for a moment, but not
+                    // forever (another file there may be written all the time).
+                    let until = tokio::time::Instant::now() + MAX_DEBOUNCE;
+                    while tokio::time::Instant::now() < until {
+                        match tokio::time::timeout(DEBOUNCE, file_events.recv()).await {
+                            Ok(Some(())) => {}
+                            _ => break,
+                        }
+                    }
                     if self.reloader.config_file_changed() {
                         log::info!("config file changed: reloading");
                         let _ = self.reloader.reload().await;
@@ -116,16 +131,17 @@ async fn recv_signal(s: &mut Option<tokio::signal::unix::Signal>) -> Option<()> 
     }
 }
 
-/// Watch the config file's directory and send a tick for every event that names the file.
+/// Watch the config file's directory and send a tick for every change in it (the caller
+/// compares the file's content before reloading).
 fn watch(path: &Path, tx: mpsc::Sender<()>) -> Option<notify::RecommendedWatcher> {
-    let file_name = path.file_name()?.to_owned();
+    path.file_name()?;
     let dir: PathBuf = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     };
     let handler = move |res: notify::Result<notify::Event>| {
         if let Ok(ev) = res {
-            if ev.paths.iter().any(|p| p.file_name() == Some(&file_name)) {
+            if !matches!(ev.kind, notify::EventKind::Access(_)) {
                 // A full channel already holds a pending tick: nothing is lost.
                 let _ = tx.try_send(());
             }

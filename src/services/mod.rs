@@ -5,6 +5,7 @@
 //! |---|---|
 //! | [`health::HealthChecker`] | active health checks of every peer of a checked cluster |
 //! | [`key_probe::KeyProber`] | probes disabled API keys until they pass again |
+//! | [`key_sync::KeySync`] | shares API-key state with the other instances through the shared tier |
 //! | [`resolver::NameResolver`] | resolves peers given by DNS name, and installs new address sets |
 //! | [`warm::Warmer`] | sends each cached route's warm-up requests at start and after reloads |
 //!
@@ -12,6 +13,7 @@
 
 pub mod health;
 pub mod key_probe;
+pub mod key_sync;
 pub mod probe;
 pub mod resolver;
 pub mod warm;

@@ -36,6 +36,9 @@ pub(crate) struct Answer {
     pub prompt_tokens: usize,
     pub request_bytes: usize,
     pub request_sha256: String,
+    /// A stream sends its usage in a chunk of its own (`usage_when_asked` and the request asked);
+    /// `false` with `usage_when_asked` and no ask: no usage at all.
+    pub usage_chunk: Option<bool>,
 }
 
 impl Answer {

@@ -66,6 +66,10 @@ pub struct SimConfig {
     pub chaos: Option<Chaos>,
     /// Append one line per model request arrival to this file (default none).
     pub arrivals_log: Option<PathBuf>,
+    /// Streams report their usage only when asked (`stream_options.include_usage`), in a chunk of
+    /// their own with no choices, as OpenAI does; off (the default), the last chunk always
+    /// carries it, as some servers do.
+    pub usage_when_asked: bool,
 }
 
 impl Default for SimConfig {
@@ -80,6 +84,7 @@ impl Default for SimConfig {
             health_status: 200,
             chaos: None,
             arrivals_log: None,
+            usage_when_asked: false,
         }
     }
 }
@@ -185,6 +190,7 @@ impl SimArgs {
                 slow: self.chaos_slow,
             }),
             arrivals_log: self.arrivals_log,
+            usage_when_asked: false,
         };
         Ok((self.listen, cfg))
     }

@@ -238,6 +238,12 @@ async fn model_request(
         prompt_tokens: prompt_tokens(&json),
         request_bytes: body.len(),
         request_sha256: hex(&Sha256::digest(&body)),
+        usage_chunk: shared.cfg.usage_when_asked.then(|| {
+            json.get("stream_options")
+                .and_then(|o| o.get("include_usage"))
+                .and_then(Value::as_bool)
+                .unwrap_or(false)
+        }),
     };
 
     let streamed = json.get("stream").and_then(Value::as_bool).unwrap_or(false);

@@ -34,6 +34,7 @@ enum Cut {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Next {
     Token(usize),
+    Usage,
     Done,
     End,
 }
@@ -98,6 +99,15 @@ impl SseState {
     async fn step(&mut self) -> Option<Result<Bytes, BodyAbort>> {
         match self.next {
             Next::End => None,
+            Next::Usage => {
+                self.next = Next::Done;
+                let mut chunk = self.chunk(Value::Null);
+                if let Value::Object(map) = &mut chunk {
+                    map.insert("choices".into(), json!([]));
+                    map.insert("usage".into(), self.answer.usage(self.tokens));
+                }
+                Some(Ok(event(&chunk)))
+            }
             Next::Done => {
                 self.next = Next::End;
                 self.guard.finish();
@@ -129,7 +139,10 @@ impl SseState {
                     self.next = Next::Token(k + 1);
                     Some(Ok(event(&self.token_chunk(k))))
                 } else {
-                    self.next = Next::Done;
+                    self.next = match self.answer.usage_chunk {
+                        Some(true) => Next::Usage,
+                        _ => Next::Done,
+                    };
                     Some(Ok(event(&self.final_chunk())))
                 }
             }
@@ -158,7 +171,11 @@ impl SseState {
         };
         let mut chunk = self.chunk(choice);
         if let Value::Object(map) = &mut chunk {
-            map.insert("usage".into(), self.answer.usage(self.tokens));
+            let usage = match self.answer.usage_chunk {
+                None => self.answer.usage(self.tokens),
+                Some(_) => Value::Null,
+            };
+            map.insert("usage".into(), usage);
             map.insert("request_bytes".into(), self.answer.request_bytes.into());
             map.insert(
                 "request_sha256".into(),

@@ -10,6 +10,7 @@ use crate::keys::{KeyId, KeyPool};
 use crate::limits::{AdmissionQueue, RequestBudget};
 use crate::metrics::Metrics;
 use crate::peer::{Health, InflightGuard, PeerId, PeerState};
+use crate::shared::Tier;
 use crate::upstream::{Target, TlsClient};
 use http::HeaderValue;
 use prometheus::{Histogram, IntGauge};
@@ -95,6 +96,7 @@ impl Cluster {
         c: &ClusterConfig,
         state: &Registries,
         metrics: &Metrics,
+        shared: Option<&Arc<Tier>>,
         kept: &mut Kept,
     ) -> Cluster {
         let tls = match &c.tls {
@@ -156,7 +158,7 @@ impl Cluster {
             budget: c
                 .rate_limit
                 .as_ref()
-                .map(|r| state.limiters.budget(&c.name, r)),
+                .map(|r| state.limiters.budget(&c.name, r, shared)),
             queue,
             ejection: state.peers.cluster_ejection(&c.name),
             balancer: Balancer::new(c.balance, &weights),

@@ -22,6 +22,7 @@ pub use route::Route;
 
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::shared::Tier;
 use arc_swap::ArcSwap;
 use http::Method;
 use std::collections::HashSet;
@@ -41,6 +42,8 @@ pub struct Snapshot {
     pub routes: Vec<Route>,
     /// Clusters in config order (sorted by name); routes refer to them by index.
     pub clusters: Vec<Cluster>,
+    /// The shared tier (`shared`), when the config has one.
+    pub shared: Option<Arc<Tier>>,
 }
 
 impl Snapshot {
@@ -55,15 +58,16 @@ impl Snapshot {
         metrics: &Metrics,
     ) -> Snapshot {
         let mut kept = cluster::Kept::default();
+        let shared = state.shared.get(config.shared.as_ref(), metrics);
         let clusters: Vec<Cluster> = config
             .clusters
             .iter()
-            .map(|c| Cluster::build(c, state, metrics, &mut kept))
+            .map(|c| Cluster::build(c, state, metrics, shared.as_ref(), &mut kept))
             .collect();
         let routes: Vec<Route> = config
             .routes
             .iter()
-            .map(|r| Route::build(r, state, metrics))
+            .map(|r| Route::build(r, state, metrics, shared.as_ref()))
             .collect();
         for gone in state.peers.retain(&kept.peers) {
             metrics.forget_peer(&gone.cluster, &gone.name);
@@ -93,6 +97,7 @@ impl Snapshot {
             config,
             routes,
             clusters,
+            shared,
         }
     }
 

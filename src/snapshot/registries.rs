@@ -5,10 +5,11 @@ use crate::dns::NameRegistry;
 use crate::keys::KeyRegistry;
 use crate::limits::LimiterRegistry;
 use crate::peer::PeerRegistry;
+use crate::shared::SharedTiers;
 use crate::upstream::TlsClients;
 
 /// State that outlives snapshots: peers, the address sets behind named peers, API keys, limiters
-/// (with the routes' retry budgets), caches and the clusters' TLS clients. A snapshot takes what
+/// (with the routes' retry budgets), caches, the clusters' TLS clients and the shared tier. A snapshot takes what
 /// it needs from here when it is built, so a reload keeps what was learned.
 #[derive(Default)]
 pub struct Registries {
@@ -18,4 +19,5 @@ pub struct Registries {
     pub limiters: LimiterRegistry,
     pub caches: Caches,
     pub tls: TlsClients,
+    pub shared: SharedTiers,
 }

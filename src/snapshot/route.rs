@@ -5,6 +5,7 @@ use crate::cache::RouteCache;
 use crate::config::RouteConfig;
 use crate::limits::{ClientLimit, RetryBudget};
 use crate::metrics::Metrics;
+use crate::shared::Tier;
 use crate::split::Split;
 use http::Method;
 use prometheus::{Histogram, IntGauge};
@@ -36,7 +37,12 @@ pub struct Route {
 
 impl Route {
     /// Build `r` from its config, taking its limiter, retry budget and cache from `state`.
-    pub(super) fn build(r: &RouteConfig, state: &Registries, metrics: &Metrics) -> Route {
+    pub(super) fn build(
+        r: &RouteConfig,
+        state: &Registries,
+        metrics: &Metrics,
+        shared: Option<&Arc<Tier>>,
+    ) -> Route {
         let weights: Vec<u32> = r.split.iter().map(|t| t.weight).collect();
         let mut by_weight: Vec<(u32, usize)> =
             r.split.iter().map(|t| (t.weight, t.cluster)).collect();
@@ -51,12 +57,12 @@ impl Route {
             client_limit: r
                 .client_limit
                 .as_ref()
-                .map(|l| state.limiters.client(name, l)),
+                .map(|l| state.limiters.client(name, l, shared)),
             retry_budget: state.limiters.retry_budget(name, r.retry.budget.window),
             cache: r
                 .cache
                 .as_ref()
-                .map(|c| state.caches.route(name, c, metrics)),
+                .map(|c| state.caches.route(name, c, metrics, shared)),
             answer_statuses: r.retry.on.answer_statuses(),
             cfg: r.clone(),
         }

@@ -101,3 +101,23 @@ fn a_huge_event_gives_up_framing_and_loses_nothing() {
     assert_eq!(out, format!("data: 1\n\n{first}\n\ndata: 2\n\n"));
     assert!(!f.at_boundary());
 }
+
+#[test]
+fn dropped_events_are_left_out_wherever_the_chunks_end() {
+    let text = "data: 1\n\ndata: {\"usage\":2}\n\ndata: 3\n\ndata: [DONE]\n\n";
+    for cut in 0..text.len() {
+        let mut f = Framer::new();
+        let mut out = String::new();
+        for part in [&text[..cut], &text[cut..]] {
+            let keep = |ev: &Event<'_>| !ev.data.starts_with(b"{\"usage\"");
+            if let Some(b) = f.push_with(Bytes::copy_from_slice(part.as_bytes()), keep) {
+                out.push_str(std::str::from_utf8(&b).unwrap());
+            }
+        }
+        assert_eq!(
+            out, "data: 1\n\ndata: 3\n\ndata: [DONE]\n\n",
+            "cut at {cut}"
+        );
+        assert!(f.done());
+    }
+}

@@ -340,7 +340,11 @@ async fn past_header(
 /// dies part-way through the body fails the try, which is retried, instead of handing the client
 /// half a JSON document. Gaps between reads are bounded by the route's `idle`. A larger answer
 /// commits with what was read and is relayed from there.
-async fn whole_answer(s: &mut HttpSession, idle: Duration, deadline: Instant) -> Result<Bytes, TryError> {
+async fn whole_answer(
+    s: &mut HttpSession,
+    idle: Duration,
+    deadline: Instant,
+) -> Result<Bytes, TryError> {
     let mut buf = BytesMut::new();
     while !s.is_body_done() && buf.len() < MAX_BUFFERED {
         let by = crate::deadline::from_now(idle).min(deadline);

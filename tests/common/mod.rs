@@ -2,7 +2,9 @@
 //! backends, and an HTTP client. Everything binds 127.0.0.1 only.
 #![allow(dead_code, unused_imports)]
 
+pub mod configmap;
 pub mod dns;
+pub mod redis;
 pub mod tls;
 
 use std::collections::HashSet;
@@ -77,6 +79,8 @@ pub struct Head {
     pub admin: String,
     /// A directory to use instead of a new temporary one (to place files before the start).
     pub dir: Option<tempfile::TempDir>,
+    /// Lay the config out as a Kubernetes ConfigMap volume ([`configmap`]).
+    pub configmap: bool,
 }
 
 impl Balancer {
@@ -100,8 +104,13 @@ impl Balancer {
             l = extra.listeners,
             a = extra.admin,
         );
-        let config_path = dir.path().join("switchyard.yaml");
-        std::fs::write(&config_path, format!("{head}{body}")).expect("write config");
+        let config_path = if extra.configmap {
+            configmap::lay_out(dir.path(), "switchyard.yaml", &format!("{head}{body}"))
+        } else {
+            let p = dir.path().join("switchyard.yaml");
+            std::fs::write(&p, format!("{head}{body}")).expect("write config");
+            p
+        };
         let log_path = dir.path().join("switchyard.log");
         let log = std::fs::File::create(&log_path).expect("log file");
         let child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
@@ -245,6 +254,14 @@ impl Balancer {
         write!(f, "{}{}", &text[..head_end], body).unwrap();
         drop(f);
         std::fs::rename(&tmp, &self.config_path).unwrap();
+    }
+
+    /// Replace the config body of a ConfigMap layout ([`Head::configmap`]) as kubelet does.
+    pub fn swap_configmap(&self, body: &str) {
+        let text = std::fs::read_to_string(&self.config_path).unwrap();
+        let head_end = text.find("clusters:").unwrap_or(text.len());
+        let next = format!("{}{}", &text[..head_end], body);
+        configmap::swap(self.dir.path(), "switchyard.yaml", &next);
     }
 }
 

@@ -85,7 +85,12 @@ fn left_out_keys_take_the_defaults_of_their_types() {
     assert_eq!(route.hedge, None);
     assert_eq!(route.retry, RetryPolicy::default());
     assert_eq!(route.retry.on, RetryOn::default());
-    assert_eq!(route.cache.as_ref(), Some(&CacheConfig::default()));
+    // Without `shared`, a cache is this instance's own.
+    let local = CacheConfig {
+        shared: false,
+        ..CacheConfig::default()
+    };
+    assert_eq!(route.cache.as_ref(), Some(&local));
 }
 
 #[test]

@@ -451,4 +451,5 @@ mod choices;
 mod defaults;
 mod failover;
 mod resume;
+mod shared;
 mod upstream;

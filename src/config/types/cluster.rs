@@ -1,6 +1,7 @@
 //! The typed config of a cluster: its peers and how one is picked, health checks, breakers,
 //! and what governs how much reaches its upstream (API keys, request budget, admission queue).
 
+use super::shared::Scope;
 use super::upstream::{PeerAddr, Rewrite, UpstreamTls};
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Method};
@@ -225,6 +226,8 @@ pub struct ApiKeysConfig {
     /// Probe that brings a key that was taken out back; `None` = it returns after
     /// `default_cooldown`.
     pub health_check: Option<KeyHealthCheck>,
+    /// Whether a key taken out here is out on every instance. Default shared with `shared`.
+    pub scope: Scope,
 }
 
 /// When an answer counts against the key that was used.
@@ -287,13 +290,18 @@ impl Default for KeyHealthCheck {
     }
 }
 
-/// A request budget (GCRA: `requests_per_minute` steady, `burst` at once).
+/// A request budget (GCRA: `requests_per_minute` steady, `burst` at once) and a token budget
+/// (`tokens_per_minute`, up to a minute's worth at once); at least one of the two.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RateLimitConfig {
-    /// The steady rate.
-    pub requests_per_minute: u32,
+    /// The steady request rate; `None` = requests are not counted.
+    pub requests_per_minute: Option<u32>,
     /// Requests that may pass at once on a full budget. Default 1.
     pub burst: u32,
+    /// Tokens (prompt and completion) per minute; `None` = tokens are not counted.
+    pub tokens_per_minute: Option<u32>,
+    /// Kept by this instance, or shared by the fleet. Default shared with `shared`.
+    pub scope: Scope,
     /// How long a request may wait for the budget before going elsewhere or getting 429.
     /// Default 0 (no wait).
     pub queue_timeout: Duration,

@@ -5,11 +5,13 @@
 mod cluster;
 mod process;
 mod route;
+mod shared;
 mod upstream;
 
 pub use cluster::*;
 pub use process::*;
 pub use route::*;
+pub use shared::*;
 pub use upstream::*;
 
 /// A whole, validated configuration.
@@ -34,6 +36,8 @@ pub struct Config {
     /// Addresses of the proxies in front of switchyard whose `x-forwarded-for` is believed.
     /// Default: none (every client's own forwarding headers are replaced).
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// The tier several instances share state through; `None` = every instance on its own.
+    pub shared: Option<SharedConfig>,
 }
 
 impl Config {

@@ -326,10 +326,14 @@ pub struct Fallback {
 pub struct ClientLimitConfig {
     /// What tells clients apart.
     pub key: StickyKey,
-    /// The steady rate per client.
-    pub requests_per_minute: u32,
+    /// The steady request rate per client; `None` = requests are not counted.
+    pub requests_per_minute: Option<u32>,
     /// Requests a client may send at once on a full budget. Default 1.
     pub burst: u32,
+    /// Tokens per minute per client; `None` = tokens are not counted.
+    pub tokens_per_minute: Option<u32>,
+    /// Kept by this instance, or shared by the fleet. Default shared with `shared`.
+    pub scope: super::shared::Scope,
 }
 
 /// A route's edge cache (see `cache`).
@@ -355,12 +359,15 @@ pub struct CacheConfig {
     /// JSON-lines file of requests sent at start and after each reload to fill the cache.
     /// Default none.
     pub warm: Option<std::path::PathBuf>,
+    /// Entries also go to the shared tier, behind the in-memory store. Default true with
+    /// `shared`.
+    pub shared: bool,
 }
 
 impl Default for CacheConfig {
     /// Fresh for 10m, 256MiB per route, entries up to 1MiB, keyed by `authorization`,
     /// deterministic requests only, no stale answers, 30s wait for an identical request, no
-    /// warming.
+    /// warming, shared when the config has `shared`.
     fn default() -> Self {
         CacheConfig {
             ttl: Duration::from_secs(600),
@@ -375,6 +382,7 @@ impl Default for CacheConfig {
             stale_if_error: Duration::ZERO,
             lock_timeout: Duration::from_secs(30),
             warm: None,
+            shared: true,
         }
     }
 }

@@ -167,7 +167,8 @@ impl Switchyard {
         }
         t.start_continuation();
         let timing = (route.cfg.timeouts.idle, up.deadline);
-        let end = relay::continuation(client, c.ready, timing, up.request_id, t).await;
+        let meter = &mut ctx.meter;
+        let end = relay::continuation(client, c.ready, timing, up.request_id, t, meter).await;
         c.ticket.committed(status, end);
         Some(end)
     }

@@ -31,3 +31,21 @@ pub fn page() -> Response<Vec<u8>> {
         .body(body)
         .unwrap_or_else(|_| Response::new(Vec::new()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_page_loads_nothing_from_elsewhere() {
+        let text = PAGE.replace("http://www.w3.org/2000/svg", "");
+        for outside in ["http://", "https://", "//cdn", "src=", "@import", "url("] {
+            assert!(!text.contains(outside), "the page refers to {outside}");
+        }
+        let links: Vec<&str> = text.match_indices("<link").map(|(i, _)| &text[i..]).collect();
+        assert!(links.iter().all(|l| l.starts_with(r#"<link rel="icon" href="data:,">"#)));
+        let resp = page();
+        let csp = resp.headers()["content-security-policy"].to_str().unwrap();
+        assert!(csp.starts_with("default-src 'none'") && csp.contains("connect-src 'self'"));
+    }
+}

@@ -42,8 +42,13 @@ mod tests {
         for outside in ["http://", "https://", "//cdn", "src=", "@import", "url("] {
             assert!(!text.contains(outside), "the page refers to {outside}");
         }
-        let links: Vec<&str> = text.match_indices("<link").map(|(i, _)| &text[i..]).collect();
-        assert!(links.iter().all(|l| l.starts_with(r#"<link rel="icon" href="data:,">"#)));
+        let links: Vec<&str> = text
+            .match_indices("<link")
+            .map(|(i, _)| &text[i..])
+            .collect();
+        assert!(links
+            .iter()
+            .all(|l| l.starts_with(r#"<link rel="icon" href="data:,">"#)));
         let resp = page();
         let csp = resp.headers()["content-security-policy"].to_str().unwrap();
         assert!(csp.starts_with("default-src 'none'") && csp.contains("connect-src 'self'"));

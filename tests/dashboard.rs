@@ -273,3 +273,109 @@ routes:
         png.display()
     );
 }
+
+/// Is the element with id `id` displayed?
+async fn shown(b: &fantoccini::Client, id: &str) -> bool {
+    let js = "const e = document.getElementById(arguments[0]); \
+              return !!e && getComputedStyle(e).display !== 'none';";
+    matches!(b.execute(js, vec![json!(id)]).await, Ok(Value::Bool(true)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_protected_reads_the_dashboard_sends_the_admin_token() {
+    const TOKEN: &str = "dashboard-test-token-0123456789";
+    let s = sim("p").await;
+    let head = Head {
+        admin: format!("  token: \"{TOKEN}\"\n  protect_reads: true\n"),
+        ..Head::default()
+    };
+    let body = format!(
+        "clusters:\n  primary:\n    peers:\n      - {{ addr: \"{}\" }}\n    api_keys: {{ keys: [sk-dash-one, sk-dash-two] }}\nroutes:\n  - name: chat\n    match: {{ path_prefix: \"/v1/\" }}\n    split:\n      - {{ cluster: primary, weight: 1 }}\n",
+        s.addr()
+    );
+    let lb = Balancer::start_with(head, &body).await;
+    let c = client();
+    // The feed is protected like /status; the page holds no data and is served to anyone.
+    for path in ["/dashboard.json", "/status"] {
+        let r = c.get(lb.admin_url(path)).send().await.unwrap();
+        assert_eq!(r.status(), 401, "{path} without the token");
+        let r = c
+            .get(lb.admin_url(path))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{path} with the token");
+    }
+    let page = c.get(lb.admin_url("/")).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(!page.text().await.unwrap().contains(TOKEN));
+
+    let work = tempfile::tempdir().unwrap();
+    let driver = start_driver(work.path()).await;
+    let b = browser(&driver, &work.path().join("profile")).await;
+
+    // With the token in the fragment: the page shows the documents, and the token leaves the
+    // address bar at once.
+    b.goto(&format!("{}#token={TOKEN}", lb.admin_url("/")))
+        .await
+        .expect("open the dashboard");
+    wait_until(Duration::from_secs(15), "the generation shown", || {
+        let b = &b;
+        async move { text(b, "#generation").await.as_deref() == Some("1") }
+    })
+    .await;
+    assert_eq!(text(&b, "#live").await.as_deref(), Some("live"));
+    assert!(!shown(&b, "auth").await, "no token form with the token");
+    // The pool's keys, by fingerprint and state; never the keys themselves.
+    let states = b
+        .execute(
+            "return Array.from(document.querySelectorAll('tr[data-key] .badge'), e => e.textContent);",
+            vec![],
+        )
+        .await
+        .expect("the key rows");
+    assert_eq!(states, json!(["usable", "usable"]));
+    let shown_text = text(&b, "body").await.unwrap_or_default();
+    assert!(!shown_text.contains("sk-dash"), "a key on the page");
+    let url = b.current_url().await.expect("the page's address");
+    assert!(!url.as_str().contains(TOKEN), "the token stays in {url}");
+    let errors = console_errors(&b).await;
+    assert!(errors.is_empty(), "console errors: {errors:#?}");
+
+    // A tab without it: the page asks, and shows the documents once the token is typed.
+    b.execute("sessionStorage.clear();", vec![])
+        .await
+        .expect("clear the tab's storage");
+    b.goto(&lb.admin_url("/"))
+        .await
+        .expect("open the dashboard");
+    wait_until(Duration::from_secs(15), "the token form shown", || {
+        let b = &b;
+        async move { shown(b, "auth").await }
+    })
+    .await;
+    assert_eq!(text(&b, "#generation").await.as_deref(), Some("–"));
+    let input = b
+        .find(fantoccini::Locator::Id("auth-token"))
+        .await
+        .expect("the token field");
+    input.send_keys(TOKEN).await.expect("type the token");
+    b.find(fantoccini::Locator::Css("#auth-form button"))
+        .await
+        .expect("the form's button")
+        .click()
+        .await
+        .expect("submit the token");
+    wait_until(
+        Duration::from_secs(15),
+        "the generation shown after the token was typed",
+        || {
+            let b = &b;
+            async move { text(b, "#generation").await.as_deref() == Some("1") }
+        },
+    )
+    .await;
+    assert!(!shown(&b, "auth").await);
+    b.close().await.expect("close the browser");
+}

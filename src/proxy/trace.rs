@@ -62,7 +62,8 @@ impl Trace {
             (Some(v), None) => TraceParent::parse(v.as_bytes()),
             _ => None,
         };
-        let trace_id = parent.map_or_else(trace::new_trace_id, |p| p.trace_id);
+        let (new_trace, span, first_try) = trace::new_ids();
+        let trace_id = parent.map_or(new_trace, |p| p.trace_id);
         let exporter = snap.exporter.as_ref();
         let sampled = match parent {
             Some(p) => p.flags & SAMPLED != 0,
@@ -81,8 +82,8 @@ impl Trace {
         Trace {
             trace_id,
             parent: parent.map(|p| p.parent_id),
-            span: trace::new_span_id(),
-            first_try: trace::new_span_id(),
+            span,
+            first_try,
             sampled,
             tries: 0,
             rec,

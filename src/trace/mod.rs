@@ -62,13 +62,23 @@ impl TraceParent {
 
 /// The `traceparent` value (version 00) for a span `span` of trace `trace`.
 pub fn header_value(trace: &TraceId, span: &SpanId, sampled: bool) -> String {
-    let mut s = String::with_capacity(55);
-    s.push_str("00-");
-    push_hex(&mut s, trace);
-    s.push('-');
-    push_hex(&mut s, span);
-    s.push_str(if sampled { "-01" } else { "-00" });
-    s
+    let mut v = *b"00-00000000000000000000000000000000-0000000000000000-00";
+    hex_into_ascii(trace, &mut v[3..35]);
+    hex_into_ascii(span, &mut v[36..52]);
+    if sampled {
+        v[54] = b'1';
+    }
+    // Only ASCII digits, letters and dashes were written.
+    String::from_utf8_lossy(&v).into_owned()
+}
+
+/// Lower-case hex of `bytes` into `out` (twice as long).
+fn hex_into_ascii(bytes: &[u8], out: &mut [u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for (b, o) in bytes.iter().zip(out.chunks_exact_mut(2)) {
+        o[0] = DIGITS[usize::from(b >> 4)];
+        o[1] = DIGITS[usize::from(b & 0xf)];
+    }
 }
 
 /// Replace the span id of the `traceparent` header in the HTTP/1 request head `head` (as
@@ -80,18 +90,20 @@ pub fn with_span(head: &[u8], span: &SpanId) -> Option<Vec<u8>> {
         return None;
     }
     let mut out = head.to_vec();
-    let mut hex = String::with_capacity(16);
-    push_hex(&mut hex, span);
-    out[id_at..id_at + 16].copy_from_slice(hex.as_bytes());
+    hex_into_ascii(span, &mut out[id_at..id_at + 16]);
     Some(out)
 }
 
-/// A new random trace id.
-pub fn new_trace_id() -> TraceId {
+/// A new trace id and two span ids (a request's own and its first try's), from one draw.
+pub fn new_ids() -> (TraceId, SpanId, SpanId) {
     loop {
-        let id: TraceId = rand::random();
-        if id != [0; 16] {
-            return id;
+        let r: [u8; 32] = rand::random();
+        let (mut t, mut a, mut b) = ([0u8; 16], [0u8; 8], [0u8; 8]);
+        t.copy_from_slice(&r[..16]);
+        a.copy_from_slice(&r[16..24]);
+        b.copy_from_slice(&r[24..]);
+        if t != [0; 16] && a != [0; 8] && b != [0; 8] {
+            return (t, a, b);
         }
     }
 }
@@ -195,7 +207,7 @@ mod tests {
 
     #[test]
     fn a_retry_gets_its_own_span_id_in_the_head() {
-        let trace = new_trace_id();
+        let trace = new_ids().0;
         let value = header_value(&trace, &[1; 8], false);
         let head = format!("POST / HTTP/1.1\r\nhost: x\r\ntraceparent: {value}\r\nx-a: b\r\n\r\n");
         let span = [0xab; 8];
@@ -207,7 +219,7 @@ mod tests {
 
     #[test]
     fn ratio_sampling_is_decided_by_the_id() {
-        let ids: Vec<TraceId> = (0..2000).map(|_| new_trace_id()).collect();
+        let ids: Vec<TraceId> = (0..2000).map(|_| new_ids().0).collect();
         let kept = ids.iter().filter(|id| sampled_by_ratio(id, 0.25)).count();
         assert!((350..=650).contains(&kept), "{kept} of 2000 at 0.25");
         assert!(ids.iter().all(|id| sampled_by_ratio(id, 1.0)));

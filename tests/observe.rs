@@ -42,8 +42,7 @@ fn usage_of(body: &str) -> (u64, u64) {
     let json = body
         .lines()
         .filter_map(|l| l.strip_prefix("data: "))
-        .filter(|d| d.contains("\"usage\""))
-        .last()
+        .rfind(|d| d.contains("\"usage\""))
         .unwrap_or(body);
     let v: serde_json::Value = serde_json::from_str(json).expect("usage JSON");
     let u = &v["usage"];

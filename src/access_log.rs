@@ -49,6 +49,12 @@ pub struct Entry<'a> {
     pub cache: Option<&'a str>,
     /// Arrival to the response header going out; `null` when no response was sent.
     pub ttfb_ms: Option<f64>,
+    /// Arrival to the first body byte relayed from a peer (a stream's first token); `null` for
+    /// answers switchyard wrote itself and answers without a body.
+    pub ttft_ms: Option<f64>,
+    /// Tokens the answer's `usage` reports; `null` when it reports none.
+    pub prompt_tokens: Option<u64>,
+    pub completion_tokens: Option<u64>,
     pub duration_ms: f64,
     /// Response body bytes sent to the client.
     pub bytes_sent: usize,
@@ -227,6 +233,9 @@ mod tests {
             tries: 1,
             cache: None,
             ttfb_ms: Some(1.5),
+            ttft_ms: Some(1.6),
+            prompt_tokens: Some(3),
+            completion_tokens: None,
             duration_ms: 2.0,
             bytes_sent: 10,
             bytes_received: 20,

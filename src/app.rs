@@ -8,6 +8,7 @@ use crate::listen::{TlsCerts, TlsError};
 use crate::metrics::Metrics;
 use crate::reload::{Parts, Reloader};
 use crate::services::health::ProbeRound;
+use crate::services::sampler::Samples;
 use crate::snapshot::{Current, Registries, Snapshot};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -31,6 +32,8 @@ pub struct App {
     pub probe_round: Arc<ProbeRound>,
     /// Requests in flight on every listener (the request path takes them, `/status` shows them).
     pub slots: Arc<RequestSlots>,
+    /// The dashboard's recent samples.
+    pub samples: Arc<Samples>,
 }
 
 impl App {
@@ -61,6 +64,7 @@ impl App {
             access_log,
             probe_round,
             slots: Arc::new(RequestSlots::default()),
+            samples: Arc::new(Samples::default()),
         })
     }
 

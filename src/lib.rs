@@ -39,5 +39,6 @@ pub mod snapshot;
 pub mod split;
 pub mod sse;
 pub mod tokens;
+pub mod trace;
 pub mod upstream;
 pub mod usage;

@@ -4,6 +4,10 @@
 //! sets (status codes, reasons), never from request data, so cardinality stays bounded. Hot-path
 //! handles are resolved once per config snapshot (see `snapshot`), not per request.
 
+mod llm;
+
+pub use llm::{LlmHandles, LlmMetrics};
+
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
@@ -89,6 +93,10 @@ pub struct Metrics {
     /// `switchyard_token_budget_tokens_total{scope,name,kind}`: tokens reserved before requests
     /// went out (`reserved`) and charged once their answers ended (`settled`).
     pub token_budget: IntCounterVec,
+    /// Time to first token, inter-token gaps, stream length, tokens.
+    pub llm: LlmMetrics,
+    /// `switchyard_trace_spans_dropped_total`: spans not exported because the queue was full.
+    pub spans_dropped: IntCounter,
 }
 
 /// Buckets for calls to the shared tier: well under a millisecond on a LAN, bounded by
@@ -318,6 +326,11 @@ impl Metrics {
                     "Tokens reserved before requests went out and settled when they ended, by limit."
                 ),
                 &["scope", "name", "kind"]
+            )),
+            llm: LlmMetrics::register(&registry).expect("metric definitions are static and unique"),
+            spans_dropped: reg!(IntCounter::new(
+                "switchyard_trace_spans_dropped_total",
+                "Trace spans dropped because the export queue was full."
             )),
             registry,
         }

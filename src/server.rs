@@ -11,6 +11,7 @@ use crate::services::health::HealthChecker;
 use crate::services::key_probe::KeyProber;
 use crate::services::key_sync::KeySync;
 use crate::services::resolver::NameResolver;
+use crate::services::sampler::Sampler;
 use crate::services::warm::Warmer;
 use pingora::apps::http_app::HttpServer;
 use pingora::apps::HttpServerOptions;
@@ -128,6 +129,7 @@ pub fn build(opts: &RunOptions) -> Result<(Server, Arc<App>), config::ConfigErro
             reloader: app.reloader.clone(),
             probe_round: app.probe_round.clone(),
             slots: app.slots.clone(),
+            samples: app.samples.clone(),
         }),
     );
     admin.threads = Some(1);
@@ -173,6 +175,14 @@ pub fn build(opts: &RunOptions) -> Result<(Server, Arc<App>), config::ConfigErro
             reloader: app.reloader.clone(),
             successor: successor_command(opts),
             upgrade_sock: PathBuf::from(&server.configuration.upgrade_sock),
+        },
+    ));
+    server.add_service(background_service(
+        "dashboard samples",
+        Sampler {
+            current: app.current.clone(),
+            metrics: app.metrics.clone(),
+            samples: app.samples.clone(),
         },
     ));
     server.add_service(background_service(

@@ -1,13 +1,16 @@
-//! The admin listener: metrics, status, liveness and readiness, reload, cache purge. Bound to
-//! loopback by default; it is a separate Pingora service, so it survives graceful upgrades like
-//! the proxy. The documents it serves are built in [`status`].
+//! The admin listener: the dashboard, metrics, status, liveness and readiness, reload, cache
+//! purge. Bound to loopback by default; it is a separate Pingora service, so it survives graceful
+//! upgrades like the proxy. The documents it serves are built in [`status`], the dashboard page
+//! in [`dashboard`].
 
+pub mod dashboard;
 pub mod status;
 
 use crate::limits::RequestSlots;
 use crate::metrics::Metrics;
 use crate::reload::Reloader;
 use crate::services::health::ProbeRound;
+use crate::services::sampler::Samples;
 use crate::snapshot::Current;
 use async_trait::async_trait;
 use http::{Response, StatusCode};
@@ -25,6 +28,8 @@ pub struct Admin {
     pub probe_round: Arc<ProbeRound>,
     /// Requests in flight at the edge, shown in `/status`.
     pub slots: Arc<RequestSlots>,
+    /// The dashboard's recent samples (`/dashboard.json`).
+    pub samples: Arc<Samples>,
 }
 
 fn respond(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
@@ -58,6 +63,11 @@ impl ServeHttp for Admin {
         let query = session.req_header().uri.query().map(str::to_string);
         let _ = session.drain_request_body().await;
         let get = method == http::Method::GET || method == http::Method::HEAD;
+        if get && path == "/" {
+            // The page holds no data (it fetches the documents below, with the token when
+            // `protect_reads` is on), so it is served to anyone who can reach the listener.
+            return dashboard::page();
+        }
         let probe = matches!(path.as_str(), "/healthz" | "/readyz");
         let protect_reads = self.current.load().config.admin.protect_reads;
         if !get || (protect_reads && !probe) {
@@ -89,6 +99,7 @@ impl ServeHttp for Admin {
             (true, _, "/healthz") => json_response(StatusCode::OK, json!({"status": "ok"})),
             (true, _, "/readyz") => self.readyz(),
             (true, _, "/status") => json_response(StatusCode::OK, self.status()),
+            (true, _, "/dashboard.json") => json_response(StatusCode::OK, self.samples.json()),
             (_, true, "/reload") => match self.reloader.reload().await {
                 Ok(generation) => json_response(
                     StatusCode::OK,

@@ -52,6 +52,7 @@ pub(super) fn build(f: FileConfig) -> Result<Config> {
         access_log: process::access_log(f.access_log.as_ref())?,
         resolver: upstream::resolver(f.resolver.as_ref())?,
         trusted_proxies: process::trusted_proxies(&f.trusted_proxies)?,
+        tracing: process::tracing(f.tracing.as_ref())?,
         shared: shared::shared(f.shared.as_ref())?,
     };
     shared::localize(&f, &mut cfg)?;

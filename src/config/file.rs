@@ -33,6 +33,8 @@ pub struct FileConfig {
     #[serde(default)]
     pub trusted_proxies: Vec<String>,
     #[serde(default)]
+    pub tracing: Option<TracingFile>,
+    #[serde(default)]
     pub shared: Option<SharedFile>,
 }
 
@@ -111,6 +113,14 @@ pub struct LimitsFile {
 #[serde(deny_unknown_fields)]
 pub struct AccessLogFile {
     pub path: String,
+}
+
+/// `tracing:`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TracingFile {
+    pub otlp_endpoint: Option<String>,
+    pub sample_ratio: Option<f64>,
 }
 
 /// One entry of `clusters:`, under its name.

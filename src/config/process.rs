@@ -224,3 +224,59 @@ pub(super) fn access_log(a: Option<&AccessLogFile>) -> Result<Option<AccessLogCo
     }
     Ok(Some(AccessLogConfig::File(path)))
 }
+
+/// `tracing`: an `http://` OTLP endpoint (the path `/v1/traces` when it has none) and a sample
+/// ratio between 0 and 1.
+pub(super) fn tracing(t: Option<&TracingFile>) -> Result<TracingConfig> {
+    let d = TracingConfig::default();
+    let Some(t) = t else { return Ok(d) };
+    let sample_ratio = match t.sample_ratio {
+        None => d.sample_ratio,
+        Some(r) if r.is_finite() && (0.0..=1.0).contains(&r) => r,
+        Some(r) => {
+            return err(
+                "tracing.sample_ratio",
+                format!("{r} is not between 0 and 1"),
+            )
+        }
+    };
+    let otlp_endpoint = match t.otlp_endpoint.as_deref().map(str::trim) {
+        None => None,
+        Some(e) => Some(otlp_endpoint(e)?),
+    };
+    Ok(TracingConfig {
+        otlp_endpoint,
+        sample_ratio,
+    })
+}
+
+fn otlp_endpoint(e: &str) -> Result<String> {
+    const KEY: &str = "tracing.otlp_endpoint";
+    let uri: http::Uri = match e.parse() {
+        Ok(u) => u,
+        Err(_) => return err(KEY, format!("{e:?} is not a URL")),
+    };
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some("https") => {
+            return err(
+                KEY,
+                "https is not supported: send spans to an OpenTelemetry Collector on this host or network over http (it forwards them over TLS)",
+            )
+        }
+        _ => {
+            return err(
+                KEY,
+                format!("{e:?}: give an http:// URL such as http://127.0.0.1:4318/v1/traces"),
+            )
+        }
+    }
+    let Some(authority) = uri.authority().filter(|a| !a.host().is_empty()) else {
+        return err(KEY, format!("{e:?} has no host"));
+    };
+    let path = match uri.path_and_query().map(|p| p.as_str()) {
+        None | Some("") | Some("/") => "/v1/traces",
+        Some(p) => p,
+    };
+    Ok(format!("http://{authority}{path}"))
+}

@@ -41,6 +41,9 @@ pub(super) fn log(log: &AccessLog, client: &impl Downstream, ctx: &Ctx) {
         tries: ctx.tries,
         cache: ctx.cache,
         ttfb_ms: ttfb,
+        ttft_ms: ctx.measured.ttft.map(ms),
+        prompt_tokens: ctx.measured.usage.map(|u| u.prompt_tokens),
+        completion_tokens: ctx.measured.usage.map(|u| u.completion_tokens),
         duration_ms: ms(duration),
         bytes_sent: client.body_bytes_sent(),
         bytes_received: client.body_bytes_read(),
@@ -49,11 +52,13 @@ pub(super) fn log(log: &AccessLog, client: &impl Downstream, ctx: &Ctx) {
     });
 }
 
-/// Count the request in `switchyard_requests_total` and its route's duration histogram.
+/// Count the request in `switchyard_requests_total` and its route's duration histogram, and
+/// export its spans when it was sampled (every way through a request ends here once).
 pub(super) fn count(metrics: &Metrics, ctx: &Ctx) {
     let Some(snap) = ctx.snapshot.as_ref() else {
         return;
     };
+    super::trace::export(ctx, snap);
     let route = ctx.route.map(|r| &snap.routes[r]);
     let route_name = route.map_or("none", |r| r.cfg.name.as_str());
     let cluster_name = ctx

@@ -1,6 +1,8 @@
 //! What the request path remembers of one request for its end: the access log line and the
 //! request metrics (written in `logging`, whichever stage answered).
 
+use super::meter::Measured;
+use super::trace::Trace;
 use crate::snapshot::Snapshot;
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,6 +32,10 @@ pub struct Ctx {
     pub(super) identity: super::identity::Identity,
     /// Reads what the committed answer used, for token budgets (off unless one applies).
     pub(super) meter: crate::tokens::Meter,
+    /// Time to first token and usage of a relayed answer.
+    pub(super) measured: Measured,
+    /// The request's trace (from the moment it has a snapshot).
+    pub(super) trace: Option<Trace>,
 }
 
 impl Ctx {
@@ -49,6 +55,8 @@ impl Ctx {
             cache: None,
             identity: Default::default(),
             meter: crate::tokens::Meter::off(),
+            measured: Measured::default(),
+            trace: None,
         }
     }
 }

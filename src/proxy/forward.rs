@@ -2,7 +2,7 @@
 //! fixed set, those its `Connection` names, and `expect`, which switchyard answers itself), with
 //! the normalised path, `content-length` for the buffered body, `x-request-id`, and the
 //! forwarding headers (`x-forwarded-for`, `forwarded`, `x-forwarded-proto`) as the client's
-//! [`Identity`] allows.
+//! [`Identity`] allows; and the first try's `traceparent`.
 
 use super::identity::{forwarded_node, Identity};
 use crate::downstream::Downstream;
@@ -28,6 +28,8 @@ pub struct Origin<'a> {
     pub body_len: usize,
     pub request_id: &'a str,
     pub identity: Identity,
+    /// The first try's `traceparent` (replacing the client's).
+    pub traceparent: Option<&'a str>,
 }
 
 impl Forward {
@@ -35,6 +37,9 @@ impl Forward {
     pub fn new(client: &impl Downstream, o: &Origin<'_>) -> Result<Forward> {
         let mut header = client_facing(client, o)?;
         forwarding(&mut header, client, o)?;
+        if let Some(t) = o.traceparent {
+            header.insert_header("traceparent", t)?;
+        }
         let wire = crate::upstream::wire(&header)?;
         Ok(Forward {
             header,

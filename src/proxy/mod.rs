@@ -17,10 +17,11 @@
 //! | token budgets: the estimate, the client's reservation, settling | `spend.rs` |
 //! | the tries, their budget, backoff and hedges | `tries.rs`, `running.rs`, `retry.rs` (the retry table) |
 //! | breaker feedback | `verdict.rs` |
-//! | relay of the committed try | `relay.rs` |
+//! | relay of the committed try | `relay.rs` (what it measures: `meter.rs`) |
 //! | continuing a committed stream that broke (`resume`) | `resume/` |
 //! | answers written here | `answer.rs` |
 //! | access log and request metrics | `access.rs` |
+//! | the request's trace: ids propagated, spans exported | `trace.rs` |
 //!
 //! Why the tries are driven here and not by Pingora's own upstream phase: Pingora writes the
 //! response header to the client before the first body chunk and replays at most 64 KiB of
@@ -36,6 +37,7 @@ mod ctx;
 pub mod edge;
 mod forward;
 mod identity;
+mod meter;
 pub mod path;
 mod pick;
 mod relay;
@@ -46,6 +48,7 @@ mod rewrite;
 mod running;
 mod spend;
 mod stages;
+mod trace;
 mod tries;
 mod verdict;
 
@@ -96,6 +99,7 @@ impl Switchyard {
     pub async fn serve(&self, client: &mut impl Downstream, ctx: &mut Ctx) -> Result<()> {
         let snap = self.current.load();
         ctx.snapshot = Some(snap.clone());
+        ctx.trace = Some(trace::Trace::start(client.req_header(), &snap));
         let rid = request::request_id(client.req_header());
         ctx.tls = client.is_tls();
         ctx.identity = identity::resolve(

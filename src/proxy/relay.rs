@@ -15,7 +15,9 @@
 //!
 //! A [`Meter`] reads what the answer used as it passes (for token budgets), and may leave out a
 //! stream's usage chunk that switchyard asked for; the cache tee records what the client gets.
+//! An [`Llm`] meter measures it for the LLM metrics and the access log (`meter.rs`).
 
+use super::meter::Meter as Llm;
 use super::resume::Transcript;
 use crate::cache::Pass;
 use crate::downstream::Downstream;
@@ -84,29 +86,38 @@ pub async fn end_with_done(client: &mut impl Downstream) -> RelayEnd {
 }
 
 /// How a stream's events are handled on their way to the client.
-struct Events<'t> {
+struct Events<'t, 'l> {
     framer: sse::Framer,
     transcript: Option<&'t mut Transcript>,
     /// A continuation: events are rewritten by the transcript instead of forwarded as they came.
     rewrite: bool,
     /// Reads the answer's usage; says which events to leave out.
     meter: &'t mut Meter,
+    /// Measures the stream (not its continuations).
+    llm: Option<&'t mut Llm<'l>>,
 }
 
-impl Events<'_> {
+impl Events<'_, '_> {
     /// Frame `chunk`: the bytes to write now, and whether an error event stopped the stream
     /// (only with a transcript; otherwise error events pass like any other).
     fn push(&mut self, chunk: Bytes) -> (Option<Bytes>, bool) {
         let meter = &mut *self.meter;
+        let mut llm = self.llm.as_deref_mut();
+        let mut read = move |ev: &sse::Event<'_>| {
+            if let Some(l) = llm.as_deref_mut() {
+                l.event(ev);
+            }
+            meter.event(ev)
+        };
         let Some(t) = self.transcript.as_deref_mut() else {
-            return (self.framer.push_with(chunk, |ev| meter.event(ev)), false);
+            return (self.framer.push_with(chunk, read), false);
         };
         if !self.rewrite {
             return self.framer.push_events(chunk, |ev| {
                 if ev.is_error() {
                     return Disposition::Stop;
                 }
-                if !meter.event(ev) {
+                if !read(ev) {
                     return Disposition::Drop;
                 }
                 t.observe(ev);
@@ -116,7 +127,7 @@ impl Events<'_> {
         let mut out = BytesMut::new();
         let (raw, stop) = self.framer.push_until(chunk, |ev| {
             let go_on = !ev.is_error();
-            let keep = go_on && meter.event(ev);
+            let keep = go_on && read(ev);
             if let Some(b) = t.rewrite(ev).filter(|_| keep) {
                 out.extend_from_slice(&b);
             }
@@ -168,7 +179,8 @@ impl Events<'_> {
 /// On a cached route `tee` records the answer (and marks it with `x-cache-status`); while it is
 /// recording, the upstream is read to its end even if the client leaves, so the answer can still
 /// be stored and handed to coalesced requests. With a `transcript` (routes with `resume`), an
-/// SSE stream's break is returned as [`RelayEnd::Broken`]. `meter` reads the tokens it used.
+/// SSE stream's break is returned as [`RelayEnd::Broken`]. `meter` reads the tokens it used,
+/// `llm` measures what goes to the client.
 pub async fn relay(
     client: &mut impl Downstream,
     mut ready: Ready,
@@ -176,6 +188,7 @@ pub async fn relay(
     request_id: &str,
     (mut tee, transcript): (Option<&mut Pass<'_>>, Option<&mut Transcript>),
     meter: &mut Meter,
+    llm: &mut Llm<'_>,
 ) -> RelayEnd {
     let mut header = std::mem::replace(
         &mut ready.header,
@@ -187,16 +200,19 @@ pub async fn relay(
     }
     for_client(&mut header, client.req_header().version);
     let _ = header.insert_header("x-request-id", request_id);
-    let (events, body_meter) = if is_sse(&header.headers) {
+    let sse = is_sse(&header.headers);
+    llm.head(&header, sse);
+    let (events, body_meter, body_llm) = if sse {
         let events = Events {
             framer: sse::Framer::new(),
             transcript,
             rewrite: false,
             meter,
+            llm: Some(llm),
         };
-        (Some(events), None)
+        (Some(events), None, None)
     } else {
-        (None, Some(meter))
+        (None, Some(meter), Some(llm))
     };
     let header_only = ready.done && ready.first.is_none();
     if let (true, Some(t)) = (header_only, tee.as_deref_mut()) {
@@ -215,6 +231,7 @@ pub async fn relay(
         tee,
         events,
         body_meter,
+        body_llm,
     };
     pump(client, ready, timing, request_id, out, client_gone).await
 }
@@ -239,23 +256,27 @@ pub async fn continuation(
         transcript: Some(transcript),
         rewrite: true,
         meter,
+        // Not measured: a continuation's usage counts the answer so far as prompt.
+        llm: None,
     };
     let out = Out {
         tee: None,
         events: Some(events),
         body_meter: None,
+        body_llm: None,
     };
     pump(client, ready, timing, request_id, out, false).await
 }
 
 /// Where the bytes of a body go on their way to the client.
-struct Out<'p, 'c, 'e, 'm> {
+struct Out<'p, 'c, 'e, 'm, 'l> {
     /// The cache's recording (it gets what the client gets).
     tee: Option<&'p mut Pass<'c>>,
     /// The framing of an SSE stream.
-    events: Option<Events<'e>>,
-    /// The meter of a body that is not a stream.
+    events: Option<Events<'e, 'l>>,
+    /// The meters of a body that is not a stream.
     body_meter: Option<&'m mut Meter>,
+    body_llm: Option<&'m mut Llm<'l>>,
 }
 
 /// The body of `ready`, chunk by chunk, until it ends, breaks or the client leaves.
@@ -264,13 +285,14 @@ async fn pump(
     mut ready: Ready,
     (idle, deadline): (Duration, Instant),
     request_id: &str,
-    out: Out<'_, '_, '_, '_>,
+    out: Out<'_, '_, '_, '_, '_>,
     mut client_gone: bool,
 ) -> RelayEnd {
     let Out {
         mut tee,
         mut events,
         mut body_meter,
+        mut body_llm,
     } = out;
     let mut next = ready.first.take().map(|first| (Some(first), ready.done));
     loop {
@@ -314,6 +336,9 @@ async fn pump(
         if let (Some(m), Some(c)) = (body_meter.as_deref_mut(), &chunk) {
             m.body(c);
         }
+        if let (Some(m), Some(c)) = (body_llm.as_deref_mut(), &chunk) {
+            m.body(c);
+        }
         let (out, broken) = match events.as_mut() {
             None => (chunk, None),
             Some(e) => e.frame(chunk, end),
@@ -330,6 +355,13 @@ async fn pump(
             }
         }
         if !client_gone {
+            let llm = match events.as_mut() {
+                Some(e) => e.llm.as_deref_mut(),
+                None => body_llm.as_deref_mut(),
+            };
+            if let Some(l) = llm {
+                l.sent(out.as_ref());
+            }
             client_gone = client
                 .write_body(out, end && broken.is_none())
                 .await

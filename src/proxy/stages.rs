@@ -5,6 +5,7 @@ use super::body::{self, BodyError};
 use super::ctx::Ctx;
 use super::edge::{self, RequestSlot};
 use super::forward::{self, Forward};
+use super::meter::Meter;
 use super::pick::Picker;
 use super::relay::{self, RelayEnd};
 use super::resume::{self, Transcript};
@@ -232,11 +233,13 @@ impl Switchyard {
             .path_and_query()
             .map_or("/", |pq| pq.as_str())
             .to_string();
+        let traceparent = ctx.trace.as_ref().map(|t| t.upstream_value());
         let origin = forward::Origin {
             path: &path,
             body_len: body.len(),
             request_id,
             identity: ctx.identity,
+            traceparent: traceparent.as_deref(),
         };
         let forward = Forward::new(client, &origin)?;
         let ip = ctx.identity.client;
@@ -321,6 +324,11 @@ impl Switchyard {
         ctx.status = status;
         ctx.ttfb = Some(ctx.start.elapsed());
         let timing = (route.cfg.timeouts.idle, deadline);
+        let handles = ctx
+            .cluster
+            .and_then(|ci| route.llm.get(ci))
+            .and_then(Option::as_ref);
+        let mut llm = Meter::new(ctx.start, handles);
         let end = {
             // The try's in-flight count and gauge end with its relay, before any continuation.
             let c = c;
@@ -331,12 +339,13 @@ impl Switchyard {
                 request_id,
                 (pass, transcript.as_mut()),
                 &mut ctx.meter,
+                &mut llm,
             );
             let end = end.await;
             c.ticket.committed(status, end);
             end
         };
-        match (end, transcript) {
+        let end = match (end, transcript) {
             (RelayEnd::Broken(b), Some(t)) => self.resume(client, ctx, up, t, b).await,
             (RelayEnd::Broken(b), None) => {
                 relay::end_with_error(client, b, request_id).await;
@@ -351,7 +360,10 @@ impl Switchyard {
                 end
             }
             (end, _) => end,
-        }
+        };
+        // A resumed stream's duration runs to the end of its last continuation.
+        ctx.measured = llm.finish();
+        end
     }
 }
 

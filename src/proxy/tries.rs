@@ -11,6 +11,7 @@ use super::forward::Forward;
 use super::pick::{Ask, Picker, Refusal};
 use super::retry;
 use super::running::{Launch, Running, TryFuture, Work};
+use super::trace;
 use super::verdict::Ticket;
 use crate::body::RequestBody;
 use crate::keys;
@@ -95,6 +96,9 @@ impl<'a> Tries<'a> {
             hedges: 0,
         };
         let mut refusal = None;
+        // Try `id` of this run is try `spans + id` of the request's trace (a resumed stream
+        // runs the tries loop again).
+        let spans = trace::tries_started(ctx);
         loop {
             if f.futures.is_empty() {
                 match self.start(ctx, &mut f, false).await? {
@@ -129,11 +133,21 @@ impl<'a> Tries<'a> {
             };
             match result {
                 Ok(ready) => {
+                    let status = Some(ready.header.status.as_u16());
                     if let Some((run, ready)) = self.judge(&mut f, run, ready).await {
+                        trace::try_ended(ctx, spans + id, "committed", status);
+                        for (lost, _) in f.running.iter().enumerate().filter(|(_, r)| r.is_some()) {
+                            trace::try_ended(ctx, spans + lost, "cancelled", None);
+                        }
                         return Ok(self.commit(ctx, f, run, ready));
                     }
+                    let why = f.last.map_or("", |l| retry::policy(l.error).reason);
+                    trace::try_ended(ctx, spans + id, why, status);
                 }
-                Err(e) => self.failed(&mut f, run, e, ctx.tries),
+                Err(e) => {
+                    trace::try_ended(ctx, spans + id, retry::policy(e).reason, None);
+                    self.failed(&mut f, run, e, ctx.tries);
+                }
             }
         }
         if ctx.tries > 0 {
@@ -231,6 +245,13 @@ impl<'a> Tries<'a> {
         // The cluster's header; with an API-key pool, this try carries its own key (and the
         // client's credentials are gone).
         let head = self.forward.for_try(a.cluster, cluster, peer, a.key)?;
+        // Each try is a span of its own: a retry's or hedge's head carries its own span id.
+        let reason = match retry_of {
+            _ if hedge => Some("hedge"),
+            Some(l) => Some(retry::policy(l.error).reason),
+            None => None,
+        };
+        let head = trace::try_started(ctx, head, (a.cluster, a.peer), reason);
         let key_statuses = match (&cluster.keys, a.key) {
             (Some(pool), Some(_)) => pool.capture_statuses.as_slice(),
             _ => &[][..],

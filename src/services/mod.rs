@@ -8,6 +8,7 @@
 //! | [`key_sync::KeySync`] | shares API-key state with the other instances through the shared tier |
 //! | [`resolver::NameResolver`] | resolves peers given by DNS name, and installs new address sets |
 //! | [`warm::Warmer`] | sends each cached route's warm-up requests at start and after reloads |
+//! | [`sampler::Sampler`] | once a second, the dashboard's sample of rates, latency and shares |
 //!
 //! Config reload triggers are a service too, beside the reload they trigger (`reload::triggers`).
 
@@ -16,4 +17,5 @@ pub mod key_probe;
 pub mod key_sync;
 pub mod probe;
 pub mod resolver;
+pub mod sampler;
 pub mod warm;

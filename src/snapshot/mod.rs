@@ -23,6 +23,7 @@ pub use route::Route;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::shared::Tier;
+use crate::trace::export::Exporter;
 use arc_swap::ArcSwap;
 use http::Method;
 use std::collections::HashSet;
@@ -44,6 +45,8 @@ pub struct Snapshot {
     pub clusters: Vec<Cluster>,
     /// The shared tier (`shared`), when the config has one.
     pub shared: Option<Arc<Tier>>,
+    /// Where sampled requests' spans go (`tracing.otlp_endpoint`); `None` exports nothing.
+    pub exporter: Option<Arc<Exporter>>,
 }
 
 impl Snapshot {
@@ -67,7 +70,7 @@ impl Snapshot {
         let routes: Vec<Route> = config
             .routes
             .iter()
-            .map(|r| Route::build(r, state, metrics, shared.as_ref()))
+            .map(|r| Route::build(r, &config.clusters, state, metrics, shared.as_ref()))
             .collect();
         for gone in state.peers.retain(&kept.peers) {
             metrics.forget_peer(&gone.cluster, &gone.name);
@@ -90,7 +93,12 @@ impl Snapshot {
             .map(|r| r.name.as_str())
             .collect();
         state.caches.retain(&cached, metrics);
+        let exporter = state.exporters.get(
+            config.tracing.otlp_endpoint.as_deref(),
+            &metrics.spans_dropped,
+        );
         Snapshot {
+            exporter,
             generation,
             loaded_at: SystemTime::now(),
             digest,

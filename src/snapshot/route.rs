@@ -2,9 +2,9 @@
 
 use super::Registries;
 use crate::cache::RouteCache;
-use crate::config::RouteConfig;
+use crate::config::{ClusterConfig, RouteConfig};
 use crate::limits::{ClientLimit, RetryBudget};
-use crate::metrics::Metrics;
+use crate::metrics::{LlmHandles, Metrics};
 use crate::shared::Tier;
 use crate::split::Split;
 use http::Method;
@@ -23,6 +23,9 @@ pub struct Route {
     pub duration: Histogram,
     /// `switchyard_upstream_attempts{route}`.
     pub attempts: Histogram,
+    /// The LLM metrics of this route, by cluster index: `Some` for the clusters of its split
+    /// (the only ones its tries go to).
+    pub llm: Vec<Option<LlmHandles>>,
     /// The per-client limit, when the route has one (its key is `cfg.client_limit.key`).
     pub client_limit: Option<Arc<dyn ClientLimit>>,
     /// Requests of this route and retries among them, over the budget's window; one per route
@@ -39,6 +42,7 @@ impl Route {
     /// Build `r` from its config, taking its limiter, retry budget and cache from `state`.
     pub(super) fn build(
         r: &RouteConfig,
+        clusters: &[ClusterConfig],
         state: &Registries,
         metrics: &Metrics,
         shared: Option<&Arc<Tier>>,
@@ -54,6 +58,12 @@ impl Route {
             inflight: metrics.inflight.with_label_values(&[name]),
             duration: metrics.request_duration.with_label_values(&[name]),
             attempts: metrics.attempts.with_label_values(&[name]),
+            llm: (0..clusters.len())
+                .map(|ci| {
+                    (r.split.iter().any(|t| t.cluster == ci))
+                        .then(|| metrics.llm.handles(name, &clusters[ci].name))
+                })
+                .collect(),
             client_limit: r
                 .client_limit
                 .as_ref()

@@ -452,4 +452,5 @@ mod defaults;
 mod failover;
 mod resume;
 mod shared;
+mod tracing;
 mod upstream;

@@ -38,6 +38,8 @@ pub struct Config {
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// The tier several instances share state through; `None` = every instance on its own.
     pub shared: Option<SharedConfig>,
+    /// Span export; off by default.
+    pub tracing: TracingConfig,
 }
 
 impl Config {

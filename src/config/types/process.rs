@@ -187,6 +187,26 @@ impl Default for Limits {
     }
 }
 
+/// Span export (`tracing:`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TracingConfig {
+    /// Where spans are posted (OTLP/HTTP, protobuf), as `http://host:port/path`; `None` (the
+    /// default) exports nothing. The `traceparent` header is propagated either way.
+    pub otlp_endpoint: Option<String>,
+    /// Share of the traces a client did not mark sampled that are exported, 0 to 1. Default 1.
+    pub sample_ratio: f64,
+}
+
+impl Default for TracingConfig {
+    /// No export; every trace sampled once an endpoint is set.
+    fn default() -> Self {
+        TracingConfig {
+            otlp_endpoint: None,
+            sample_ratio: 1.0,
+        }
+    }
+}
+
 /// Where the access log goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AccessLogConfig {

@@ -124,11 +124,13 @@ impl Switchyard {
         }
         let path = (client.req_header().uri.path_and_query()).map_or("/", |pq| pq.as_str());
         let path = path.to_string();
+        let traceparent = ctx.trace.as_ref().map(|t| t.upstream_value());
         let origin = Origin {
             path: &path,
             body_len: body.len(),
             request_id: up.request_id,
             identity: ctx.identity,
+            traceparent: traceparent.as_deref(),
         };
         let forward = Forward::new(client, &origin).ok()?;
         let ip = ctx.identity.client;

@@ -3,10 +3,10 @@
 
 use crate::admin::Admin;
 use crate::app::App;
-use crate::config::{self, Config};
-use crate::listen::{self, ConnLimit};
 use crate::config::Http1Server;
+use crate::config::{self, Config};
 use crate::listen::front::Front;
+use crate::listen::{self, ConnLimit};
 use crate::proxy::{PingoraApp, Switchyard};
 use crate::reload::triggers::ReloadTriggers;
 use crate::services::health::HealthChecker;

@@ -35,7 +35,12 @@ pub struct Front<P, S> {
 
 impl<P, S> Front<P, S> {
     /// Connections to `pingora`, or HTTP/1 ones to `lean` when given.
-    pub fn new(pingora: P, lean: Option<Arc<S>>, current: Arc<Current>, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        pingora: P,
+        lean: Option<Arc<S>>,
+        current: Arc<Current>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Front {
             pingora: Arc::new(pingora),
             lean,

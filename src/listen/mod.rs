@@ -43,9 +43,8 @@ pub fn add_listeners<A>(
     for (i, l) in listeners.iter().enumerate() {
         let addr = l.addr.to_string();
         match &l.tls {
-            None if lean => service.add_listener(
-                ListenerConfig::tcp(addr).l4_buffer(L4BufferSettings::unbuffered()),
-            ),
+            None if lean => service
+                .add_listener(ListenerConfig::tcp(addr).l4_buffer(L4BufferSettings::unbuffered())),
             None => service.add_tcp(&addr),
             Some(files) => {
                 let resolver = certs.add(&files.cert, &files.key).map_err(|e| (i, e))?;

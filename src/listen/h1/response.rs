@@ -46,7 +46,11 @@ impl Reply {
     pub fn clip<'d>(&self, data: &'d [u8]) -> &'d [u8] {
         match self.framing {
             Framing::Empty => &[],
-            Framing::Length(_) => &data[..data.len().min(usize::try_from(self.left).unwrap_or(usize::MAX))],
+            Framing::Length(_) => {
+                &data[..data
+                    .len()
+                    .min(usize::try_from(self.left).unwrap_or(usize::MAX))]
+            }
             Framing::Chunked | Framing::Close => data,
         }
     }

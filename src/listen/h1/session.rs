@@ -85,7 +85,9 @@ impl<'c> Session<'c> {
         } else if self.send(reply, None, false).await.is_err() {
             return false;
         }
-        self.reply.as_ref().is_some_and(|r| r.complete() && !r.close)
+        self.reply
+            .as_ref()
+            .is_some_and(|r| r.complete() && !r.close)
             && self.body_done
             && self.keepalive.is_some()
             && !self.last
@@ -157,7 +159,11 @@ impl<'c> Session<'c> {
     fn next_piece(&mut self) -> Result<Option<Bytes>> {
         match self.req.framing {
             Framing::Length(_) => {
-                let n = self.conn.buf.len().min(usize::try_from(self.left).unwrap_or(usize::MAX));
+                let n = self
+                    .conn
+                    .buf
+                    .len()
+                    .min(usize::try_from(self.left).unwrap_or(usize::MAX));
                 if n == 0 {
                     return Ok(None);
                 }
@@ -235,7 +241,9 @@ impl Downstream for Session<'_> {
             }
             self.continue_if_asked().await?;
             let want = match self.req.framing {
-                Framing::Length(_) => usize::try_from(self.left).unwrap_or(BODY_READ).min(BODY_READ),
+                Framing::Length(_) => usize::try_from(self.left)
+                    .unwrap_or(BODY_READ)
+                    .min(BODY_READ),
                 _ => BODY_READ,
             };
             let spare = self.conn.buf.capacity() - self.conn.buf.len();

@@ -17,8 +17,10 @@ fn status(text: &str) -> u16 {
 
 #[test]
 fn a_plain_request_is_parsed_without_the_case_map() {
-    let r = req("POST /v1/chat?x=1 HTTP/1.1\r\nHost: a.test\r\nContent-Length: 12\r\nX-Custom: v\r\n\r\n")
-        .unwrap();
+    let r = req(
+        "POST /v1/chat?x=1 HTTP/1.1\r\nHost: a.test\r\nContent-Length: 12\r\nX-Custom: v\r\n\r\n",
+    )
+    .unwrap();
     assert_eq!(r.header.method, http::Method::POST);
     assert_eq!(r.header.uri.path(), "/v1/chat");
     assert_eq!(r.header.uri.query(), Some("x=1"));
@@ -30,24 +32,49 @@ fn a_plain_request_is_parsed_without_the_case_map() {
 
 #[test]
 fn keep_alive_by_version_and_connection() {
-    assert!(!req("GET / HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n").unwrap().persistent);
+    assert!(
+        !req("GET / HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n")
+            .unwrap()
+            .persistent
+    );
     let r = req("GET / HTTP/1.0\r\n\r\n").unwrap();
     assert!(r.http10 && !r.persistent);
-    assert!(req("GET / HTTP/1.0\r\nconnection: keep-alive\r\n\r\n").unwrap().persistent);
+    assert!(
+        req("GET / HTTP/1.0\r\nconnection: keep-alive\r\n\r\n")
+            .unwrap()
+            .persistent
+    );
 }
 
 #[test]
 fn framing_refusals_smuggling_and_codings() {
     // Both framings at once: 400 (and the connection closes).
     assert_eq!(
-        status("POST / HTTP/1.1\r\nhost: a\r\ncontent-length: 3\r\ntransfer-encoding: chunked\r\n\r\n"),
+        status(
+            "POST / HTTP/1.1\r\nhost: a\r\ncontent-length: 3\r\ntransfer-encoding: chunked\r\n\r\n"
+        ),
         400
     );
-    assert_eq!(status("POST / HTTP/1.1\r\nhost: a\r\ncontent-length: 3\r\ncontent-length: 4\r\n\r\n"), 400);
-    assert_eq!(status("POST / HTTP/1.1\r\nhost: a\r\ncontent-length: -3\r\n\r\n"), 400);
-    assert_eq!(status("POST / HTTP/1.1\r\nhost: a\r\ntransfer-encoding: gzip, chunked\r\n\r\n"), 501);
-    assert_eq!(status("POST / HTTP/1.1\r\nhost: a\r\ntransfer-encoding: chunked, gzip\r\n\r\n"), 400);
-    assert_eq!(status("POST / HTTP/1.0\r\ntransfer-encoding: chunked\r\n\r\n"), 400);
+    assert_eq!(
+        status("POST / HTTP/1.1\r\nhost: a\r\ncontent-length: 3\r\ncontent-length: 4\r\n\r\n"),
+        400
+    );
+    assert_eq!(
+        status("POST / HTTP/1.1\r\nhost: a\r\ncontent-length: -3\r\n\r\n"),
+        400
+    );
+    assert_eq!(
+        status("POST / HTTP/1.1\r\nhost: a\r\ntransfer-encoding: gzip, chunked\r\n\r\n"),
+        501
+    );
+    assert_eq!(
+        status("POST / HTTP/1.1\r\nhost: a\r\ntransfer-encoding: chunked, gzip\r\n\r\n"),
+        400
+    );
+    assert_eq!(
+        status("POST / HTTP/1.0\r\ntransfer-encoding: chunked\r\n\r\n"),
+        400
+    );
     let r = req("POST / HTTP/1.1\r\nhost: a\r\ntransfer-encoding: chunked\r\n\r\n").unwrap();
     assert_eq!(r.framing, Framing::Chunked);
     // Identical repeated lengths are one length.
@@ -58,13 +85,13 @@ fn framing_refusals_smuggling_and_codings() {
 #[test]
 fn malformed_heads_and_hosts() {
     for bad in [
-        "GET / HTTP/1.1\r\nhost : a\r\n\r\n",          // space before the colon
+        "GET / HTTP/1.1\r\nhost : a\r\n\r\n", // space before the colon
         "GET / HTTP/1.1\r\nhost: a\r\n folded\r\n\r\n", // obsolete line folding
         "GET / HTTP/1.1\r\n\x01: a\r\n\r\n",
         "GET / HTTP/1.1\r\nx: a\x00b\r\n\r\n",
         "GET  / HTTP/1.1\r\nhost: a\r\n\r\n",
         "GET / HTTP/1.2x\r\nhost: a\r\n\r\n",
-        "GET / HTTP/1.1\r\n\r\n",                      // HTTP/1.1 without host
+        "GET / HTTP/1.1\r\n\r\n", // HTTP/1.1 without host
         "GET / HTTP/1.1\r\nhost: a\r\nhost: b\r\n\r\n", // two hosts
         "GET http://a.test/x HTTP/1.1\r\nhost: b.test\r\n\r\n",
         "GET / HTTP/1.1\r\nhost: user@a\r\n\r\n",
@@ -90,7 +117,8 @@ fn too_many_fields_is_431() {
 
 #[test]
 fn expect_continue_only_for_http11() {
-    let r = req("POST / HTTP/1.1\r\nhost: a\r\nexpect: 100-Continue\r\ncontent-length: 5\r\n\r\n").unwrap();
+    let r = req("POST / HTTP/1.1\r\nhost: a\r\nexpect: 100-Continue\r\ncontent-length: 5\r\n\r\n")
+        .unwrap();
     assert!(r.expect_continue);
     let r = req("POST / HTTP/1.0\r\nexpect: 100-continue\r\ncontent-length: 5\r\n\r\n").unwrap();
     assert!(!r.expect_continue);
@@ -108,16 +136,33 @@ fn wire(h: &ResponseHeader, http10: bool, head_req: bool, close: bool) -> (Strin
     let mut out = BytesMut::new();
     let mut r = head(h, http10, head_req, close, &mut out);
     let bytes = r.take_head().unwrap();
-    (String::from_utf8(bytes.to_vec()).unwrap(), r.framing, r.close)
+    (
+        String::from_utf8(bytes.to_vec()).unwrap(),
+        r.framing,
+        r.close,
+    )
 }
 
 #[test]
 fn response_heads_frame_the_body() {
-    let h = resp(200, &[("content-length", "5"), ("connection", "keep-alive"), ("keep-alive", "timeout=5")]);
+    let h = resp(
+        200,
+        &[
+            ("content-length", "5"),
+            ("connection", "keep-alive"),
+            ("keep-alive", "timeout=5"),
+        ],
+    );
     let (text, framing, close) = wire(&h, false, false, false);
     assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
-    assert!(text.contains("content-length: 5\r\n") && text.contains("\r\ndate: "), "{text}");
-    assert!(!text.contains("keep-alive") && !text.contains("connection"), "{text}");
+    assert!(
+        text.contains("content-length: 5\r\n") && text.contains("\r\ndate: "),
+        "{text}"
+    );
+    assert!(
+        !text.contains("keep-alive") && !text.contains("connection"),
+        "{text}"
+    );
     assert!(text.ends_with("\r\n\r\n"));
     assert_eq!((framing, close), (Framing::Length(5), false));
 
@@ -128,7 +173,10 @@ fn response_heads_frame_the_body() {
     assert_eq!(framing, Framing::Chunked);
     let h = resp(200, &[("transfer-encoding", "chunked")]);
     let (text, framing, close) = wire(&h, true, false, false);
-    assert!(!text.contains("transfer-encoding") && text.contains("connection: close\r\n"), "{text}");
+    assert!(
+        !text.contains("transfer-encoding") && text.contains("connection: close\r\n"),
+        "{text}"
+    );
     assert_eq!((framing, close), (Framing::Close, true));
 
     // A chunked upstream answer is chunked again, once.
@@ -141,20 +189,32 @@ fn response_heads_frame_the_body() {
     let (text, framing, _) = wire(&h, false, true, false);
     assert!(text.contains("content-length: 5"));
     assert_eq!(framing, Framing::Empty);
-    let h = resp(204, &[("content-length", "0"), ("transfer-encoding", "chunked")]);
+    let h = resp(
+        204,
+        &[("content-length", "0"), ("transfer-encoding", "chunked")],
+    );
     let (text, framing, _) = wire(&h, false, false, false);
-    assert!(!text.contains("content-length") && !text.contains("transfer-encoding"), "{text}");
+    assert!(
+        !text.contains("content-length") && !text.contains("transfer-encoding"),
+        "{text}"
+    );
     assert_eq!(framing, Framing::Empty);
 
     // HTTP/1.0 keep-alive is said; a closing connection is said.
     let h = resp(404, &[("content-length", "0")]);
-    assert!(wire(&h, true, false, false).0.contains("connection: keep-alive\r\n"));
-    assert!(wire(&h, false, false, true).0.contains("connection: close\r\n"));
+    assert!(wire(&h, true, false, false)
+        .0
+        .contains("connection: keep-alive\r\n"));
+    assert!(wire(&h, false, false, true)
+        .0
+        .contains("connection: close\r\n"));
 }
 
 #[test]
 fn a_custom_reason_phrase_is_kept() {
     let mut h = resp(299, &[("content-length", "0")]);
     h.set_reason_phrase(Some("Fine")).unwrap();
-    assert!(wire(&h, false, false, false).0.starts_with("HTTP/1.1 299 Fine\r\n"));
+    assert!(wire(&h, false, false, false)
+        .0
+        .starts_with("HTTP/1.1 299 Fine\r\n"));
 }

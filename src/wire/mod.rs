@@ -110,6 +110,13 @@ fn codings(headers: &HeaderMap) -> impl Iterator<Item = &[u8]> {
         .filter(|c| !c.is_empty())
 }
 
+/// Is the last transfer coding of these headers `chunked`?
+pub fn chunked_last(headers: &HeaderMap) -> bool {
+    codings(headers)
+        .last()
+        .is_some_and(|c| c.eq_ignore_ascii_case(b"chunked"))
+}
+
 /// How the body of a request with these headers is delimited: a request is never
 /// close-delimited, and one without length or coding has no body (RFC 9112 §6.3).
 pub fn request_framing(headers: &HeaderMap, http10: bool) -> Result<Framing, FramingError> {
@@ -155,12 +162,11 @@ pub fn response_framing(
         return Ok((Framing::Empty, false));
     }
     if headers.contains_key(TRANSFER_ENCODING) {
-        let last = codings(headers).last();
         let both = headers.contains_key(CONTENT_LENGTH);
-        return Ok(match last {
-            Some(c) if c.eq_ignore_ascii_case(b"chunked") => (Framing::Chunked, both),
+        return Ok(match chunked_last(headers) {
+            true => (Framing::Chunked, both),
             // A final coding other than chunked: the body ends with the connection.
-            _ => (Framing::Close, true),
+            false => (Framing::Close, true),
         });
     }
     Ok(match content_length(headers)? {

@@ -92,13 +92,7 @@ pub fn head(
     let headers = &header.headers;
     let bodiless_status = (100..200).contains(&status) || status == 204;
     let te = headers.contains_key(TRANSFER_ENCODING);
-    let chunked_te = te
-        && headers
-            .get_all(TRANSFER_ENCODING)
-            .iter()
-            .last()
-            .and_then(|v| v.as_bytes().rsplit(|&b| b == b',').next())
-            .is_some_and(|c| trim(c).eq_ignore_ascii_case(b"chunked"));
+    let chunked_te = te && wire::chunked_last(headers);
     let framing = if head_request || bodiless_status || status == 304 {
         Framing::Empty
     } else if te {
@@ -182,11 +176,4 @@ fn field(out: &mut BytesMut, name: &[u8], value: &[u8]) {
     out.put_slice(b": ");
     out.put_slice(value);
     out.put_slice(b"\r\n");
-}
-
-fn trim(s: &[u8]) -> &[u8] {
-    let ows = |b: &u8| *b == b' ' || *b == b'\t';
-    let start = s.iter().position(|b| !ows(b)).unwrap_or(s.len());
-    let end = s.iter().rposition(|b| !ows(b)).map_or(start, |e| e + 1);
-    &s[start..end]
 }

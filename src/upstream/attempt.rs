@@ -374,11 +374,7 @@ async fn capture(s: &mut Response, waits: Waits) -> Result<Bytes, TryError> {
 /// Read a 2xx stream up to its commit point under `first_token`: the first complete event of an
 /// event stream (`sse`), else the first chunk. Returns the bytes read, unchanged; an error as the
 /// first event fails the try.
-async fn first_event(
-    s: &mut Response,
-    sse: bool,
-    waits: Waits,
-) -> Result<Option<Bytes>, TryError> {
+async fn first_event(s: &mut Response, sse: bool, waits: Waits) -> Result<Option<Bytes>, TryError> {
     let by = waits.first_token_by;
     let mut framer = sse::Framer::new();
     let mut read: Option<Bytes> = None;

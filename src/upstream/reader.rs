@@ -205,6 +205,10 @@ impl Response {
             if let Some(piece) = self.next_piece()? {
                 return Ok(Some(self.join_ahead(piece)?));
             }
+            // The end may have been in the buffer, after the last piece handed out.
+            if self.body_done {
+                return Ok(None);
+            }
             match self.fill().await {
                 Ok(_) => {}
                 // The body of a close-delimited response ends with the connection.

@@ -205,3 +205,32 @@ async fn a_large_body_grows_the_buffer_and_arrives_whole() {
     assert_eq!(got.len(), 300_000);
     assert!(got.iter().enumerate().all(|(i, &b)| b == (i % 251) as u8));
 }
+
+/// The last chunk arrives alone, after the last data was handed out: the body ends there, not
+/// with an error when the peer then closes (tests/relay.rs saw an error event appended).
+#[tokio::test]
+async fn an_sse_stream_in_chunks_a_pause_apart_ends_cleanly() {
+    let (conn, _s) = peer_sends(
+        vec![
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n",
+            b"f\r\ndata: {\"n\":1}\n\n\r\n",
+            b"b\r\ndata: {\"n\":\r\n",
+            b"e\r\n2}\n\ndata: {\"n\"\r\n",
+            b"13\r\n:3}\n\ndata: [DONE]\n\n\r\n",
+            b"0\r\n\r\n",
+        ],
+        false,
+    )
+    .await;
+    let mut r = Response::new(conn, false);
+    r.read_response().await.unwrap();
+    let pieces = match body(&mut r).await {
+        Ok(p) => p,
+        Err(e) => panic!("{e}"),
+    };
+    assert_eq!(
+        concat(&pieces),
+        b"data: {\"n\":1}\n\ndata: {\"n\":2}\n\ndata: {\"n\":3}\n\ndata: [DONE]\n\n"
+    );
+    assert!(r.is_body_done());
+}

@@ -24,9 +24,6 @@ use http::HeaderMap;
 pub enum FramingError {
     /// `Content-Length` is not a decimal number, or its values disagree.
     BadContentLength,
-    /// `Transfer-Encoding` and `Content-Length` both: the message may be read two ways (request
-    /// smuggling), so a request is refused rather than guessed at.
-    LengthAndCoding,
     /// `Transfer-Encoding` whose last coding is not `chunked`, or `chunked` twice.
     BadTransferEncoding,
     /// A transfer coding other than `chunked` (`gzip, chunked`): understood by the syntax but
@@ -41,9 +38,6 @@ impl FramingError {
     pub fn message(self) -> &'static str {
         match self {
             FramingError::BadContentLength => "invalid content-length",
-            FramingError::LengthAndCoding => {
-                "both transfer-encoding and content-length: the body's length is ambiguous"
-            }
             FramingError::BadTransferEncoding => "invalid transfer-encoding",
             FramingError::UnsupportedCoding => "only the chunked transfer coding is supported",
             FramingError::CodingOnHttp10 => "transfer-encoding is not allowed in HTTP/1.0",
@@ -118,7 +112,9 @@ pub fn chunked_last(headers: &HeaderMap) -> bool {
 }
 
 /// How the body of a request with these headers is delimited: a request is never
-/// close-delimited, and one without length or coding has no body (RFC 9112 §6.3).
+/// close-delimited, and one without length or coding has no body (RFC 9112 §6.3). With both
+/// `Transfer-Encoding` and `Content-Length`, the coding decides (§6.1; the caller drops the
+/// length and closes the connection after the answer).
 pub fn request_framing(headers: &HeaderMap, http10: bool) -> Result<Framing, FramingError> {
     if !headers.contains_key(TRANSFER_ENCODING) {
         return Ok(match content_length(headers)? {
@@ -128,9 +124,6 @@ pub fn request_framing(headers: &HeaderMap, http10: bool) -> Result<Framing, Fra
     }
     if http10 {
         return Err(FramingError::CodingOnHttp10);
-    }
-    if headers.contains_key(CONTENT_LENGTH) {
-        return Err(FramingError::LengthAndCoding);
     }
     let mut chunked = 0;
     let mut other = false;

@@ -20,9 +20,11 @@
 //! - pipelined requests are answered in order: bytes past one request's body are the start of
 //!   the next;
 //! - refused before the request path (JSON answer, connection closed): a malformed head (400),
-//!   an HTTP/1.1 request without `Host` or with two (400), `Content-Length` and
-//!   `Transfer-Encoding` together or an invalid `Content-Length` (400), a transfer coding other
-//!   than chunked (501), `CONNECT` (405);
+//!   an HTTP/1.1 request without `Host` or with two (400), an invalid `Content-Length` (400),
+//!   `Transfer-Encoding` on HTTP/1.0 (400), a transfer coding other than chunked (501),
+//!   `CONNECT` (405);
+//! - `Content-Length` with `Transfer-Encoding`: the coding frames the body, the length is
+//!   dropped and the connection closes after the answer (RFC 9112 §6.1, as Pingora and nginx);
 //! - `Expect: 100-continue` is answered `100 Continue` when the body is first read, not when
 //!   the request path answers without it;
 //! - a connection whose request body was not read to its end, or whose response was cut

@@ -111,15 +111,23 @@ pub fn parse(head: &Bytes) -> Result<Request, Refusal> {
             message: "CONNECT is not supported",
         });
     }
-    let headers = wire::build_headers(req.headers, head)?;
+    let mut headers = wire::build_headers(req.headers, head)?;
     let framing = wire::request_framing(&headers, http10)?;
+    // Both framings: the coding decides, the length goes (RFC 9112 §6.3: an intermediary
+    // removes it), and the connection closes after the answer (§6.1), as Pingora's server and
+    // nginx do: a request that may be read two ways ends the connection it came on.
+    let ambiguous = headers.contains_key(header::TRANSFER_ENCODING)
+        && headers.contains_key(header::CONTENT_LENGTH);
+    if ambiguous {
+        headers.remove(header::CONTENT_LENGTH);
+    }
     let mut hosts = headers.get_all(header::HOST).iter();
     match (hosts.next(), hosts.next()) {
         (_, Some(_)) => return Err(Refusal::bad("more than one host header")),
         (None, None) if !http10 => return Err(Refusal::bad("HTTP/1.1 request without host")),
         _ => {}
     }
-    let persistent = wire::persistent(&headers, http10);
+    let persistent = !ambiguous && wire::persistent(&headers, http10);
     let expect_continue = !http10
         && headers
             .get(header::EXPECT)

@@ -52,7 +52,7 @@ impl<'c> Session<'c> {
     /// `req` on `conn`; `last` when no request may follow it on the connection.
     pub fn new(conn: &'c mut Conn, req: Request, last: bool) -> Self {
         let (left, body_done) = match req.framing {
-            Framing::Length(n) => (n, false),
+            Framing::Length(n) => (n, n == 0),
             Framing::Chunked => (0, false),
             Framing::Empty | Framing::Close => (0, true),
         };
@@ -150,7 +150,9 @@ impl<'c> Session<'c> {
             self.conn
                 .write(&mut [IoSlice::new(CONTINUE)], self.write_timeout)
                 .await
-                .map_err(|e| Error::because(ErrorType::WriteError, "writing 100 Continue", e))?;
+                .map_err(|e| {
+                    Error::because(ErrorType::WriteError, "writing 100 Continue", e).into_down()
+                })?;
         }
         Ok(())
     }
@@ -194,6 +196,10 @@ impl Downstream for Session<'_> {
         &self.req.header
     }
 
+    fn req_header_mut(&mut self) -> &mut RequestHeader {
+        &mut self.req.header
+    }
+
     fn client_addr(&self) -> Option<SocketAddr> {
         self.conn.client
     }
@@ -225,6 +231,10 @@ impl Downstream for Session<'_> {
 
     fn set_write_timeout(&mut self, timeout: Option<Duration>) {
         self.write_timeout = timeout;
+    }
+
+    async fn write_continue(&mut self) -> Result<()> {
+        self.continue_if_asked().await
     }
 
     async fn read_body(&mut self) -> Result<Option<Bytes>> {

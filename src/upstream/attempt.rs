@@ -339,18 +339,20 @@ async fn past_header(
 /// half a JSON document. Gaps between reads are bounded by the route's `idle`. A larger answer
 /// commits with what was read and is relayed from there.
 async fn whole_answer(
-    s: &mut HttpSession,
+    s: &mut Response,
     idle: Duration,
     deadline: Instant,
 ) -> Result<Bytes, TryError> {
     let mut buf = BytesMut::new();
     while !s.is_body_done() && buf.len() < MAX_BUFFERED {
         let by = crate::deadline::from_now(idle).min(deadline);
-        match timeout_at(by, s.read_body_ref()).await {
+        match timeout_at(by, s.read_body_bytes()).await {
             Err(_) if by >= deadline => return Err(TryError::Deadline),
             Err(_) => return Err(TryError::FirstByteTimeout),
             Ok(Err(e)) => return Err(classify(&e)),
-            Ok(Ok(Some(chunk))) => buf.extend_from_slice(chunk),
+            // The whole body in one piece (the usual case): no copy.
+            Ok(Ok(Some(chunk))) if buf.is_empty() && s.is_body_done() => return Ok(chunk),
+            Ok(Ok(Some(chunk))) => buf.extend_from_slice(&chunk),
             Ok(Ok(None)) => break,
         }
     }

@@ -14,6 +14,14 @@ use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
+/// What answers requests: given one client request, answer it whatever happens (an error
+/// included) and account for it (access log, metrics). A front end that parses HTTP itself
+/// calls this once per request it reads.
+pub trait Serve: Send + Sync + 'static {
+    /// Answer the request `client` carries.
+    fn serve_request<D: Downstream>(&self, client: &mut D) -> impl Future<Output = ()> + Send;
+}
+
 /// One client request and the channel its answer goes back on.
 pub trait Downstream: Send {
     /// The request header as received (its path normalised once routing begins).

@@ -42,3 +42,4 @@ pub mod tokens;
 pub mod trace;
 pub mod upstream;
 pub mod usage;
+pub mod wire;

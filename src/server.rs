@@ -3,9 +3,11 @@
 
 use crate::admin::Admin;
 use crate::app::App;
+use crate::config::Http1Server;
 use crate::config::{self, Config};
+use crate::listen::front::Front;
 use crate::listen::{self, ConnLimit};
-use crate::proxy::Switchyard;
+use crate::proxy::{PingoraApp, Switchyard};
 use crate::reload::triggers::ReloadTriggers;
 use crate::services::health::HealthChecker;
 use crate::services::key_probe::KeyProber;
@@ -91,6 +93,7 @@ pub fn build(opts: &RunOptions) -> Result<(Server, Arc<App>), config::ConfigErro
     server.bootstrap();
 
     let listeners = cfg.listeners.clone();
+    let http1 = cfg.server.http1;
     let admin_addr = cfg.admin.addr;
     let limits = cfg.limits.clone();
     let access_log = cfg.access_log.clone();
@@ -102,19 +105,26 @@ pub fn build(opts: &RunOptions) -> Result<(Server, Arc<App>), config::ConfigErro
     // Pingora counts reuses: N requests on a connection are N - 1 reuses.
     server_options.keepalive_request_limit = Some(limits.keepalive_requests - 1);
     server_options.h2_idle_timeout = Some(limits.keepalive_timeout);
-    let switchyard = Switchyard::new(
+    let switchyard = Arc::new(Switchyard::new(
         app.current.clone(),
         app.metrics.clone(),
         app.access_log.clone(),
         app.slots.clone(),
-    );
-    let mut proxy_app = http_proxy(&server.configuration, switchyard);
+    ));
+    let mut proxy_app = http_proxy(&server.configuration, PingoraApp(switchyard.clone()));
     proxy_app.server_options = Some(server_options);
+    let lean = http1 == Http1Server::Lean;
+    let front = Front::new(
+        proxy_app,
+        lean.then_some(switchyard),
+        app.current.clone(),
+        app.metrics.clone(),
+    );
     let mut proxy = Service::new(
         "switchyard".to_string(),
-        ConnLimit::new(proxy_app, app.current.clone(), app.metrics.clone()),
+        ConnLimit::new(front, app.current.clone(), app.metrics.clone()),
     );
-    listen::add_listeners(&mut proxy, &listeners, &app.tls).map_err(|(i, e)| {
+    listen::add_listeners(&mut proxy, &listeners, &app.tls, lean).map_err(|(i, e)| {
         let key = if e.is_key() { "key" } else { "cert" };
         invalid(&file, format!("listeners[{i}].tls.{key}"), e.to_string())
     })?;

@@ -1,5 +1,5 @@
-//! The words the file layer accepts for keys with a fixed set of values (`balance`, `kind`,
-//! `failure_on`, `retry_on`, `other_cluster`, `cooldown`, `resume.mode`, `scope`,
+//! The words the file layer accepts for keys with a fixed set of values (`http1`, `balance`,
+//! `kind`, `failure_on`, `retry_on`, `other_cluster`, `cooldown`, `resume.mode`, `scope`,
 //! `shared.on_error`), and the keys that take either a word or number or a map (`retry_on`
 //! entries, `retry.budget`).
 //!
@@ -13,6 +13,16 @@ use serde::de::{self, IntoDeserializer, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 use std::fmt;
 use std::time::Duration;
+
+/// `server.http1`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Http1File {
+    /// `lean`.
+    Lean,
+    /// `pingora`.
+    Pingora,
+}
 
 /// `clusters.NAME.balance`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

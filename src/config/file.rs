@@ -66,6 +66,7 @@ pub struct ServerFile {
     pub graceful_shutdown_timeout: Option<Dur>,
     pub pid_file: Option<String>,
     pub upgrade_sock: Option<String>,
+    pub http1: Option<Http1File>,
 }
 
 /// One entry of `listeners:`.
@@ -100,6 +101,7 @@ pub struct AdminFile {
 #[serde(deny_unknown_fields)]
 pub struct LimitsFile {
     pub max_header_bytes: Option<Size>,
+    pub client_header_timeout: Option<Dur>,
     pub client_body_timeout: Option<Dur>,
     pub client_body_total_timeout: Option<Dur>,
     pub keepalive_timeout: Option<Dur>,

@@ -27,6 +27,11 @@ pub(super) fn server(s: &ServerFile) -> Result<ServerSettings> {
             .map_or(d.graceful_shutdown_timeout, |g| g.0),
         pid_file: s.pid_file.clone().unwrap_or(d.pid_file),
         upgrade_sock: s.upgrade_sock.clone().unwrap_or(d.upgrade_sock),
+        http1: match s.http1 {
+            None => d.http1,
+            Some(Http1File::Lean) => Http1Server::Lean,
+            Some(Http1File::Pingora) => Http1Server::Pingora,
+        },
     })
 }
 
@@ -153,6 +158,11 @@ pub(super) fn limits(l: &LimitsFile) -> Result<Limits> {
     };
     Ok(Limits {
         max_header_bytes,
+        client_header_timeout: positive(
+            "limits.client_header_timeout",
+            l.client_header_timeout,
+            d.client_header_timeout,
+        )?,
         client_body_timeout: positive(
             "limits.client_body_timeout",
             l.client_body_timeout,

@@ -8,6 +8,8 @@
 //! included. A connection over the cap is closed before a byte of HTTP is read, as Envoy's
 //! `global_downstream_max_connections` does.
 
+pub mod front;
+pub mod h1;
 pub mod tls;
 
 pub use crate::certs::TlsError;
@@ -17,6 +19,7 @@ use crate::snapshot::Current;
 use async_trait::async_trait;
 use pingora::apps::ServerApp;
 use pingora::listeners::tls::TlsSettings;
+use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::protocols::Stream;
 use pingora::server::ShutdownWatch;
 use pingora::services::listening::Service;
@@ -27,14 +30,21 @@ pub use tls::TlsCerts;
 /// Add every listener to `service`. TLS listeners get their certificates from `certs` (a
 /// resolver each, so they can be reloaded in place) and offer HTTP/2 and HTTP/1.1 by ALPN. An
 /// error comes with the index of the listener whose files failed to load.
+///
+/// With the `lean` HTTP/1 front end, cleartext connections get no L4 buffers: it reads into a
+/// buffer of its own and writes whole answers, so Pingora's 64 KiB read buffer per connection
+/// would only add a copy (and most of an idle connection's memory).
 pub fn add_listeners<A>(
     service: &mut Service<A>,
     listeners: &[Listener],
     certs: &TlsCerts,
+    lean: bool,
 ) -> Result<(), (usize, TlsError)> {
     for (i, l) in listeners.iter().enumerate() {
         let addr = l.addr.to_string();
         match &l.tls {
+            None if lean => service
+                .add_listener(ListenerConfig::tcp(addr).l4_buffer(L4BufferSettings::unbuffered())),
             None => service.add_tcp(&addr),
             Some(files) => {
                 let resolver = certs.add(&files.cert, &files.key).map_err(|e| (i, e))?;

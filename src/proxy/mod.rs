@@ -55,7 +55,7 @@ mod verdict;
 pub use ctx::Ctx;
 
 use crate::access_log::AccessLog;
-use crate::downstream::Downstream;
+use crate::downstream::{Downstream, Serve};
 use crate::limits::RequestSlots;
 use crate::metrics::Metrics;
 use crate::respond;
@@ -180,8 +180,48 @@ impl Drop for Gauge<'_> {
     }
 }
 
+impl Switchyard {
+    /// The answer to a request whose path ended in an error before a response started (a JSON
+    /// error: 400 for a broken request, the error's status, else 502). A response already
+    /// started can only be cut short. Either way the connection is not reused. The status
+    /// answered (0 if none).
+    async fn answer_error(&self, client: &mut impl Downstream, e: &Error, ctx: &mut Ctx) -> u16 {
+        client.set_keepalive(None);
+        if client.response_started() {
+            return 0;
+        }
+        let code = match e.etype() {
+            ErrorType::HTTPStatus(c) => *c,
+            _ if e.esource() == &ErrorSource::Downstream => 400,
+            _ => 502,
+        };
+        ctx.status = code;
+        let body = respond::error_body("proxy_error", &e.to_string(), "");
+        let _ = respond::write_full(client, code, "application/json", body, &[]).await;
+        code
+    }
+}
+
+impl Serve for Switchyard {
+    /// Serve, answer an error, then log and count: what Pingora's `request_filter`,
+    /// `fail_to_proxy` and `logging` hooks do for its own server.
+    async fn serve_request<D: Downstream>(&self, client: &mut D) {
+        let mut ctx = Ctx::new();
+        if let Err(e) = self.serve(client, &mut ctx).await {
+            self.answer_error(client, &e, &mut ctx).await;
+        }
+        access::log(&self.access_log, client, &ctx);
+        access::count(&self.metrics, &ctx);
+    }
+}
+
+/// The request path as a Pingora proxy application, for the connections Pingora's own server
+/// answers (HTTP/2, and HTTP/1 with `server.http1: pingora`). It shares one [`Switchyard`]
+/// (its connector and request slots) with the lean front end.
+pub struct PingoraApp(pub Arc<Switchyard>);
+
 #[async_trait]
-impl ProxyHttp for Switchyard {
+impl ProxyHttp for PingoraApp {
     type CTX = Ctx;
 
     fn new_ctx(&self) -> Ctx {
@@ -197,33 +237,19 @@ impl ProxyHttp for Switchyard {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
-        self.serve(session, ctx).await.map(|()| true)
+        self.0.serve(session, ctx).await.map(|()| true)
     }
 
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
-        // A response already started can only be cut short; otherwise answer in JSON.
-        if session.response_written().is_none() {
-            let code = match e.etype() {
-                ErrorType::HTTPStatus(c) => *c,
-                _ if e.esource() == &ErrorSource::Downstream => 400,
-                _ => 502,
-            };
-            ctx.status = code;
-            let body = respond::error_body("proxy_error", &e.to_string(), "");
-            let _ = respond::write_full(session, code, "application/json", body, &[]).await;
-            return FailToProxy {
-                error_code: code,
-                can_reuse_downstream: false,
-            };
-        }
+        let code = self.0.answer_error(session, e, ctx).await;
         FailToProxy {
-            error_code: 0,
+            error_code: code,
             can_reuse_downstream: false,
         }
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
-        access::log(&self.access_log, session, ctx);
-        access::count(&self.metrics, ctx);
+        access::log(&self.0.access_log, session, ctx);
+        access::count(&self.0.metrics, ctx);
     }
 }

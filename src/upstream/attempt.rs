@@ -16,14 +16,14 @@
 //! of a status in `capture_statuses` is read whole into [`Ready::first`] so the caller can judge
 //! an API key or a `retry_on` answer condition by it.
 
-use super::framing::{before_any_byte, free_retry, no_body};
-use super::{Target, TryError};
+use super::framing::{free_retry, is_head, no_body};
+use super::{Response, Target, TryError};
 use crate::config::Timeouts;
 use crate::sse;
 use bytes::{Buf, Bytes, BytesMut};
 use pingora::connectors::TransportConnector;
 use pingora::http::{RequestHeader, ResponseHeader};
-use pingora::protocols::http::v1::client::{http_req_header_to_wire, HttpSession};
+use pingora::protocols::http::v1::client::http_req_header_to_wire;
 use pingora::{ErrorType, RetryType};
 use std::future::Future;
 use std::sync::Arc;
@@ -54,7 +54,7 @@ pub async fn timeout_at<F: Future>(deadline: Instant, fut: F) -> Result<F::Outpu
 
 /// A try that reached its commit point.
 pub struct Ready {
-    pub session: HttpSession,
+    pub session: Response,
     pub header: Box<ResponseHeader>,
     /// For streams: the body read up to the commit point (the first event, or the first chunk
     /// of a body that is not an event stream), unchanged.
@@ -96,9 +96,8 @@ impl Ready {
     /// Put the connection back in the pool if the response was read to its end (and neither
     /// side asked to close it).
     pub async fn release(mut self) {
-        if self.reusable && self.session.is_body_done() {
-            self.session.respect_keepalive();
-            if let Some(stream) = self.session.reuse().await {
+        if self.reusable && self.session.reusable() {
+            if let Some(stream) = self.session.reuse() {
                 self.target.idle.put(stream, self.target.transport());
             }
         } else {
@@ -198,7 +197,6 @@ pub async fn try_once(
         deadline,
         ..
     } = *req;
-    let peer = &target.peer;
     // A stale pooled connection is retried once on a fresh one, at no cost to the try.
     for fresh_only in [false, true] {
         let now = Instant::now();
@@ -237,7 +235,7 @@ pub async fn try_once(
             Ok(Ok(())) => false,
         };
         let sent = Instant::now();
-        let mut s = HttpSession::new_with_options(conn, peer);
+        let mut s = Response::new(conn, is_head(head));
         // A peer that stopped taking the body may have answered already (413 to a prompt it
         // finds too large): read that answer, briefly, rather than call it a reset.
         let read_by = match write_failed {
@@ -251,7 +249,7 @@ pub async fn try_once(
                 Err(_) if write_failed => break,
                 Err(_) => return Err(waits.cut(waits.header_by)),
                 Ok(Err(e)) if stale_pooled(&e, reused) && !write_failed => {
-                    if free_retry(reused, !before_any_byte(&e), sent.elapsed()) {
+                    if free_retry(reused, s.received(), sent.elapsed()) {
                         break;
                     }
                     return Err(classify(&e));
@@ -262,8 +260,8 @@ pub async fn try_once(
             }
             match s.resp_header() {
                 Some(h) if h.status.is_informational() => continue,
-                Some(h) => {
-                    header = Some(Box::new(h.clone()));
+                Some(_) => {
+                    header = s.take_header();
                     break;
                 }
                 None => return Err(TryError::Protocol),
@@ -294,12 +292,12 @@ pub async fn try_once(
 }
 
 /// After the header: a retried status fails the try (a 429 or 503 with the `Retry-After` it
-/// carries); HEAD, 1xx, 204 and 304 answers have no body, whatever the header says (Pingora's
-/// session never saw the request, so it cannot know about HEAD); a captured status has its
+/// carries); HEAD, 1xx, 204 and 304 answers have no body, whatever the header says (the
+/// reader knows about HEAD too); a captured status has its
 /// (small) body read; a 2xx stream is read to its first event. Returns what was read and whether
 /// the body is done.
 async fn past_header(
-    s: &mut HttpSession,
+    s: &mut Response,
     header: &ResponseHeader,
     req: &TryRequest<'_>,
     waits: Waits,
@@ -341,18 +339,20 @@ async fn past_header(
 /// half a JSON document. Gaps between reads are bounded by the route's `idle`. A larger answer
 /// commits with what was read and is relayed from there.
 async fn whole_answer(
-    s: &mut HttpSession,
+    s: &mut Response,
     idle: Duration,
     deadline: Instant,
 ) -> Result<Bytes, TryError> {
     let mut buf = BytesMut::new();
     while !s.is_body_done() && buf.len() < MAX_BUFFERED {
         let by = crate::deadline::from_now(idle).min(deadline);
-        match timeout_at(by, s.read_body_ref()).await {
+        match timeout_at(by, s.read_body_bytes()).await {
             Err(_) if by >= deadline => return Err(TryError::Deadline),
             Err(_) => return Err(TryError::FirstByteTimeout),
             Ok(Err(e)) => return Err(classify(&e)),
-            Ok(Ok(Some(chunk))) => buf.extend_from_slice(chunk),
+            // The whole body in one piece (the usual case): no copy.
+            Ok(Ok(Some(chunk))) if buf.is_empty() && s.is_body_done() => return Ok(chunk),
+            Ok(Ok(Some(chunk))) => buf.extend_from_slice(&chunk),
             Ok(Ok(None)) => break,
         }
     }
@@ -360,13 +360,13 @@ async fn whole_answer(
 }
 
 /// Read the (small) error body, so the caller can judge the API key or the answer by it.
-async fn capture(s: &mut HttpSession, waits: Waits) -> Result<Bytes, TryError> {
+async fn capture(s: &mut Response, waits: Waits) -> Result<Bytes, TryError> {
     let mut buf = BytesMut::new();
     while !s.is_body_done() && buf.len() < MAX_CAPTURE {
-        match timeout_at(waits.header_by, s.read_body_ref()).await {
+        match timeout_at(waits.header_by, s.read_body_bytes()).await {
             Err(_) => return Err(waits.cut(waits.header_by)),
             Ok(Err(e)) => return Err(classify(&e)),
-            Ok(Ok(Some(chunk))) => buf.extend_from_slice(chunk),
+            Ok(Ok(Some(chunk))) => buf.extend_from_slice(&chunk),
             Ok(Ok(None)) => break,
         }
     }
@@ -376,11 +376,7 @@ async fn capture(s: &mut HttpSession, waits: Waits) -> Result<Bytes, TryError> {
 /// Read a 2xx stream up to its commit point under `first_token`: the first complete event of an
 /// event stream (`sse`), else the first chunk. Returns the bytes read, unchanged; an error as the
 /// first event fails the try.
-async fn first_event(
-    s: &mut HttpSession,
-    sse: bool,
-    waits: Waits,
-) -> Result<Option<Bytes>, TryError> {
+async fn first_event(s: &mut Response, sse: bool, waits: Waits) -> Result<Option<Bytes>, TryError> {
     let by = waits.first_token_by;
     let mut framer = sse::Framer::new();
     let mut read: Option<Bytes> = None;

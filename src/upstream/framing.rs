@@ -1,7 +1,6 @@
-//! What a try must know about HTTP framing that Pingora's client cannot tell it, because the try
-//! writes the request itself (header and body in one write) and Pingora's session never sees
-//! the request: whether an answer has a body at all, and whether a failure on a pooled
-//! connection may be retried for free.
+//! What a try must know about HTTP framing beyond the response itself, because the try writes
+//! the request itself (header and body in one write): whether an answer has a body at all, and
+//! whether a failure on a pooled connection may be retried for free.
 
 use std::time::Duration;
 
@@ -32,14 +31,6 @@ pub fn free_retry(reused: bool, any_response_byte: bool, since_send: Duration) -
     reused && !any_response_byte && since_send <= STALE_WINDOW
 }
 
-/// Did the header read fail before any byte of the answer arrived? Pingora's HTTP/1 client says
-/// how many header bytes it had read in the error's context.
-pub fn before_any_byte(e: &pingora::Error) -> bool {
-    e.context
-        .as_ref()
-        .is_none_or(|c| c.as_str().ends_with("bytes already read: 0"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -67,27 +58,5 @@ mod tests {
             !free_retry(true, false, Duration::from_secs(25)),
             "the peer had it"
         );
-    }
-
-    /// Pingora's message is what `before_any_byte` reads: pinned here so that an upgrade that
-    /// changes it fails this test rather than silently disabling the rule.
-    #[tokio::test]
-    async fn pingora_says_how_many_header_bytes_it_had() {
-        use pingora::protocols::http::v1::client::HttpSession;
-        use tokio::io::AsyncWriteExt;
-        for (sent, want) in [(&b""[..], true), (&b"HTTP/1.1 2"[..], false)] {
-            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let addr = l.local_addr().unwrap();
-            let server = tokio::spawn(async move {
-                let (mut s, _) = l.accept().await.unwrap();
-                s.write_all(sent).await.unwrap();
-            });
-            let c = tokio::net::TcpStream::connect(addr).await.unwrap();
-            server.await.unwrap();
-            let stream = pingora::protocols::l4::stream::Stream::from(c);
-            let mut s = HttpSession::new(Box::new(stream));
-            let e = s.read_response().await.unwrap_err();
-            assert_eq!(before_any_byte(&e), want, "{e}");
-        }
     }
 }

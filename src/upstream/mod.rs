@@ -11,6 +11,7 @@ mod attempt;
 mod error;
 mod framing;
 mod pool;
+mod reader;
 mod target;
 mod tls;
 
@@ -18,5 +19,6 @@ pub use attempt::{timeout_at, try_once, wire, Ready, TryRequest};
 pub use error::TryError;
 pub use framing::{bodiless_status, is_head};
 pub use pool::IdlePool;
+pub use reader::Response;
 pub use target::{ConnectFailed, Target};
 pub use tls::{TlsClient, TlsClients};

@@ -98,8 +98,14 @@ impl Balancer {
             Some(d) => d,
             None => tempfile::tempdir().expect("tempdir"),
         };
+        // SWITCHYARD_TEST_HTTP1=pingora runs a suite against Pingora's HTTP/1 server instead of
+        // the lean one (the default), so both stay correct.
+        let http1 = match std::env::var("SWITCHYARD_TEST_HTTP1") {
+            Ok(v) if !v.is_empty() => format!("  http1: {v}\n"),
+            _ => String::new(),
+        };
         let head = format!(
-            "server:\n  threads: 2\n  grace_period: 1s\n  graceful_shutdown_timeout: 1s\n  pid_file: {d}/sy.pid\n  upgrade_sock: {d}/upgrade.sock\nlisteners:\n  - addr: \"{addr}\"\n{l}admin:\n  addr: \"{admin}\"\n{a}",
+            "server:\n  threads: 2\n  grace_period: 1s\n  graceful_shutdown_timeout: 1s\n  pid_file: {d}/sy.pid\n  upgrade_sock: {d}/upgrade.sock\n{http1}listeners:\n  - addr: \"{addr}\"\n{l}admin:\n  addr: \"{admin}\"\n{a}",
             d = dir.path().display(),
             l = extra.listeners,
             a = extra.admin,

@@ -20,11 +20,23 @@ pub struct ServerSettings {
     /// Socket the old and new process use to hand over listeners (whoever can connect to it
     /// receives the listening sockets). Default `upgrade.sock` in [`runtime_dir`].
     pub upgrade_sock: String,
+    /// Which server answers HTTP/1.x on the listeners. Default [`Http1Server::Lean`].
+    pub http1: Http1Server,
+}
+
+/// The server that answers HTTP/1.x connections (HTTP/2 is always Pingora's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Http1Server {
+    /// switchyard's own (`listen::h1`): the faster one.
+    #[default]
+    Lean,
+    /// Pingora's HTTP/1 server, as before the lean one existed.
+    Pingora,
 }
 
 impl Default for ServerSettings {
     /// One thread per core, a grace period of 30s, 5s for tasks to end, `switchyard.pid` and
-    /// `upgrade.sock` in [`runtime_dir`].
+    /// `upgrade.sock` in [`runtime_dir`], and the lean HTTP/1 server.
     fn default() -> Self {
         let dir = runtime_dir();
         let at = |f: &str| dir.join(f).display().to_string();
@@ -34,6 +46,7 @@ impl Default for ServerSettings {
             graceful_shutdown_timeout: Duration::from_secs(5),
             pid_file: at("switchyard.pid"),
             upgrade_sock: at("upgrade.sock"),
+            http1: Http1Server::Lean,
         }
     }
 }
@@ -153,6 +166,9 @@ pub struct Limits {
     /// Request target plus header names and values, in bytes, above which a request gets 431.
     /// Default 64KiB.
     pub max_header_bytes: usize,
+    /// Longest wait for a whole request header, from its first byte (from the connection's
+    /// start, for the first request); 408 after it. Lean HTTP/1 server only. Default 60s.
+    pub client_header_timeout: Duration,
     /// Longest wait for the next piece of a request body. Default 30s.
     pub client_body_timeout: Duration,
     /// Longest time to receive a whole request body, however steadily it trickles in. Default
@@ -172,11 +188,13 @@ pub struct Limits {
 }
 
 impl Default for Limits {
-    /// Headers up to 64KiB, 30s between body pieces and 60s for a whole body, idle connections kept 60s, 1000 requests
+    /// Headers up to 64KiB within 60s, 30s between body pieces and 60s for a whole body, idle
+    /// connections kept 60s, 1000 requests
     /// per HTTP/1.1 connection, 10000 connections and 4096 requests in flight.
     fn default() -> Self {
         Limits {
             max_header_bytes: 64 * 1024,
+            client_header_timeout: Duration::from_secs(60),
             client_body_timeout: Duration::from_secs(30),
             client_body_total_timeout: Duration::from_secs(60),
             keepalive_timeout: Duration::from_secs(60),

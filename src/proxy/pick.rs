@@ -24,6 +24,7 @@
 //! clusters it must not go back to, and the API keys (never sent twice to the same cluster).
 
 use super::retry::Again;
+use super::affinity::Keys;
 use super::spend;
 use super::verdict::Ticket;
 use crate::config::OtherCluster;
@@ -79,8 +80,8 @@ pub struct Picker<'a> {
     route: &'a Route,
     /// The cluster the split chose.
     first: usize,
-    /// The request's key for hashing balancers (a hash of its sticky key, or 0).
-    key: u64,
+    /// The request's key for hashing balancers, per cluster.
+    keys: Keys,
     metrics: &'a Metrics,
     /// (cluster, peer) pairs tried.
     tried: Vec<(usize, usize)>,
@@ -111,14 +112,14 @@ impl<'a> Picker<'a> {
         snap: &'a Snapshot,
         route: &'a Route,
         first: usize,
-        key: u64,
+        keys: Keys,
         metrics: &'a Metrics,
     ) -> Self {
         Picker {
             snap,
             route,
             first,
-            key,
+            keys,
             metrics,
             tried: Vec::with_capacity(route.cfg.retry.attempts as usize),
             spent: Vec::new(),
@@ -223,7 +224,7 @@ impl<'a> Picker<'a> {
             // each lost race means another request took a place.
             for _ in 0..4 {
                 let found = cluster.balancer.pick(
-                    self.key,
+                    self.keys.of(ci),
                     |pi| candidate(pi) && cluster.peers[pi].has_capacity(),
                     |pi| {
                         let p = &cluster.peers[pi];

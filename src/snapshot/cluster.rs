@@ -161,7 +161,7 @@ impl Cluster {
                 .map(|r| state.limiters.budget(&c.name, r, shared)),
             queue,
             ejection: state.peers.cluster_ejection(&c.name),
-            balancer: Balancer::new(c.balance, &weights),
+            balancer: Balancer::for_cluster(c, &weights),
             latency: metrics
                 .upstream_latency
                 .with_label_values(&[c.name.as_str()]),

@@ -184,3 +184,94 @@ async fn a_peer_leaving_moves_only_its_prefixes() {
     assert_eq!(b.reload().await.0, 200);
     assert_eq!(mapping(&b, 24).await, before);
 }
+
+/// A cluster `pool` of `peers` with `balance` and `load_report` (`lr`, inside braces).
+fn reporting(peers: &[&SimHandle], balance: &str, lr: &str) -> String {
+    config(peers, "").replacen(
+        "balance: prefix_affinity\n",
+        &format!("balance: {balance}\n    load_report: {{ {lr} }}\n"),
+        1,
+    )
+}
+
+/// Wait until `/status` shows peer `i` of `pool` reporting `waiting` requests queued.
+async fn wait_reported(b: &Balancer, i: usize, waiting: u64) {
+    wait_until(Duration::from_secs(10), "the load report", || async {
+        let s = b.status().await;
+        let r = &s["clusters"][0]["peers"][i]["load_report"];
+        r["fresh"] == true && r["waiting"] == waiting
+    })
+    .await;
+}
+
+/// Requests each simulator answered, of `n` sent one after another.
+async fn spread(b: &Balancer, n: usize) -> HashMap<String, usize> {
+    let mut count = HashMap::new();
+    for i in 0..n {
+        *count
+            .entry(served_by(b, tenant_chat(i, "q")).await)
+            .or_default() += 1;
+    }
+    count
+}
+
+#[tokio::test]
+async fn a_reported_queue_steers_traffic_away() {
+    let s = sims(2).await;
+    let refs: Vec<_> = s.iter().collect();
+    // least_inflight weighs the queue p0 reports: it wins only when both draws land on it.
+    s[0].set_reported_load(Some(40), None);
+    let b = Balancer::start(&reporting(&refs, "least_inflight", "interval: 100ms")).await;
+    wait_reported(&b, 0, 40).await;
+    let count = spread(&b, 100).await;
+    let p0 = count.get("p0").copied().unwrap_or(0);
+    assert!(
+        p0 < 40,
+        "p0 reports a queue of 40 and still got {p0} of 100"
+    );
+    let m = b.metrics().await;
+    let peer = s[0].addr().to_string();
+    let labels = [("cluster", "pool"), ("peer", peer.as_str())];
+    assert_eq!(metric(&m, "switchyard_peer_queue_waiting", &labels), 40.0);
+    let kv = metric(&m, "switchyard_peer_kv_cache_usage", &labels);
+    assert!((0.0..=1.0).contains(&kv), "{kv}");
+
+    // prefix_affinity counts the reported queue in its bound: p0's prefixes spill to p1.
+    let a = Balancer::start(&reporting(&refs, "prefix_affinity", "interval: 100ms")).await;
+    wait_reported(&a, 0, 40).await;
+    assert_eq!(spread(&a, 20).await.get("p0"), None);
+
+    // Over max_waiting, or with its KV cache full, a peer is skipped while another can serve.
+    let c = Balancer::start(&reporting(
+        &refs,
+        "round_robin",
+        "interval: 100ms, max_waiting: 10",
+    ))
+    .await;
+    wait_reported(&c, 0, 40).await;
+    assert_eq!(spread(&c, 10).await.get("p0"), None);
+    s[0].set_reported_load(None, Some(1.0));
+    wait_reported(&c, 0, 0).await;
+    wait_until(Duration::from_secs(10), "p0 full", || async {
+        c.status().await["clusters"][0]["peers"][0]["load_report"]["full"] == true
+    })
+    .await;
+    assert_eq!(spread(&c, 10).await.get("p0"), None);
+    // Both full: still served.
+    s[1].set_reported_load(None, Some(1.0));
+    wait_until(Duration::from_secs(10), "p1 full", || async {
+        c.status().await["clusters"][0]["peers"][1]["load_report"]["full"] == true
+    })
+    .await;
+    assert_eq!(spread(&c, 10).await.values().sum::<usize>(), 10);
+    // Reports back to normal: round robin again.
+    s[0].set_reported_load(None, None);
+    s[1].set_reported_load(None, None);
+    wait_until(Duration::from_secs(10), "reports clear", || async {
+        let st = c.status().await;
+        let peers = &st["clusters"][0]["peers"];
+        peers[0]["load_report"]["full"] == false && peers[1]["load_report"]["full"] == false
+    })
+    .await;
+    assert_eq!(spread(&c, 10).await.get("p0"), Some(&5));
+}

@@ -222,11 +222,10 @@ async fn model_request(
             ));
         }
     };
-    let mut knobs = knobs;
-    let prefill = shared.prefix.admit(&json);
+    let cached = shared.prefix.admit(&json);
     knobs.ttft = knobs
         .ttft
-        .saturating_add(prefill.delay(shared.cfg.prefill_per_block));
+        .saturating_add(cached.delay(shared.cfg.prefill_per_block));
     let prefix = match kind {
         Kind::Chat => "chatcmpl",
         Kind::Text => "cmpl",

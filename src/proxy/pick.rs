@@ -26,7 +26,6 @@
 //! The [`Picker`] is the only keeper of what this request tried: the peers, the peers and
 //! clusters it must not go back to, and the API keys (never sent twice to the same cluster).
 
-use super::retry::Again;
 use super::affinity::Keys;
 use super::spend;
 use super::verdict::Ticket;

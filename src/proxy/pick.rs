@@ -27,6 +27,7 @@
 //! clusters it must not go back to, and the API keys (never sent twice to the same cluster).
 
 use super::affinity::Keys;
+use super::retry::Again;
 use super::spend;
 use super::verdict::Ticket;
 use crate::config::OtherCluster;

@@ -12,7 +12,8 @@ use http::header::CONTENT_TYPE;
 use http::{HeaderValue, Response};
 use http_body_util::{BodyExt, Full};
 
-use super::handler::{Shared, SimBody};
+use super::answer::SimBody;
+use super::handler::Shared;
 
 /// Values reported in place of the real ones; `u64::MAX` = not overridden.
 #[derive(Debug)]

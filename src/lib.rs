@@ -27,6 +27,7 @@ pub mod limits;
 pub mod listen;
 pub mod metrics;
 pub mod peer;
+pub mod peer_load;
 pub mod proxy;
 pub mod reload;
 pub mod respond;

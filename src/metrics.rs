@@ -9,8 +9,8 @@ mod llm;
 pub use llm::{LlmHandles, LlmMetrics};
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Buckets for request and upstream latency: LLM requests take from milliseconds (cache hits)
@@ -49,6 +49,14 @@ pub struct Metrics {
     pub breaker_state: IntGaugeVec,
     /// `switchyard_peer_healthy{cluster,peer}`: 1 healthy, 0 not (or not yet probed).
     pub peer_healthy: IntGaugeVec,
+    /// `switchyard_peer_queue_waiting{cluster,peer}`: requests the peer last reported queued.
+    pub peer_waiting: IntGaugeVec,
+    /// `switchyard_peer_running_requests{cluster,peer}`: requests it last reported running.
+    pub peer_running: IntGaugeVec,
+    /// `switchyard_peer_kv_cache_usage{cluster,peer}`: KV-cache use it last reported, 0 to 1.
+    pub peer_kv_usage: GaugeVec,
+    /// `switchyard_load_report_failures_total{cluster,peer}`: scrapes that got no report.
+    pub load_report_failures: IntCounterVec,
     /// `switchyard_api_key_usable{cluster,key_id}`: 1 usable, 0 out.
     pub api_key_usable: IntGaugeVec,
     /// `switchyard_api_key_disabled_total{cluster,key_id,reason}`
@@ -213,6 +221,34 @@ impl Metrics {
                 ),
                 &["cluster", "peer"]
             )),
+            peer_waiting: reg!(IntGaugeVec::new(
+                Opts::new(
+                    "switchyard_peer_queue_waiting",
+                    "Requests waiting in the peer's own queue, as it last reported (load_report)."
+                ),
+                &["cluster", "peer"]
+            )),
+            peer_running: reg!(IntGaugeVec::new(
+                Opts::new(
+                    "switchyard_peer_running_requests",
+                    "Requests the peer reported running (load_report)."
+                ),
+                &["cluster", "peer"]
+            )),
+            peer_kv_usage: reg!(GaugeVec::new(
+                Opts::new(
+                    "switchyard_peer_kv_cache_usage",
+                    "KV-cache use the peer reported, 0 to 1 (load_report)."
+                ),
+                &["cluster", "peer"]
+            )),
+            load_report_failures: reg!(IntCounterVec::new(
+                Opts::new(
+                    "switchyard_load_report_failures_total",
+                    "Scrapes of a peer's metrics that got no load report."
+                ),
+                &["cluster", "peer"]
+            )),
             api_key_usable: reg!(IntGaugeVec::new(
                 Opts::new("switchyard_api_key_usable", "API key usable (1) or taken out (0), by key fingerprint."),
                 &["cluster", "key_id"]
@@ -342,6 +378,10 @@ impl Metrics {
         let labels = [cluster, peer];
         let _ = self.peer_inflight.remove_label_values(&labels);
         let _ = self.peer_healthy.remove_label_values(&labels);
+        let _ = self.peer_waiting.remove_label_values(&labels);
+        let _ = self.peer_running.remove_label_values(&labels);
+        let _ = self.peer_kv_usage.remove_label_values(&labels);
+        let _ = self.load_report_failures.remove_label_values(&labels);
         let _ = self.breaker_state.remove_label_values(&labels);
         let _ = self.breaker_opens.remove_label_values(&labels);
     }

@@ -105,6 +105,8 @@ pub struct PeerState {
     pub freed: Arc<tokio::sync::Notify>,
     /// Idle keep-alive connections to the peer.
     pub idle: Arc<crate::upstream::IdlePool>,
+    /// The load the peer last reported itself (`load_report`), written by its scraper.
+    pub load: crate::peer_load::LoadCell,
 }
 
 /// Consecutive passes and failures of active probes.
@@ -142,6 +144,7 @@ impl PeerState {
             epoch: Instant::now(),
             probe_streak: Mutex::new(ProbeStreak::default()),
             idle: Arc::default(),
+            load: Default::default(),
         }
     }
 

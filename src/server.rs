@@ -12,6 +12,7 @@ use crate::reload::triggers::ReloadTriggers;
 use crate::services::health::HealthChecker;
 use crate::services::key_probe::KeyProber;
 use crate::services::key_sync::KeySync;
+use crate::services::load_report::LoadReporter;
 use crate::services::resolver::NameResolver;
 use crate::services::sampler::Sampler;
 use crate::services::warm::Warmer;
@@ -153,6 +154,13 @@ pub fn build(opts: &RunOptions) -> Result<(Server, Arc<App>), config::ConfigErro
             current: app.current.clone(),
             metrics: app.metrics.clone(),
             probe_round: app.probe_round.clone(),
+        },
+    ));
+    server.add_service(background_service(
+        "load reports",
+        LoadReporter {
+            current: app.current.clone(),
+            metrics: app.metrics.clone(),
         },
     ));
     server.add_service(background_service(

@@ -67,11 +67,12 @@ pub fn status_json(snap: &Snapshot, last_reload_error: Option<String>) -> Value 
                 "health_check": checked,
                 "tls": c.cfg.tls.is_some(),
                 "dns": dns_json(c),
-                "peers": c.peers.iter().map(|p| json!({
+                "peers": c.peers.iter().enumerate().map(|(pi, p)| json!({
                     "addr": p.state.addr.to_string(),
                     "name": p.state.id.name,
                     "weight": p.weight,
                     "inflight": p.state.inflight(),
+                    "load_report": load_json(c, pi, now),
                     "health": p.state.health().as_str(),
                     "usable": p.usable(checked, now),
                     "breaker": breaker_json(&c.cfg.name, p, now),
@@ -92,6 +93,26 @@ pub fn status_json(snap: &Snapshot, last_reload_error: Option<String>) -> Value 
 }
 
 /// The `dns` part of a cluster in `/status`: each named peer with its latest resolution.
+/// A peer's own load report (`load_report`): `null` without one, else what it last said, how
+/// long ago, whether that is still used (`fresh`) and whether it makes the peer skipped (`full`).
+fn load_json(c: &Cluster, pi: usize, now: Instant) -> Value {
+    if c.cfg.load_report.is_none() {
+        return Value::Null;
+    }
+    match c.peers[pi].state.load.latest(now) {
+        None => json!({"reported": false}),
+        Some((r, age)) => json!({
+            "reported": true,
+            "waiting": r.waiting,
+            "running": r.running,
+            "kv_cache_usage": r.kv_usage,
+            "age_ms": age.as_millis() as u64,
+            "fresh": c.report(pi, now).is_some(),
+            "full": c.reports_full(pi, now),
+        }),
+    }
+}
+
 fn dns_json(c: &Cluster) -> Value {
     let names: Vec<Value> = c
         .dns

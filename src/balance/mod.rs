@@ -1,17 +1,20 @@
 //! Picking a peer inside a cluster.
 //!
 //! Each algorithm is one [`Selection`] in its own file: [`round_robin`] (weighted, Pingora's
-//! `Weighted<RoundRobin>`) and [`least_inflight`] (power of two choices on in-flight requests per
-//! unit of weight). A pick gets the request's key (a hash of whatever a hashing balancer keys on:
+//! `Weighted<RoundRobin>`), [`least_inflight`] (power of two choices on in-flight requests per
+//! unit of weight) and [`prefix_affinity`] (consistent hashing of the request's key under a load
+//! bound; the key is stable across processes, see [`hash`]). A pick gets the request's key (a hash of whatever a hashing balancer keys on:
 //! a session header, a prompt prefix) and two callbacks from the caller: `accept` says whether a
 //! candidate is usable now (healthy, breaker admitting, not tried by this request, below its
 //! `max_inflight`) and `load` gives its load per unit of weight. A hashing balancer is one more
 //! file and one more [`Balancer`] variant; nothing in the try loop changes.
 
+pub mod hash;
 pub mod least_inflight;
+pub mod prefix_affinity;
 pub mod round_robin;
 
-use crate::config::Balance;
+use crate::config::{AffinityConfig, Balance, ClusterConfig};
 use pingora::lb::Backend;
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -37,12 +40,27 @@ pub trait Selection {
 pub enum Balancer {
     RoundRobin(round_robin::RoundRobin),
     LeastInflight(least_inflight::LeastInflight),
+    PrefixAffinity(prefix_affinity::PrefixAffinity),
 }
 
 impl Balancer {
-    /// The balancer `kind` over `peers`, in cluster order with their weights.
+    /// The balancer of cluster `c` over `peers`, in cluster order with their weights.
+    pub fn for_cluster(c: &ClusterConfig, peers: &[(SocketAddr, u32)]) -> Self {
+        match c.balance {
+            Balance::PrefixAffinity => Balancer::PrefixAffinity(
+                prefix_affinity::PrefixAffinity::new(peers, c.affinity.load_factor),
+            ),
+            kind => Self::new(kind, peers),
+        }
+    }
+
+    /// The balancer `kind` over `peers`, in cluster order with their weights (`prefix_affinity`
+    /// with its default load factor).
     pub fn new(kind: Balance, peers: &[(SocketAddr, u32)]) -> Self {
         match kind {
+            Balance::PrefixAffinity => Balancer::PrefixAffinity(
+                prefix_affinity::PrefixAffinity::new(peers, AffinityConfig::default().load_factor),
+            ),
             Balance::RoundRobin => Balancer::RoundRobin(round_robin::RoundRobin::new(peers)),
             Balance::LeastInflight => {
                 Balancer::LeastInflight(least_inflight::LeastInflight::new(peers))
@@ -67,6 +85,7 @@ impl Balancer {
         match self {
             Balancer::RoundRobin(s) => s.pick(&pick),
             Balancer::LeastInflight(s) => s.pick(&pick),
+            Balancer::PrefixAffinity(s) => s.pick(&pick),
         }
     }
 }

@@ -32,6 +32,8 @@ pub enum BalanceFile {
     RoundRobin,
     /// `least_inflight`.
     LeastInflight,
+    /// `prefix_affinity`.
+    PrefixAffinity,
 }
 
 /// `health_check.kind`.

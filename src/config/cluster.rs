@@ -1,4 +1,5 @@
-//! Building a cluster: its peers and balance, its health check and its breaker. The keys that
+//! Building a cluster: its peers, its health check and its breaker (how a peer is picked is
+//! built by [`super::balance`]). The keys that
 //! govern how much reaches its upstream are built by [`super::admission`], how its peers are
 //! reached (TLS, `Host`, path) by [`super::upstream`].
 
@@ -8,7 +9,7 @@ use super::check::{
 };
 use super::file::*;
 use super::types::*;
-use super::{admission, upstream};
+use super::{admission, balance, upstream};
 use bytes::Bytes;
 use std::collections::HashSet;
 
@@ -16,10 +17,8 @@ use std::collections::HashSet;
 pub(super) fn cluster(name_: &str, c: &ClusterFile) -> Result<ClusterConfig> {
     let base = format!("clusters.{name_}");
     name(&base, name_)?;
-    let balance = match c.balance {
-        None | Some(BalanceFile::RoundRobin) => Balance::RoundRobin,
-        Some(BalanceFile::LeastInflight) => Balance::LeastInflight,
-    };
+    let (balance, affinity) = balance::balance(&base, c)?;
+    let load_report = balance::load_report(&format!("{base}.load_report"), c.load_report.as_ref())?;
     let peers = peers(&format!("{base}.peers"), &c.peers)?;
     let health_check = match &c.health_check {
         Some(h) => Some(health_check(&format!("{base}.health_check"), h)?),
@@ -49,6 +48,8 @@ pub(super) fn cluster(name_: &str, c: &ClusterFile) -> Result<ClusterConfig> {
     Ok(ClusterConfig {
         name: name_.to_string(),
         balance,
+        affinity,
+        load_report,
         peers,
         health_check,
         breaker,

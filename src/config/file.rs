@@ -131,6 +131,10 @@ pub struct TracingFile {
 pub struct ClusterFile {
     #[serde(default)]
     pub balance: Option<BalanceFile>,
+    #[serde(default)]
+    pub affinity: Option<AffinityFile>,
+    #[serde(default)]
+    pub load_report: Option<LoadReportFile>,
     pub peers: Vec<PeerFile>,
     #[serde(default)]
     pub health_check: Option<HealthCheckFile>,
@@ -150,6 +154,26 @@ pub struct ClusterFile {
     pub host: Option<String>,
     pub strip_prefix: Option<String>,
     pub add_prefix: Option<String>,
+}
+
+/// `clusters.NAME.affinity`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AffinityFile {
+    /// `prompt` or `header:NAME`.
+    pub key: Option<String>,
+    pub prefix_bytes: Option<Size>,
+    pub load_factor: Option<f64>,
+}
+
+/// `clusters.NAME.load_report`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoadReportFile {
+    pub path: Option<String>,
+    pub interval: Option<Dur>,
+    pub max_waiting: Option<u32>,
+    pub max_kv_usage: Option<f64>,
 }
 
 /// `clusters.NAME.tls`: TLS to the cluster's peers.

@@ -21,7 +21,9 @@
 //!
 //! - `server`, `listeners`, `admin`, `limits`, `access_log`: built by `process.rs` into the types
 //!   of `types/process.rs`;
-//! - a cluster's peers, `balance`, `health_check` and `breaker`: `cluster.rs`, `types/cluster.rs`;
+//! - a cluster's peers, `health_check` and `breaker`: `cluster.rs`, `types/cluster.rs`;
+//! - how it picks a peer (`balance`, `affinity`, `load_report`): `balance.rs`, typed beside the
+//!   rest of the cluster;
 //! - a cluster's `api_keys`, `rate_limit` and `queue`, and a route's `client_limit`:
 //!   `admission.rs`, typed beside the rest of the cluster and of the route;
 //! - how a cluster's peers are reached (`tls`, `host`, `strip_prefix`, `add_prefix`) and the
@@ -36,6 +38,7 @@
 //! counts, durations, names, methods, statuses); `locate.rs` finds the line of a key path.
 
 mod admission;
+mod balance;
 mod build;
 mod check;
 mod choices;

@@ -13,7 +13,7 @@
 //! | cache | `crate::cache::lookup` |
 //! | the upstream request header | `forward.rs` |
 //! | the header per cluster (`Host`, path, credentials, key) | `rewrite.rs` |
-//! | where each try goes | `pick.rs` |
+//! | where each try goes | `pick.rs` (the key of a hashing balancer: `affinity.rs`) |
 //! | token budgets: the estimate, the client's reservation, settling | `spend.rs` |
 //! | the tries, their budget, backoff and hedges | `tries.rs`, `running.rs`, `retry.rs` (the retry table) |
 //! | breaker feedback | `verdict.rs` |
@@ -31,6 +31,7 @@
 //! session type.
 
 mod access;
+mod affinity;
 mod answer;
 mod body;
 mod ctx;

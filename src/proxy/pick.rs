@@ -16,6 +16,9 @@
 //! A budget that counts tokens is charged the request's estimate with each try; the try carries
 //! the [`Reservation`] to be settled with what its answer used.
 //!
+//! Inside a cluster, a peer that reports itself full (`load_report`: KV cache full, or more
+//! requests waiting than `max_waiting`) is taken only when no other peer can be.
+//!
 //! A hedge never waits and never goes to a peer already tried. The place under `max_inflight` is
 //! reserved by the pick itself (a compare-and-swap on the peer's in-flight count) and held
 //! through the backoff, so concurrent requests never overfill a peer.
@@ -23,6 +26,7 @@
 //! The [`Picker`] is the only keeper of what this request tried: the peers, the peers and
 //! clusters it must not go back to, and the API keys (never sent twice to the same cluster).
 
+use super::affinity::Keys;
 use super::retry::Again;
 use super::spend;
 use super::verdict::Ticket;
@@ -79,8 +83,8 @@ pub struct Picker<'a> {
     route: &'a Route,
     /// The cluster the split chose.
     first: usize,
-    /// The request's key for hashing balancers (a hash of its sticky key, or 0).
-    key: u64,
+    /// The request's key for hashing balancers, per cluster.
+    keys: Keys,
     metrics: &'a Metrics,
     /// (cluster, peer) pairs tried.
     tried: Vec<(usize, usize)>,
@@ -111,14 +115,14 @@ impl<'a> Picker<'a> {
         snap: &'a Snapshot,
         route: &'a Route,
         first: usize,
-        key: u64,
+        keys: Keys,
         metrics: &'a Metrics,
     ) -> Self {
         Picker {
             snap,
             route,
             first,
-            key,
+            keys,
             metrics,
             tried: Vec::with_capacity(route.cfg.retry.attempts as usize),
             spent: Vec::new(),
@@ -183,6 +187,32 @@ impl<'a> Picker<'a> {
         }
     }
 
+    /// A peer of `cluster` (index `ci`) that `candidate` takes and that is below its
+    /// `max_inflight`; one that reports itself full only when no other can take the request.
+    fn pick_in(
+        &self,
+        cluster: &Cluster,
+        ci: usize,
+        candidate: &dyn Fn(usize) -> bool,
+        now: Instant,
+    ) -> Option<usize> {
+        let reporting = cluster.cfg.load_report.is_some();
+        [true, false]
+            .into_iter()
+            .filter(|skip_full| *skip_full || reporting)
+            .find_map(|skip_full| {
+                cluster.balancer.pick(
+                    self.keys.of(ci),
+                    |pi| {
+                        candidate(pi)
+                            && cluster.peers[pi].has_capacity()
+                            && !(skip_full && reporting && cluster.reports_full(pi, now))
+                    },
+                    |pi| cluster.load(pi, now),
+                )
+            })
+    }
+
     /// Pick a peer and reserve its place: peers not tried yet (`again` false) or tried peers
     /// that may take the request again (`again` true), the clusters in the order of the split,
     /// those [`Picker::demoted`] last.
@@ -218,20 +248,12 @@ impl<'a> Picker<'a> {
                     && !self.spent.contains(&(ci, pi))
                     && p.usable(checked, now)
             };
-            let slow_start = cluster.cfg.slow_start;
             // A lost race for the last place under `max_inflight` is picked again; bounded, as
             // each lost race means another request took a place.
             for _ in 0..4 {
-                let found = cluster.balancer.pick(
-                    self.key,
-                    |pi| candidate(pi) && cluster.peers[pi].has_capacity(),
-                    |pi| {
-                        let p = &cluster.peers[pi];
-                        let w = f64::from(p.weight) * p.state.slow_start_factor(slow_start, now);
-                        (p.state.inflight() as f64 + 1.0) / w.max(0.001)
-                    },
-                );
-                let Some(pi) = found else { break };
+                let Some(pi) = self.pick_in(cluster, ci, &candidate, now) else {
+                    break;
+                };
                 if let Some(guard) = cluster.peers[pi].reserve() {
                     return Found::Peer(ci, pi, guard);
                 }

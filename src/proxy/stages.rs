@@ -1,6 +1,7 @@
 //! The stages of [`Switchyard::serve`], in the order a request meets them. Each either lets the
 //! request go on (returning what the next stages need) or answers it and returns `None`.
 
+use super::affinity::Keys;
 use super::body::{self, BodyError};
 use super::ctx::Ctx;
 use super::edge::{self, RequestSlot};
@@ -249,11 +250,12 @@ impl Switchyard {
             None => route.split.pick(),
         }]
         .cluster;
+        let keys = Keys::new(snap, route, sticky, &client.req_header().headers, body);
         route.retry_budget.request();
         let tries = Tries {
             snap,
             route,
-            picker: Picker::new(snap, route, first, sticky.unwrap_or(0), &self.metrics)
+            picker: Picker::new(snap, route, first, keys, &self.metrics)
                 .with_tokens(spend.estimate),
             forward: &forward,
             body,

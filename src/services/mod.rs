@@ -6,6 +6,7 @@
 //! | [`health::HealthChecker`] | active health checks of every peer of a checked cluster |
 //! | [`key_probe::KeyProber`] | probes disabled API keys until they pass again |
 //! | [`key_sync::KeySync`] | shares API-key state with the other instances through the shared tier |
+//! | [`load_report::LoadReporter`] | scrapes the load peers report (`load_report`: vLLM, SGLang gauges) |
 //! | [`resolver::NameResolver`] | resolves peers given by DNS name, and installs new address sets |
 //! | [`warm::Warmer`] | sends each cached route's warm-up requests at start and after reloads |
 //! | [`sampler::Sampler`] | once a second, the dashboard's sample of rates, latency and shares |
@@ -15,6 +16,7 @@
 pub mod health;
 pub mod key_probe;
 pub mod key_sync;
+pub mod load_report;
 pub mod probe;
 pub mod resolver;
 pub mod sampler;

@@ -70,6 +70,13 @@ pub struct SimConfig {
     /// their own with no choices, as OpenAI does; off (the default), the last chunk always
     /// carries it, as some servers do.
     pub usage_when_asked: bool,
+    /// Prompt-prefix blocks the simulated KV cache holds (default 0: no prefix cache).
+    pub prefix_cache_blocks: usize,
+    /// Prompt bytes per cache block (default 256).
+    pub block_bytes: usize,
+    /// Time to the first token added per prompt block not in the cache; a cached block costs a
+    /// sixteenth of it (default 0).
+    pub prefill_per_block: Duration,
 }
 
 impl Default for SimConfig {
@@ -85,6 +92,9 @@ impl Default for SimConfig {
             chaos: None,
             arrivals_log: None,
             usage_when_asked: false,
+            prefix_cache_blocks: 0,
+            block_bytes: 256,
+            prefill_per_block: Duration::ZERO,
         }
     }
 }
@@ -144,6 +154,15 @@ pub struct SimArgs {
     /// Append `unix_ms seq id nth fate` (tab-separated) for every model request to this file.
     #[arg(long, value_name = "FILE")]
     pub arrivals_log: Option<PathBuf>,
+    /// Prompt-prefix blocks the simulated KV cache holds (0: no prefix cache).
+    #[arg(long, default_value_t = 0)]
+    pub prefix_cache_blocks: usize,
+    /// Prompt bytes per cache block.
+    #[arg(long, default_value_t = 256, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub block_bytes: usize,
+    /// Time to the first token per prompt block not in the cache, e.g. `2ms`.
+    #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+    pub prefill_per_block: Duration,
 }
 
 /// A flag combination that cannot be honoured as written.
@@ -191,6 +210,9 @@ impl SimArgs {
             }),
             arrivals_log: self.arrivals_log,
             usage_when_asked: false,
+            prefix_cache_blocks: self.prefix_cache_blocks,
+            block_bytes: self.block_bytes,
+            prefill_per_block: self.prefill_per_block,
         };
         Ok((self.listen, cfg))
     }

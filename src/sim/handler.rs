@@ -54,6 +54,10 @@ pub(crate) struct Shared {
     pub key_hits: std::sync::Mutex<std::collections::HashMap<String, u64>>,
     /// Model requests seen per `x-chaos-id`, and the arrival log.
     pub arrivals: Arrivals,
+    /// The simulated KV cache of prompt prefixes.
+    pub prefix: super::prefix::PrefixCache,
+    /// Gauges `/metrics` reports instead of the real ones, when set by a test.
+    pub reported: super::gauges::Overrides,
 }
 
 impl Shared {
@@ -67,6 +71,8 @@ impl Shared {
             stats: Arc::new(SimStats::default()),
             key_rules: Default::default(),
             key_hits: Default::default(),
+            prefix: super::prefix::PrefixCache::new(cfg.prefix_cache_blocks, cfg.block_bytes),
+            reported: Default::default(),
             instance,
             cfg,
         }
@@ -89,6 +95,7 @@ pub(crate) async fn handle(
         (&Method::GET, "/health") => health(&shared),
         (&Method::GET, "/v1/models") => json_response(StatusCode::OK, &models()),
         (&Method::GET, "/sim/arrivals") => json_response(StatusCode::OK, &shared.arrivals.json()),
+        (&Method::GET, "/metrics") => super::gauges::page(&shared),
         (method, path) => error_response(
             StatusCode::NOT_FOUND,
             &format!("no route for {method} {path}"),
@@ -215,6 +222,10 @@ async fn model_request(
             ));
         }
     };
+    let cached = shared.prefix.admit(&json);
+    knobs.ttft = knobs
+        .ttft
+        .saturating_add(cached.delay(shared.cfg.prefill_per_block));
     let prefix = match kind {
         Kind::Chat => "chatcmpl",
         Kind::Text => "cmpl",

@@ -7,17 +7,22 @@
 //! [`header`]. It counts what arrives ([`SimStats`]) so tests can check the balancer from the backend's side.
 //!
 //! Endpoints: `POST /v1/chat/completions`, `POST /v1/completions` (both with `"stream": true` support),
-//! `GET /health`, `GET /v1/models`, `GET /sim/arrivals` (model requests counted by `x-chaos-id`); anything
-//! else is a 404. Configured failures and the seeded fault schedule ([`Chaos`]) apply to the two completion
+//! `GET /health`, `GET /v1/models`, `GET /sim/arrivals` (model requests counted by `x-chaos-id`),
+//! `GET /metrics` (vLLM-named gauges: requests running and waiting, KV-cache use, and the prefix
+//! cache's hit counters); anything else is a 404. With `prefix_cache_blocks`, each instance keeps
+//! an LRU of prompt-prefix blocks and the first token costs `prefill_per_block` per uncached block
+//! (`prefix.rs`). Configured failures and the seeded fault schedule ([`Chaos`]) apply to the two completion
 //! endpoints only; `/health` answers the status set by [`SimHandle::set_health_status`].
 
 mod answer;
 mod arrivals;
 mod chaos;
 mod config;
+mod gauges;
 mod handler;
 mod knobs;
 mod prefill;
+mod prefix;
 mod reply;
 mod server;
 mod stats;

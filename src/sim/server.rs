@@ -125,6 +125,17 @@ impl SimHandle {
             .store(Failure::encode(f), Ordering::Relaxed);
     }
 
+    /// Make `/metrics` report `waiting` requests waiting and KV-cache use `kv` (0 to 1) instead
+    /// of the real values (`None`: the real one; nothing ever waits in the simulator).
+    pub fn set_reported_load(&self, waiting: Option<u64>, kv: Option<f64>) {
+        self.shared.reported.set(waiting, kv);
+    }
+
+    /// Prompt-prefix blocks looked up in the prefix cache, and found there, since the start.
+    pub fn prefix_cache_counts(&self) -> (u64, u64) {
+        self.shared.prefix.counts()
+    }
+
     /// Sets the status `GET /health` answers (200 means healthy).
     pub fn set_health_status(&self, status: u16) {
         self.shared.health_status.store(status, Ordering::Relaxed);

@@ -10,6 +10,7 @@ use crate::keys::{KeyId, KeyPool};
 use crate::limits::{AdmissionQueue, RequestBudget};
 use crate::metrics::Metrics;
 use crate::peer::{Health, InflightGuard, PeerId, PeerState};
+use crate::peer_load::{Report, STALE_AFTER};
 use crate::shared::Tier;
 use crate::upstream::{Target, TlsClient};
 use http::HeaderValue;
@@ -161,7 +162,7 @@ impl Cluster {
                 .map(|r| state.limiters.budget(&c.name, r, shared)),
             queue,
             ejection: state.peers.cluster_ejection(&c.name),
-            balancer: Balancer::new(c.balance, &weights),
+            balancer: Balancer::for_cluster(c, &weights),
             latency: metrics
                 .upstream_latency
                 .with_label_values(&[c.name.as_str()]),
@@ -176,6 +177,36 @@ impl Cluster {
         self.dns
             .iter()
             .any(|(name, generation)| name.resolution().generation != *generation)
+    }
+
+    /// The load of peer `pi` per unit of effective weight (slow start included), counting one
+    /// more request: the requests the peer reports queued and running when its report is fresh
+    /// and says more than our own in-flight count (which is always counted: a report lags).
+    pub fn load(&self, pi: usize, now: Instant) -> f64 {
+        let p = &self.peers[pi];
+        let w = f64::from(p.weight) * p.state.slow_start_factor(self.cfg.slow_start, now);
+        let ours = p.state.inflight();
+        let q = self
+            .report(pi, now)
+            .map_or(ours, |r| ours.max(r.waiting.saturating_add(r.running)));
+        (q as f64 + 1.0) / w.max(0.001)
+    }
+
+    /// Peer `pi`'s own report of its load, when the cluster has `load_report` and it is fresh.
+    pub fn report(&self, pi: usize, now: Instant) -> Option<Report> {
+        let lr = self.cfg.load_report.as_ref()?;
+        let max_age = lr.interval.saturating_mul(STALE_AFTER);
+        self.peers[pi].state.load.fresh(now, max_age)
+    }
+
+    /// Does peer `pi` report itself full: its KV cache at `max_kv_usage`, or more than
+    /// `max_waiting` queued? Such a peer is skipped while another can serve.
+    pub fn reports_full(&self, pi: usize, now: Instant) -> bool {
+        let (Some(lr), Some(r)) = (self.cfg.load_report.as_ref(), self.report(pi, now)) else {
+            return false;
+        };
+        r.kv_usage.is_some_and(|kv| kv >= lr.max_kv_usage)
+            || lr.max_waiting.is_some_and(|m| r.waiting > u64::from(m))
     }
 
     /// Whether the cluster has an active health check.

@@ -447,6 +447,7 @@ fn access_log_targets() {
     assert_eq!(inv.path, "access_log.path", "{inv}");
 }
 
+mod balance;
 mod choices;
 mod defaults;
 mod failover;

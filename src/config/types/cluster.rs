@@ -15,6 +15,70 @@ pub enum Balance {
     RoundRobin,
     /// Power of two choices on in-flight requests per unit of weight.
     LeastInflight,
+    /// Consistent hashing of the prompt prefix (or a header) under a load bound.
+    PrefixAffinity,
+}
+
+/// What `prefix_affinity` hashes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AffinityKey {
+    /// The first `prefix_bytes` of the prompt: the chat messages' roles and contents in order,
+    /// or a completion's `prompt` (the default).
+    Prompt,
+    /// The value of this request header (`header:NAME`), for explicit session affinity.
+    Header(HeaderName),
+}
+
+/// `clusters.NAME.affinity`: how `prefix_affinity` keys and bounds its picks.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AffinityConfig {
+    /// Default [`AffinityKey::Prompt`].
+    pub key: AffinityKey,
+    /// Bytes of the prompt that are hashed. Default 2048.
+    pub prefix_bytes: usize,
+    /// A peer is passed over while its load exceeds this many times the cluster's mean.
+    /// Default 1.25; at least 1.
+    pub load_factor: f64,
+}
+
+impl Default for AffinityConfig {
+    /// The prompt's first 2048 bytes, load bound 1.25 × the mean.
+    fn default() -> Self {
+        AffinityConfig {
+            key: AffinityKey::Prompt,
+            prefix_bytes: 2048,
+            load_factor: 1.25,
+        }
+    }
+}
+
+/// `clusters.NAME.load_report`: scrape each peer's Prometheus metrics for its own queue and
+/// KV-cache use (vLLM and SGLang gauges).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoadReportConfig {
+    /// Path of the metrics page on each peer. Default `/metrics`.
+    pub path: String,
+    /// Time between scrapes of a peer (and the longest a scrape may take). Default 1s. A report
+    /// older than three intervals is stale and no longer used.
+    pub interval: Duration,
+    /// A peer reporting more requests waiting than this is skipped while another can serve.
+    /// Default none (no limit).
+    pub max_waiting: Option<u32>,
+    /// A peer reporting at least this KV-cache use (0 to 1) is skipped while another can serve.
+    /// Default 0.99.
+    pub max_kv_usage: f64,
+}
+
+impl Default for LoadReportConfig {
+    /// `/metrics` every second; no waiting limit; KV cache full at 0.99.
+    fn default() -> Self {
+        LoadReportConfig {
+            path: "/metrics".into(),
+            interval: Duration::from_secs(1),
+            max_waiting: None,
+            max_kv_usage: 0.99,
+        }
+    }
 }
 
 /// A named group of peers that serve the same models.
@@ -24,6 +88,10 @@ pub struct ClusterConfig {
     pub name: String,
     /// How a peer is picked. Default round robin.
     pub balance: Balance,
+    /// The key and load bound of `prefix_affinity` (defaults otherwise; unused).
+    pub affinity: AffinityConfig,
+    /// Load reported by the peers themselves; `None` = only our own in-flight count.
+    pub load_report: Option<LoadReportConfig>,
     /// One or more, in file order.
     pub peers: Vec<PeerConfig>,
     /// Active checks of every peer; `None` = every peer counts as healthy.

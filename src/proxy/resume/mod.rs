@@ -20,6 +20,7 @@ mod transcript;
 pub use request::api_of;
 pub use transcript::Transcript;
 
+use super::affinity::Keys;
 use super::ctx::Ctx;
 use super::forward::{Forward, Origin};
 use super::pick::Picker;
@@ -137,7 +138,10 @@ impl Switchyard {
         let key = (route.cfg.sticky.as_ref()).and_then(|k| req::sticky_hash(client, k, ip));
         // The cluster of the broken peer first: its peers serve the same model.
         let first = broken.last().map_or(0, |b| b.0);
-        let mut picker = Picker::new(up.snap, route, first, key.unwrap_or(0), &self.metrics);
+        // A prefix_affinity cluster keys on the continuation's prompt: the same prefix as the
+        // broken try's, so the continuation goes to the next peer in the key's order.
+        let keys = Keys::new(up.snap, route, key, &client.req_header().headers, body);
+        let mut picker = Picker::new(up.snap, route, first, keys, &self.metrics);
         for &(c, p) in broken {
             picker.avoid(c, p);
         }

@@ -6,6 +6,7 @@ mod answers;
 mod chaos;
 mod failures;
 mod lifecycle;
+mod prefix;
 
 use std::time::{Duration, Instant};
 

@@ -14,7 +14,7 @@
 //! - otherwise there is no peer for it.
 //!
 //! A budget that counts tokens is charged the request's estimate with each try; the try carries
-//! the [`Reservation`] to be settled with what its answer used.
+//! the [`Reservation`](crate::limits::Reservation) to be settled with what its answer used.
 //!
 //! Inside a cluster, a peer that reports itself full (`load_report`: KV cache full, or more
 //! requests waiting than `max_waiting`) is taken only when no other peer can be.
@@ -31,51 +31,15 @@ use super::retry::Again;
 use super::spend;
 use super::verdict::Ticket;
 use crate::config::OtherCluster;
-use crate::limits::{Counted, QueueSlot, Refused, Reservation};
+use crate::limits::{Counted, QueueSlot, Refused};
 use crate::metrics::Metrics;
 use crate::peer::InflightGuard;
 use crate::snapshot::{Cluster, Peer, Route, Snapshot};
 use std::time::Duration;
 use tokio::time::Instant;
 
-/// Where a try goes.
-pub struct Admitted<'a> {
-    pub cluster: usize,
-    pub peer: usize,
-    /// Index of the API key in the cluster's pool, if it has one.
-    pub key: Option<usize>,
-    pub ticket: Ticket<'a>,
-    /// The try's place among the peer's requests in flight.
-    pub inflight: InflightGuard,
-    /// The tokens taken from the cluster's token budget for this try, if it has one.
-    pub reservation: Option<Reservation>,
-}
-
-/// Why no try could be started.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
-    /// No usable peer (or key) left.
-    NoPeer,
-    /// Every candidate cluster is over its request budget; free again after this long.
-    OverBudget {
-        cluster: usize,
-        retry_after: Duration,
-    },
-    /// Every candidate peer is at `max_inflight`, and the queue is full or the wait timed out.
-    Busy { cluster: usize },
-    /// A candidate cluster's shared budget could not be decided (`shared.on_error: deny`), and
-    /// no other cluster could take the request.
-    Unavailable { cluster: usize },
-}
-
-/// What the try loop asks of a pick.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Ask {
-    /// This is the last try the route allows.
-    pub last_try: bool,
-    /// A hedge: never wait, never go back to a peer already tried.
-    pub hedge: bool,
-}
+mod outcome;
+pub use outcome::{Admitted, Ask, Refusal};
 
 /// The peer choice of one request across its tries.
 pub struct Picker<'a> {

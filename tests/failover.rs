@@ -582,3 +582,39 @@ async fn a_plain_answer_cut_part_way_is_retried_and_the_client_gets_it_whole() {
     assert!(a.stats().requests() >= 1);
     assert_eq!(b.stats().requests(), 2);
 }
+
+/// A non-streaming request whose upstream answers with an event stream anyway (server-sent
+/// events that may never end): it is relayed as it comes, not held for a whole answer that the
+/// whole-answer commit point would wait for until `idle`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_stream_to_a_plain_request_is_relayed_as_it_comes() {
+    use common::raw::{self, Step};
+    let up = raw::Upstream::start(|_| {
+        vec![
+            Step::ReadBody,
+            Step::Write(
+                b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+                    .to_vec(),
+            ),
+            Step::Write(raw::chunk("data: {\"n\":1}\n\n")),
+            Step::Sleep(Duration::from_secs(20)),
+            Step::Close,
+        ]
+    })
+    .await;
+    let body = format!(
+        "clusters:\n  events:\n    peers: [ {{ addr: \"{}\" }} ]\n{}",
+        up.addr,
+        route_yaml(&[("events", 1)], "")
+    );
+    let lb = Balancer::start(&body).await;
+    let mut r = post(&client(), &lb, chat("x", false), &[]).await;
+    assert_eq!(r.status(), 200);
+    // The first event arrives long before the route's 60 s idle.
+    let first = tokio::time::timeout(Duration::from_secs(10), r.chunk())
+        .await
+        .expect("the first event within 10 s")
+        .expect("a body chunk")
+        .expect("not the end of the body");
+    assert!(String::from_utf8_lossy(&first).contains("data: {\"n\":1}"));
+}

@@ -319,7 +319,9 @@ async fn past_header(
     let mut first = None;
     if req.capture_statuses.contains(&status) {
         first = Some(capture(s, waits).await?);
-    } else if !req.stream && !s.is_body_done() {
+    } else if !req.stream && !s.is_body_done() && !sse::is_event_stream(&header.headers) {
+        // An event stream the request did not ask for (a GET of server-sent events) is relayed
+        // as it comes: it may never end.
         first = Some(whole_answer(s, req.timeouts.idle, waits.deadline).await?);
     } else if req.stream && header.status.is_success() && !s.is_body_done() {
         let sse = sse::is_event_stream(&header.headers);

@@ -148,6 +148,14 @@ pub fn build(opts: &RunOptions) -> Result<(Server, Arc<App>), config::ConfigErro
 
     server.add_service(proxy);
     server.add_service(admin);
+    add_background_services(&mut server, &app, opts);
+    Ok((server, app))
+}
+
+/// The background services: probes, load reports, DNS, key probes and sync, reload triggers,
+/// dashboard samples, cache warm-up. Each gets only the parts of `app` it uses.
+fn add_background_services(server: &mut Server, app: &Arc<App>, opts: &RunOptions) {
+    let upgrade_sock = PathBuf::from(&server.configuration.upgrade_sock);
     server.add_service(background_service(
         "health checks",
         HealthChecker {
@@ -192,7 +200,7 @@ pub fn build(opts: &RunOptions) -> Result<(Server, Arc<App>), config::ConfigErro
         ReloadTriggers {
             reloader: app.reloader.clone(),
             successor: successor_command(opts),
-            upgrade_sock: PathBuf::from(&server.configuration.upgrade_sock),
+            upgrade_sock,
         },
     ));
     server.add_service(background_service(
@@ -210,7 +218,6 @@ pub fn build(opts: &RunOptions) -> Result<(Server, Arc<App>), config::ConfigErro
             probe_round: app.probe_round.clone(),
         },
     ));
-    Ok((server, app))
 }
 
 /// The command that starts this binary again as a successor (`--upgrade`), from the path this

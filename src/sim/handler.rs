@@ -26,7 +26,7 @@ use super::reply::{
     cut_json_response, error_response, failure_response, json_response, key_response, status_code,
     KeyRule,
 };
-use super::stats::SimStats;
+use super::stats::{ActiveGuard, SimStats};
 use super::stream;
 
 /// Why a request gets no response at all; hyper closes (HTTP/1.1) or resets (HTTP/2) the connection or stream.
@@ -146,24 +146,10 @@ async fn model_request(
         .map_err(NoResponse::ReadBody)?
         .to_bytes();
 
-    if let Some(key) = api_key(&parts_headers) {
-        *shared
-            .key_hits
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(key.clone())
-            .or_default() += 1;
-        let rule = shared
-            .key_rules
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&key)
-            .cloned();
-        if let Some(rule) = rule {
-            guard.finish();
-            arrived(&"key-rule");
-            return Ok(key_response(&rule));
-        }
+    if let Some(rule) = key_rule(shared, &parts_headers) {
+        guard.finish();
+        arrived(&"key-rule");
+        return Ok(key_response(&rule));
     }
 
     let failure = match knobs.header_failure {
@@ -205,22 +191,31 @@ async fn model_request(
         }
     }
 
-    let json: Value = match serde_json::from_slice(&body) {
+    let (answer, json) = match answer_of(shared, kind, seq, &body, &mut knobs) {
+        Ok(a) => a,
+        Err(message) => {
+            guard.finish();
+            return Ok(error_response(StatusCode::BAD_REQUEST, &message));
+        }
+    };
+    let streamed = json.get("stream").and_then(Value::as_bool).unwrap_or(false);
+    respond(answer, knobs, fate, streamed, guard).await
+}
+
+/// What the answer to the request `body` repeats in every chunk, and the body's JSON; the first
+/// token's delay grows with the prompt blocks the prefix cache lacks. `Err`: why the body is not
+/// a JSON object.
+fn answer_of(
+    shared: &Shared,
+    kind: Kind,
+    seq: u64,
+    body: &[u8],
+    knobs: &mut Knobs,
+) -> Result<(Answer, Value), String> {
+    let json: Value = match serde_json::from_slice(body) {
         Ok(v @ Value::Object(_)) => v,
-        Ok(_) => {
-            guard.finish();
-            return Ok(error_response(
-                StatusCode::BAD_REQUEST,
-                "request body must be a JSON object",
-            ));
-        }
-        Err(e) => {
-            guard.finish();
-            return Ok(error_response(
-                StatusCode::BAD_REQUEST,
-                &format!("invalid JSON body: {e}"),
-            ));
-        }
+        Ok(_) => return Err("request body must be a JSON object".to_string()),
+        Err(e) => return Err(format!("invalid JSON body: {e}")),
     };
     let cached = shared.prefix.admit(&json);
     knobs.ttft = knobs
@@ -248,7 +243,7 @@ async fn model_request(
         served_by: shared.cfg.name.clone(),
         prompt_tokens: prompt_tokens(&json),
         request_bytes: body.len(),
-        request_sha256: hex(&Sha256::digest(&body)),
+        request_sha256: hex(&Sha256::digest(body)),
         usage_chunk: shared.cfg.usage_when_asked.then(|| {
             json.get("stream_options")
                 .and_then(|o| o.get("include_usage"))
@@ -257,7 +252,35 @@ async fn model_request(
         }),
     };
 
-    let streamed = json.get("stream").and_then(Value::as_bool).unwrap_or(false);
+    Ok((answer, json))
+}
+
+/// Count a request's API key, and the rule a test set for it, if any.
+fn key_rule(shared: &Shared, headers: &http::HeaderMap) -> Option<KeyRule> {
+    let key = api_key(headers)?;
+    *shared
+        .key_hits
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .entry(key.clone())
+        .or_default() += 1;
+    shared
+        .key_rules
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&key)
+        .cloned()
+}
+
+/// The answer itself, once the request's fate is known: a stream (SSE) or a JSON body after the
+/// whole generation's time, cut or hung as `fate` and the knobs say.
+async fn respond(
+    answer: Answer,
+    mut knobs: Knobs,
+    fate: Fate,
+    streamed: bool,
+    mut guard: ActiveGuard,
+) -> Result<Response<SimBody>, NoResponse> {
     match fate {
         // A stream gets its header at once, as from a real server, and then no token.
         Fate::Hang if streamed => knobs.hang_after_tokens = Some(0),

@@ -11,25 +11,6 @@ use sha2::{Digest, Sha256};
 use std::time::{Duration, Instant};
 use switchyard::sim::KeyRule;
 
-fn cluster_yaml(name: &str, peers: &[&SimHandle], extra: &str) -> String {
-    let list: Vec<String> = peers
-        .iter()
-        .map(|p| format!("{{ addr: \"{}\" }}", p.addr()))
-        .collect();
-    format!("  {name}:\n    peers: [ {} ]\n{extra}", list.join(", "))
-}
-
-fn route_yaml(split: &[(&str, u32)], extra: &str) -> String {
-    let s: Vec<String> = split
-        .iter()
-        .map(|(c, w)| format!("{{ cluster: {c}, weight: {w} }}"))
-        .collect();
-    format!(
-        "routes:\n  - name: chat\n    match: {{ path_prefix: \"/v1/\" }}\n    split: [ {} ]\n{extra}",
-        s.join(", ")
-    )
-}
-
 const FALLBACK: &str = "    fallback: { body: '{\"is_fallback\":true}' }\n";
 
 async fn post(

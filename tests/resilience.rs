@@ -10,25 +10,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-fn cluster_yaml(name: &str, peers: &[&SimHandle], extra: &str) -> String {
-    let list: Vec<String> = peers
-        .iter()
-        .map(|p| format!("{{ addr: \"{}\" }}", p.addr()))
-        .collect();
-    format!("  {name}:\n    peers: [ {} ]\n{extra}", list.join(", "))
-}
-
-fn route_yaml(split: &[(&str, u32)], extra: &str) -> String {
-    let s: Vec<String> = split
-        .iter()
-        .map(|(c, w)| format!("{{ cluster: {c}, weight: {w} }}"))
-        .collect();
-    format!(
-        "routes:\n  - name: chat\n    match: {{ path_prefix: \"/v1/\" }}\n    split: [ {} ]\n{extra}",
-        s.join(", ")
-    )
-}
-
 async fn post(
     c: &reqwest::Client,
     lb: &Balancer,

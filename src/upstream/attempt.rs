@@ -318,11 +318,14 @@ async fn past_header(
     }
     let mut first = None;
     if req.capture_statuses.contains(&status) {
-        first = Some(capture(s, waits).await?);
+        first = Some(read_body_up_to(s, MAX_CAPTURE, waits, || waits.header_by).await?);
     } else if !req.stream && !s.is_body_done() && !sse::is_event_stream(&header.headers) {
         // An event stream the request did not ask for (a GET of server-sent events) is relayed
         // as it comes: it may never end.
-        first = Some(whole_answer(s, req.timeouts.idle, waits.deadline).await?);
+        // Gaps between reads are bounded by the route's `idle`.
+        let idle = req.timeouts.idle;
+        let next_by = || crate::deadline::from_now(idle).min(waits.deadline);
+        first = Some(read_body_up_to(s, MAX_BUFFERED, waits, next_by).await?);
     } else if req.stream && header.status.is_success() && !s.is_body_done() {
         let sse = sse::is_event_stream(&header.headers);
         match first_event(s, sse, waits).await {
@@ -336,38 +339,25 @@ async fn past_header(
     Ok((first, s.is_body_done()))
 }
 
-/// Read a non-streaming answer to its end (up to [`MAX_BUFFERED`]) before it commits: a peer that
-/// dies part-way through the body fails the try, which is retried, instead of handing the client
-/// half a JSON document. Gaps between reads are bounded by the route's `idle`. A larger answer
-/// commits with what was read and is relayed from there.
-async fn whole_answer(
+/// Read the body to its end, or to `max` bytes, each read by `next_by()`: the (small) body of
+/// a captured status, so the caller can judge the API key or the answer by it; or a
+/// non-streaming answer before it commits, so a peer that dies part-way through the body fails
+/// the try (retried) instead of handing the client half a JSON document. A larger answer commits
+/// with what was read and is relayed from there.
+async fn read_body_up_to(
     s: &mut Response,
-    idle: Duration,
-    deadline: Instant,
+    max: usize,
+    waits: Waits,
+    next_by: impl Fn() -> Instant,
 ) -> Result<Bytes, TryError> {
     let mut buf = BytesMut::new();
-    while !s.is_body_done() && buf.len() < MAX_BUFFERED {
-        let by = crate::deadline::from_now(idle).min(deadline);
+    while !s.is_body_done() && buf.len() < max {
+        let by = next_by();
         match timeout_at(by, s.read_body_bytes()).await {
-            Err(_) if by >= deadline => return Err(TryError::Deadline),
-            Err(_) => return Err(TryError::FirstByteTimeout),
+            Err(_) => return Err(waits.cut(by)),
             Ok(Err(e)) => return Err(classify(&e)),
             // The whole body in one piece (the usual case): no copy.
             Ok(Ok(Some(chunk))) if buf.is_empty() && s.is_body_done() => return Ok(chunk),
-            Ok(Ok(Some(chunk))) => buf.extend_from_slice(&chunk),
-            Ok(Ok(None)) => break,
-        }
-    }
-    Ok(buf.freeze())
-}
-
-/// Read the (small) error body, so the caller can judge the API key or the answer by it.
-async fn capture(s: &mut Response, waits: Waits) -> Result<Bytes, TryError> {
-    let mut buf = BytesMut::new();
-    while !s.is_body_done() && buf.len() < MAX_CAPTURE {
-        match timeout_at(waits.header_by, s.read_body_bytes()).await {
-            Err(_) => return Err(waits.cut(waits.header_by)),
-            Ok(Err(e)) => return Err(classify(&e)),
             Ok(Ok(Some(chunk))) => buf.extend_from_slice(&chunk),
             Ok(Ok(None)) => break,
         }

@@ -375,3 +375,24 @@ pub async fn still_serves(lb: &Balancer, url: &str, limit: Duration) {
         .expect("a normal request after the hostile one");
     assert_eq!(r.status(), 200, "a normal request after the hostile one");
 }
+
+/// One entry of `clusters:` named `name` with `peers`, plus `extra` lines (indented by four).
+pub fn cluster_yaml(name: &str, peers: &[&SimHandle], extra: &str) -> String {
+    let list: Vec<String> = peers
+        .iter()
+        .map(|p| format!("{{ addr: \"{}\" }}", p.addr()))
+        .collect();
+    format!("  {name}:\n    peers: [ {} ]\n{extra}", list.join(", "))
+}
+
+/// A `routes:` section with one route `chat` on `/v1/` split as `split`, plus `extra` lines.
+pub fn route_yaml(split: &[(&str, u32)], extra: &str) -> String {
+    let s: Vec<String> = split
+        .iter()
+        .map(|(c, w)| format!("{{ cluster: {c}, weight: {w} }}"))
+        .collect();
+    format!(
+        "routes:\n  - name: chat\n    match: {{ path_prefix: \"/v1/\" }}\n    split: [ {} ]\n{extra}",
+        s.join(", ")
+    )
+}

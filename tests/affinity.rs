@@ -3,9 +3,7 @@
 //! a hot prefix to the next peers, a peer leaving moves only its own prefixes, and a queue the
 //! model server reports steers traffic away.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::collections::HashMap;
 use std::time::Duration;
 

@@ -3,9 +3,7 @@
 //! misses (plain and streamed); the byte bound; stale-if-error; cache-control in both directions;
 //! purge, status and reload; warm-up.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 

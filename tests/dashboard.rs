@@ -6,9 +6,7 @@
 //! Chromium is required: without it this test fails and says what to install (CI installs it
 //! with `.ci/setup`).
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -2,9 +2,7 @@
 //! reload in place), the admin token, the edge limits (header size, body timeout, keep-alive,
 //! connections, requests in flight) and the JSON access log.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

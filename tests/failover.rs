@@ -4,9 +4,7 @@
 //! slow first token, a 400 that only another cluster can answer), and hedged first tokens.
 //! Bounds are generous: the machines are small and shared.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use sha2::{Digest, Sha256};
 use std::time::{Duration, Instant};
 use switchyard::sim::KeyRule;
@@ -569,7 +567,7 @@ async fn a_plain_answer_cut_part_way_is_retried_and_the_client_gets_it_whole() {
 /// whole-answer commit point would wait for until `idle`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_stream_to_a_plain_request_is_relayed_as_it_comes() {
-    use common::raw::{self, Step};
+    use crate::common::raw::{self, Step};
     let up = raw::Upstream::start(|_| {
         vec![
             Step::ReadBody,

@@ -2,10 +2,8 @@
 //! `redis-server`: several processes configured alike, the way an edge runs behind DNS or an L4
 //! balancer.
 
-mod common;
-
-use common::redis::Redis;
-use common::*;
+use crate::common::redis::Redis;
+use crate::common::*;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 use switchyard::sim::KeyRule;

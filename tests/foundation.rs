@@ -1,9 +1,7 @@
 //! Foundation behaviour through real sockets: weighted split, sticky keys, SSE streaming, large
 //! bodies, timeouts, h2c, 404s, metrics, and `switchyard check`.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};

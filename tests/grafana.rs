@@ -4,9 +4,7 @@
 //! `/metrics` once some traffic (streams, a retry, a cache hit, a reload) has created the label
 //! sets.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 use std::collections::BTreeSet;
 

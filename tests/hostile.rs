@@ -2,10 +2,8 @@
 //! eject a healthy peer or crash switchyard. Each case ends by checking, through `/status`, that
 //! no request or peer slot is left held and that a normal request is still answered.
 
-mod common;
-
-use common::raw::{self, Step};
-use common::*;
+use crate::common::raw::{self, Step};
+use crate::common::*;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;

@@ -5,9 +5,7 @@
 //! what it gets wrong (pipelined requests, a broken chunked body, the whole-head deadline)
 //! are skipped unless `SWITCHYARD_TEST_STRICT=1`: with it they fail, as they did on `main`.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -1,8 +1,6 @@
 //! Upstream API-key failover and rate limits, against simulated providers that enforce keys.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::time::{Duration, Instant};
 use switchyard::sim::KeyRule;
 

@@ -2,9 +2,7 @@
 //! stream chunks, tokens, stream length) and the access log fields they feed, W3C trace context
 //! propagation, and the OTLP export of request and try spans to a receiver on loopback.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use http_body_util::BodyExt;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::trace::v1::Span;

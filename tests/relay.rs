@@ -2,9 +2,7 @@
 //! bytes exactly where a test wants them cut: an event split across two upstream reads reaches
 //! the client whole (it is held back until its end, never dropped).
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

@@ -1,9 +1,7 @@
 //! Atomic hot reload without restart, and the binary upgrade: under continuous load nothing is
 //! lost, a bad config changes nothing, peer state survives, and every trigger works.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

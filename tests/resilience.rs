@@ -2,9 +2,7 @@
 //! failures, body replay on retry, pass-through of 400/429, breakers that eject and readmit,
 //! health-check thresholds, `max_ejected_percent`, the retry budget, and fallbacks.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use sha2::{Digest, Sha256};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;

@@ -8,9 +8,7 @@
 //! cluster, so every first try goes to `a` and every continuation to `b`. The failure knobs carry
 //! `x-sim-fail-instance: a`: every try sends the same headers, and only `a` must fail.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::{json, Value};
 use std::time::Duration;
 

@@ -2,10 +2,8 @@
 //! headers, client identity), early answers, hosts, what the cache may store and share, the
 //! admin listener's protections, and metrics of removed peers.
 
-mod common;
-
-use common::raw::{self, Step};
-use common::*;
+use crate::common::raw::{self, Step};
+use crate::common::*;
 use std::net::SocketAddr;
 use std::time::Duration;
 

@@ -2,9 +2,7 @@
 //! yet, or ending an SSE stream with an error event once it had started. Bounds are generous:
 //! the machines are small and shared.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 

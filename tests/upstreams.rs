@@ -3,11 +3,9 @@
 //! TLS sessions reused, client credentials kept from a keyed upstream, and peers given by DNS
 //! name (a DNS server the test runs on loopback) whose address set changes without a reload.
 
-mod common;
-
-use common::dns::Dns;
-use common::tls::{Ca, TlsFront};
-use common::*;
+use crate::common::dns::Dns;
+use crate::common::tls::{Ca, TlsFront};
+use crate::common::*;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -54,7 +52,7 @@ fn peer_addrs(status: &serde_json::Value, cluster: &str) -> Vec<String> {
 
 /// Two TLS fronts on the same port, one on 127.0.0.1 and one on [::1], each before its own
 /// simulator: the two addresses a name can resolve to in a loopback-only test.
-async fn dual_stack_fronts(leaf: &common::tls::Leaf) -> (u16, [(TlsFront, SimHandle); 2]) {
+async fn dual_stack_fronts(leaf: &crate::common::tls::Leaf) -> (u16, [(TlsFront, SimHandle); 2]) {
     for _ in 0..50 {
         let port = free_port();
         let (a, b) = (sim("sim-v4").await, sim("sim-v6").await);

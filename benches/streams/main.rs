@@ -9,9 +9,11 @@
 //! idle, and checks each is still usable with a second request.
 //!
 //! How to read, streams mode (one line):
-//! `STREAMS url=URL streams=N ok=N errors=N p50_us=N p99_us=N max_us=N wall_ms=N`:
+//! `STREAMS url=URL streams=N ok=N errors=N p50_us=N p99_us=N max_us=N wall_ms=N peak_open=N`:
 //! latency is from writing a stream's request to reading its `data: [DONE]`, over the streams
-//! that were correct; errors are streams that were not (the first few are described on stderr).
+//! that were correct; errors are streams that were not (the first few are described on stderr);
+//! peak_open is the most streams that were open at once (a stream is open from its connect to
+//! its end).
 //! Idle mode (`--idle N`):
 //! `CONNS url=URL conns=N opened=N reused=N errors=N rss_before_kb=N rss_idle_kb=N rss_per_conn_b=N`:
 //! opened had their first answer, reused answered the second request after the hold; the RSS
@@ -29,6 +31,7 @@ mod wire;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -160,6 +163,30 @@ async fn stream(
     Ok(done.saturating_duration_since(start))
 }
 
+/// Streams open at once: now, and the most so far.
+#[derive(Default)]
+struct Open {
+    now: AtomicUsize,
+    peak: AtomicUsize,
+}
+
+/// Counts a stream as open while it lives.
+struct OpenGuard(Arc<Open>);
+
+impl OpenGuard {
+    fn new(open: &Arc<Open>) -> OpenGuard {
+        let now = open.now.fetch_add(1, Ordering::Relaxed) + 1;
+        open.peak.fetch_max(now, Ordering::Relaxed);
+        OpenGuard(open.clone())
+    }
+}
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0.now.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// Errors seen, counted, with the first few described on stderr.
 #[derive(Default)]
 struct Errors {
@@ -178,13 +205,16 @@ impl Errors {
 async fn streams_mode(opts: &Options) -> bool {
     let request = Arc::new(wire::request(&opts.ask));
     let began = tokio::time::Instant::now();
+    let open = Arc::new(Open::default());
     let mut set = JoinSet::new();
     for i in 0..opts.streams {
         let (request, addr, tokens, timeout) =
             (request.clone(), opts.addr, opts.ask.tokens, opts.timeout);
         let at = began + offset(opts.ramp, i, opts.streams);
+        let open = open.clone();
         set.spawn(async move {
             tokio::time::sleep_until(at).await;
+            let _open = OpenGuard::new(&open);
             match tokio::time::timeout(timeout, stream(addr, request, tokens)).await {
                 Ok(r) => r,
                 Err(_) => Err(format!("not done within {} s", timeout.as_secs())),
@@ -211,13 +241,14 @@ async fn streams_mode(opts: &Options) -> bool {
         None => (0, 0, 0),
     };
     println!(
-        "STREAMS url=http://{}{} streams={} ok={} errors={} p50_us={p50} p99_us={p99} max_us={max} wall_ms={}",
+        "STREAMS url=http://{}{} streams={} ok={} errors={} p50_us={p50} p99_us={p99} max_us={max} wall_ms={} peak_open={}",
         opts.addr,
         opts.ask.path,
         opts.streams,
         samples.len(),
         errors.count,
         began.elapsed().as_millis(),
+        open.peak.load(Ordering::Relaxed),
     );
     errors.count == 0 && !samples.is_empty()
 }

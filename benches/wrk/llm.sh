@@ -194,12 +194,22 @@ llm_setup() {
 # ---------------------------------------------------------------------------------------------
 # The streams row.
 # ---------------------------------------------------------------------------------------------
+# Connections the kernel dropped because a listener's accept queue was full (TcpExtListenOverflows,
+# the whole machine): a simulator or proxy that did not accept fast enough. Each such drop costs a
+# SYN retransmit (1 s), more than the proxies' 1 s connect timeout.
+listen_overflows() {
+  awk '$1 == "TcpExt:" { if (!h) { for (i = 2; i <= NF; i++) if ($i == "ListenOverflows") c = i; h = 1 } else { print $c + 0; exit } }' \
+    /proc/net/netstat 2>/dev/null || echo 0
+}
+
 # run_streams TARGET N TOKENS OUTFILE [extra client args]: the streams client against TARGET; appends
 # the target's CPU ticks during the run and the other work on the machine (as run_wrk does).
 run_streams() {
   local t=$1 n=$2 tokens=$3 f=$4 before sim_before machine_before client_cpu wall ticks sim_ticks
+  local overflows_before
   shift 4
   local TIMEFORMAT='%R %U %S'
+  overflows_before=$(listen_overflows)
   before=$(cpu_ticks "${pid_of[$t]}")
   sim_before=$(cpu_ticks "${pid_of[sse_direct]}")
   machine_before=$(machine_ticks)
@@ -212,6 +222,7 @@ run_streams() {
   client_cpu=$(awk -v hz="$clk_tck" 'NF == 3 { printf "%d", ($2 + $3) * hz }' "$f.time")
   wall=$(awk 'NF == 3 { print $1 }' "$f.time")
   echo "CPU ticks=$ticks" >>"$f"
+  echo "OVERFLOWS n=$(($(listen_overflows) - overflows_before))" >>"$f"
   awk -v all=$(($(machine_ticks) - machine_before - ticks - sim_ticks - ${client_cpu:-0})) \
     -v hz="$clk_tck" -v secs="${wall:-1}" 'BEGIN { o = 100 * all / hz / secs; printf "OTHERS busy=%.1f\n", o < 0 ? 0 : o }' >>"$f"
 }
@@ -264,11 +275,11 @@ llm_conns_row() {
     log "conns: $t, $idle_conns idle connections held ${idle_hold} s"
     timeout $((idle_hold + 300)) "${on_load_cpu[@]}" "$streams_bin" \
       --url "http://127.0.0.1:${port[$t]}$chat_path" --idle "$idle_conns" --hold-secs "$idle_hold" \
-      --tokens 2 --ttft-ms 0 --token-delay-ms 0 --ramp-ms "$conn_ramp_ms" --rss-pids "$pids" \
+      --tokens 2 --ttft-ms 0 --token-delay-ms 0 --ramp-ms "$idle_ramp_ms" --rss-pids "$pids" \
       >"$tmp/conns/$t.idle.txt" 2>&1 || log "idle client against $t exited with an error (see $tmp/conns/$t.idle.txt)"
-    log "conns: $t, $conn_streams concurrent streams x $conn_stream_tokens tokens"
+    log "conns: $t, $conn_streams concurrent streams x $conn_stream_tokens tokens, ${conn_token_delay_ms} ms apart"
     run_streams "$t" "$conn_streams" "$conn_stream_tokens" "$tmp/conns/$t.streams.txt" \
-      --ramp-ms "$conn_ramp_ms"
+      --ramp-ms "$conn_ramp_ms" --token-delay-ms "$conn_token_delay_ms"
   done
 }
 
@@ -291,10 +302,11 @@ pct_over() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || b == 0) 
 fmt_kib() { awk -v k="$1" 'BEGIN { if (k == "") print "-"; else printf "%.1f MiB", k / 1024 }'; }
 fmt_bytes() { awk -v b="$1" 'BEGIN { if (b == "") print "-"; else if (b < 10240) printf "%d B", b; else printf "%.1f KiB", b / 1024 }'; }
 
-# llm_streams_stats FILES...: "ok errors ticks p50 p99 others" over the runs (sums of ok, errors and
-# ticks; medians of p50 and p99; the most "others").
+# llm_streams_stats FILES...: "ok errors ticks p50 p99 others overflows peak" over the runs (sums
+# of ok, errors, ticks and accept-queue overflows; medians of p50 and p99; the most "others" and
+# the most streams open at once).
 llm_streams_stats() {
-  local f l ok=0 err=0 ticks=0 p50s="" p99s="" oth=0 o k
+  local f l ok=0 err=0 ticks=0 p50s="" p99s="" oth=0 o k ovf=0 peak=0 v
   for f in "$@"; do
     [ -f "$f" ] || continue
     l=$(grep '^STREAMS ' "$f" || true)
@@ -308,8 +320,12 @@ llm_streams_stats() {
     [ "$(kv "$l" ok)" -gt 0 ] && p50s="$p50s $(kv "$l" p50_us)" p99s="$p99s $(kv "$l" p99_us)"
     o=$(sed -n 's/^OTHERS busy=//p' "$f")
     oth=$(awk -v a="$oth" -v b="${o:-0}" 'BEGIN { print (b > a) ? b : a }')
+    v=$(sed -n 's/^OVERFLOWS n=//p' "$f")
+    ovf=$((ovf + ${v:-0}))
+    v=$(kv "$l" peak_open)
+    [ "${v:-0}" -gt "$peak" ] && peak=$v
   done
-  echo "$ok $err $ticks $(printf '%s\n' $p50s | median) $(printf '%s\n' $p99s | median) $oth"
+  echo "$ok $err $ticks $(printf '%s\n' $p50s | median) $(printf '%s\n' $p99s | median) $oth $ovf $peak"
 }
 
 llm_report() {
@@ -324,21 +340,23 @@ llm_report() {
       "processes (nginx master + worker; HAProxy and switchyard are one process), over all runs. Stream" \
       "latency: writing the request to reading \`data: [DONE]\`, medians over runs of each run's p50/p99." \
       "Errors: streams without \`[DONE]\`, with another token count, an error event or a status other than 200." \
+      "most open: streams open at once, at the most. accept overflows: connections the kernel dropped on a" \
+      "full accept queue during the runs (TcpExtListenOverflows, the whole machine), each a 1 s SYN retry." \
       "On the direct row CPU and RSS are the simulator's."
     echo
     if [ -n "$llm_problem" ]; then
       echo "| streams | $llm_problem |"
       echo "|---|---|"
     else
-      echo "| target | streams ok | errors | CPU per stream | vs nginx | peak RSS | vs nginx | stream p50 | stream p99 | p99 vs direct | others |"
-      echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+      echo "| target | streams ok | errors | most open | CPU per stream | vs nginx | peak RSS | vs nginx | stream p50 | stream p99 | p99 vs direct | accept overflows | others |"
+      echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
       declare -A s_cpu s_p99
       for t in sse_direct sse_nginx sse_haproxy sse_switchyard; do
         if [ -n "${note[$t]:-}" ]; then
-          echo "| $(llm_label "$t") | ${note[$t]} | | | | | | | | | |"
+          echo "| $(llm_label "$t") | ${note[$t]} | | | | | | | | | | | |"
           continue
         fi
-        read -r ok err ticks p50 p99 oth <<<"$(llm_streams_stats "$tmp"/streams/"$t".[0-9]*.txt)"
+        read -r ok err ticks p50 p99 oth ovf peak <<<"$(llm_streams_stats "$tmp"/streams/"$t".[0-9]*.txt)"
         s_err[$t]=$err s_ok[$t]=$ok
         cpu_us=""
         [ "$ok" -gt 0 ] && cpu_us=$(awk -v k="$ticks" -v hz="$clk_tck" -v n="$ok" 'BEGIN { printf "%.0f", k / hz * 1e6 / n }')
@@ -346,11 +364,11 @@ llm_report() {
       done
       for t in sse_direct sse_nginx sse_haproxy sse_switchyard; do
         [ -z "${note[$t]:-}" ] || continue
-        read -r ok err ticks p50 p99 oth <<<"$(llm_streams_stats "$tmp"/streams/"$t".[0-9]*.txt)"
-        echo "| $(llm_label "$t") | $(fmt_int "$ok") | $err | $(fmt_us "${s_cpu[$t]}") |" \
+        read -r ok err ticks p50 p99 oth ovf peak <<<"$(llm_streams_stats "$tmp"/streams/"$t".[0-9]*.txt)"
+        echo "| $(llm_label "$t") | $(fmt_int "$ok") | $err | $(fmt_int "$peak") | $(fmt_us "${s_cpu[$t]}") |" \
           "$(ratio "${s_cpu[$t]}" "${s_cpu[sse_nginx]:-}") | $(fmt_kib "${sse_hwm[$t]:-}") |" \
           "$(ratio "${sse_hwm[$t]:-}" "${sse_hwm[sse_nginx]:-}") | $(fmt_us "$p50") | $(fmt_us "$p99") |" \
-          "$(pct_over "$p99" "${s_p99[sse_direct]:-}") | $(pct "$oth") |"
+          "$(pct_over "$p99" "${s_p99[sse_direct]:-}") | $ovf | $(pct "$oth") |"
       done
     fi
   fi
@@ -414,31 +432,34 @@ llm_conns_report() {
   local t l s ok err ticks p50 p99 oth
   echo
   echo "**Many connections**: per proxy, started fresh: $(fmt_int "$idle_conns") keep-alive connections opened" \
-    "within ${conn_ramp_ms} ms (at most 200 first requests in flight at once), one request on each, all" \
+    "within ${idle_ramp_ms} ms (at most 200 first requests in flight at once), one request on each, all" \
     "left idle ${idle_hold} s, then a second request on each (\"still usable\"). RSS: VmRSS summed over the" \
     "proxy's processes, before the first connection and in the middle of the hold; per idle connection:" \
     "the difference over the connections opened. Then $(fmt_int "$conn_streams") concurrent streams" \
-    "($conn_stream_tokens tokens, ${token_delay_ms} ms apart) on the same instance, held to completion."
+    "($conn_stream_tokens tokens, ${conn_token_delay_ms} ms apart, all started within ${conn_ramp_ms} ms, so that" \
+    "all are open at once without overrunning the simulator's accept queue) on the same instance," \
+    "held to completion. most open: streams open at once, at the most. accept overflows: connections" \
+    "the kernel dropped on a full accept queue during the runs (TcpExtListenOverflows), each a 1 s SYN retry."
   echo
-  echo "| proxy | opened | still usable | errors | RSS before | RSS with them | RSS per idle connection | streams ok | stream errors | stream p50 | stream p99 |"
-  echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+  echo "| proxy | opened | still usable | errors | RSS before | RSS with them | RSS per idle connection | streams ok | stream errors | most open | stream p50 | stream p99 | accept overflows |"
+  echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
   for t in sse_nginx sse_haproxy sse_switchyard; do
     if [ -n "$llm_problem" ] || [ -n "${note[$t]:-}" ]; then
-      echo "| $(llm_label "$t") | ${llm_problem:-${note[$t]}} | | | | | | | | | |"
+      echo "| $(llm_label "$t") | ${llm_problem:-${note[$t]}} | | | | | | | | | | | |"
       continue
     fi
     l=$(grep '^CONNS ' "$tmp/conns/$t.idle.txt" 2>/dev/null || true)
-    read -r ok err ticks p50 p99 oth <<<"$(llm_streams_stats "$tmp/conns/$t.streams.txt")"
+    read -r ok err ticks p50 p99 oth ovf peak <<<"$(llm_streams_stats "$tmp/conns/$t.streams.txt")"
     c_ok[$t]=$ok c_err[$t]=$err
     if [ -z "$l" ]; then
       c_idle[$t]="the idle client printed no result (see $tmp/conns/$t.idle.txt)"
-      echo "| $(llm_label "$t") | ${c_idle[$t]} | | | | | | $(fmt_int "$ok") | $err | $(fmt_us "$p50") | $(fmt_us "$p99") |"
+      echo "| $(llm_label "$t") | ${c_idle[$t]} | | | | | | $(fmt_int "$ok") | $err | $(fmt_int "$peak") | $(fmt_us "$p50") | $(fmt_us "$p99") | $ovf |"
       continue
     fi
     c_idle[$t]=$l
     echo "| $(llm_label "$t") | $(fmt_int "$(kv "$l" opened)") | $(fmt_int "$(kv "$l" reused)") | $(kv "$l" errors) |" \
       "$(fmt_kib "$(kv "$l" rss_before_kb)") | $(fmt_kib "$(kv "$l" rss_idle_kb)") |" \
-      "$(fmt_bytes "$(kv "$l" rss_per_conn_b)") | $(fmt_int "$ok") | $err | $(fmt_us "$p50") | $(fmt_us "$p99") |"
+      "$(fmt_bytes "$(kv "$l" rss_per_conn_b)") | $(fmt_int "$ok") | $err | $(fmt_int "$peak") | $(fmt_us "$p50") | $(fmt_us "$p99") | $ovf |"
   done
 }
 

@@ -21,8 +21,9 @@ duration=5 repeat=3 connections=64 wrk_threads=1 quick=0 build=1 keep=0
 ttft_requests=200 bin="" ttft_client="" floor_client="" out=""
 targets="direct,nginx,haproxy,pingora,switchyard,cache,ttft,streams,c1,conns"
 # The LLM-traffic rows (llm.sh): streams, c1 (concurrency 1) and conns (many connections).
-stream_count=1000 stream_tokens=50 token_delay_ms=20 stream_ttft_ms=20 ramp_ms=500 streams_client=""
-c1_rounds=5 c1_duration=3 idle_conns=10000 idle_hold=5 conn_streams=5000 conn_stream_tokens=50 conn_ramp_ms=2000
+stream_count=1000 stream_tokens=50 token_delay_ms=20 stream_ttft_ms=20 ramp_ms=1000 streams_client=""
+c1_rounds=5 c1_duration=3 idle_conns=10000 idle_hold=5 idle_ramp_ms=2000
+conn_streams=5000 conn_stream_tokens=50 conn_token_delay_ms=120 conn_ramp_ms=5000
 proxy_cpu="" load_cpu="" backend_workers=1 ready_timeout=20 noise_limit=15
 
 usage() {
@@ -49,7 +50,8 @@ usage: benches/wrk/run.sh [options]
   --idle-conns N       conns target: idle keep-alive connections per proxy (default $idle_conns)
   --idle-hold SECS     conns target: how long they stay idle (default $idle_hold)
   --conn-streams N     conns target: concurrent streams per proxy (default $conn_streams)
-  --conn-stream-tokens N  conns target: tokens per stream of those (default $conn_stream_tokens)
+  --conn-stream-tokens N  conns target: tokens per stream of those, ${conn_token_delay_ms} ms apart, all
+                       started within $((conn_ramp_ms / 1000)) s (default $conn_stream_tokens)
   --streams-client PATH   an already built benches/streams/ executable (default: cargo builds it)
   --proxy-cpu N        CPU for the proxy under test (default 0 when there are 2+ CPUs)
   --load-cpu N         CPU for wrk, the stand-in backend and the simulator (default 1)
@@ -96,7 +98,7 @@ done
 if [ "$quick" = 1 ]; then
   duration=1 repeat=1 ttft_requests=20
   stream_count=50 stream_tokens=10 c1_rounds=1 c1_duration=1 idle_conns=200 idle_hold=1
-  conn_streams=100 conn_stream_tokens=10 conn_ramp_ms=500
+  conn_streams=100 conn_stream_tokens=10 conn_token_delay_ms=20 conn_ramp_ms=100 idle_ramp_ms=500 ramp_ms=100
 fi
 for n in "$duration" "$repeat" "$connections" "$wrk_threads" "$ttft_requests" "$backend_workers" "$noise_limit" \
   "$stream_count" "$stream_tokens" "$c1_rounds" "$c1_duration" "$idle_conns" "$idle_hold" "$conn_streams" \

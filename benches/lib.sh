@@ -80,13 +80,18 @@ bench_placement() {
   fi
 }
 
+# Ports come from below the kernel's ephemeral range (ip_local_port_range), so that no outgoing
+# connection, of this run or of anything else on the machine, can hold one: the conns row opens
+# tens of thousands of connections, and a port a connected socket holds cannot be listened on.
 used_ports=" "
+port_low=10000 port_high=$(($(awk '{ print $1 }' /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768) - 1))
+[ "$port_high" -gt $((port_low + 1000)) ] || port_low=1024
 free_port() {
   local p i
   for i in $(seq 1 200); do
-    p=$((20000 + RANDOM % 40000))
+    p=$((port_low + RANDOM % (port_high - port_low + 1)))
     case "$used_ports" in *" $p "*) continue ;; esac
-    if [ -z "$(ss -Htln "sport = :$p" 2>/dev/null)" ]; then
+    if [ -z "$(ss -Htan "sport = :$p" 2>/dev/null)" ]; then
       used_ports="$used_ports$p "
       echo "$p"
       return 0

@@ -1,7 +1,7 @@
 -- chat.lua: wrk script that POSTs one chat-completion request shaped like real traffic and, when
 -- the run ends, prints one machine-readable line that run.sh parses:
 --
---   BENCH requests=N duration_us=N rps=F p50_us=N p99_us=N p999_us=N non2xx=N connect=N read=N write=N timeout=N
+--   BENCH requests=N duration_us=N rps=F p50_us=N p99_us=N p999_us=N non2xx=N connect=N read=N write=N timeout=N p75_us=N p90_us=N
 --
 -- The body is fixed (built once in init, so wrk sends a pre-built request and the load generator
 -- stays cheap). A fixed prompt with "temperature":0 is also what the cached route needs to hit.
@@ -28,8 +28,9 @@ function done(summary, latency, requests)
    local secs = summary.duration / 1e6
    io.write(string.format(
       "BENCH requests=%d duration_us=%d rps=%.2f p50_us=%d p99_us=%d p999_us=%d " ..
-      "non2xx=%d connect=%d read=%d write=%d timeout=%d\n",
+      "non2xx=%d connect=%d read=%d write=%d timeout=%d p75_us=%d p90_us=%d\n",
       summary.requests, summary.duration, summary.requests / secs,
       latency:percentile(50), latency:percentile(99), latency:percentile(99.9),
-      e.status, e.connect, e.read, e.write, e.timeout))
+      e.status, e.connect, e.read, e.write, e.timeout,
+      latency:percentile(75), latency:percentile(90)))
 end

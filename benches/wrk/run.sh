@@ -2,7 +2,9 @@
 # benches/wrk/run.sh: switchyard against nginx and HAProxy as the edge balancer, same stand-in
 # backend, same run. Prints a markdown table (requests/s, p50/p99/p99.9 latency, errors, peak RSS,
 # ratios against nginx and against the backend hit directly) and the time to first token that
-# switchyard adds to a streamed completion. Method and latest figures: benches/README.md.
+# switchyard adds to a streamed completion; then the LLM-traffic rows (benches/wrk/llm.sh): many
+# concurrent SSE streams, concurrency 1, and many idle connections, against nginx and HAProxy too.
+# Method and latest figures: benches/README.md.
 #
 #   benches/wrk/run.sh               # full run: 5 s per measurement, 3 rounds, medians
 #   benches/wrk/run.sh --quick       # CI smoke test: 1 s, 1 round; fails only if a target
@@ -16,7 +18,12 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 
 duration=5 repeat=3 connections=64 wrk_threads=1 quick=0 build=1 keep=0
-ttft_requests=200 bin="" ttft_client="" floor_client="" out="" targets="direct,nginx,haproxy,pingora,switchyard,cache,ttft"
+ttft_requests=200 bin="" ttft_client="" floor_client="" out=""
+targets="direct,nginx,haproxy,pingora,switchyard,cache,ttft,streams,c1,conns"
+# The LLM-traffic rows (llm.sh): streams, c1 (concurrency 1) and conns (many connections).
+stream_count=1000 stream_tokens=50 token_delay_ms=20 stream_ttft_ms=20 ramp_ms=1000 streams_client=""
+c1_rounds=5 c1_duration=3 idle_conns=10000 idle_hold=5 idle_ramp_ms=2000
+conn_streams=5000 conn_stream_tokens=50 conn_token_delay_ms=120 conn_ramp_ms=5000
 proxy_cpu="" load_cpu="" backend_workers=1 ready_timeout=20 noise_limit=15
 
 usage() {
@@ -27,14 +34,25 @@ usage: benches/wrk/run.sh [options]
   --connections N      wrk connections (default $connections)
   --wrk-threads N      wrk threads (default $wrk_threads)
   --ttft-requests N    streamed requests per time-to-first-token measurement (default $ttft_requests)
-  --quick              smoke test: 1 s, 1 round, 20 streamed requests; exit non-zero if any
-                       target had errors or answered no requests
+  --quick              smoke test: 1 s, 1 round, 20 streamed requests, 50 streams of 10 tokens,
+                       one 1 s c1 round, 200 idle connections and 100 streams per proxy; exit
+                       non-zero if any target had errors or answered no requests
   --targets LIST       comma-separated subset of: $targets
   --bin PATH           switchyard binary to test (default: cargo build --release in this repo)
   --no-build           do not build switchyard; use the binary already built
   --ttft-client PATH   an already built benches/ttft.rs executable (default: cargo builds it)
   --floor-bin PATH     an already built benches/pingora_floor.rs executable (default: cargo
                        builds it); the "pingora" target is Pingora's proxy with no logic
+  --streams N          streams target: concurrent SSE streams per run (default $stream_count)
+  --stream-tokens N    streams target: tokens per stream, ${token_delay_ms} ms apart (default $stream_tokens)
+  --c1-rounds N        c1 target: wrk -t1 -c1 rounds per target (default $c1_rounds)
+  --c1-duration SECS   c1 target: length of one round (default $c1_duration)
+  --idle-conns N       conns target: idle keep-alive connections per proxy (default $idle_conns)
+  --idle-hold SECS     conns target: how long they stay idle (default $idle_hold)
+  --conn-streams N     conns target: concurrent streams per proxy (default $conn_streams)
+  --conn-stream-tokens N  conns target: tokens per stream of those, ${conn_token_delay_ms} ms apart, all
+                       started within $((conn_ramp_ms / 1000)) s (default $conn_stream_tokens)
+  --streams-client PATH   an already built benches/streams/ executable (default: cargo builds it)
   --proxy-cpu N        CPU for the proxy under test (default 0 when there are 2+ CPUs)
   --load-cpu N         CPU for wrk, the stand-in backend and the simulator (default 1)
   --backend-workers N  nginx workers of the stand-in backend (default $backend_workers)
@@ -58,6 +76,15 @@ while [ $# -gt 0 ]; do
     --no-build) build=0; shift ;;
     --ttft-client) ttft_client=$2; shift 2 ;;
     --floor-bin) floor_client=$2; shift 2 ;;
+    --streams) stream_count=$2; shift 2 ;;
+    --stream-tokens) stream_tokens=$2; shift 2 ;;
+    --c1-rounds) c1_rounds=$2; shift 2 ;;
+    --c1-duration) c1_duration=${2%s}; shift 2 ;;
+    --idle-conns) idle_conns=$2; shift 2 ;;
+    --idle-hold) idle_hold=${2%s}; shift 2 ;;
+    --conn-streams) conn_streams=$2; shift 2 ;;
+    --conn-stream-tokens) conn_stream_tokens=$2; shift 2 ;;
+    --streams-client) streams_client=$2; shift 2 ;;
     --proxy-cpu) proxy_cpu=$2; shift 2 ;;
     --load-cpu) load_cpu=$2; shift 2 ;;
     --backend-workers) backend_workers=$2; shift 2 ;;
@@ -70,8 +97,12 @@ while [ $# -gt 0 ]; do
 done
 if [ "$quick" = 1 ]; then
   duration=1 repeat=1 ttft_requests=20
+  stream_count=50 stream_tokens=10 c1_rounds=1 c1_duration=1 idle_conns=200 idle_hold=1
+  conn_streams=100 conn_stream_tokens=10 conn_token_delay_ms=20 conn_ramp_ms=100 idle_ramp_ms=500 ramp_ms=100
 fi
-for n in "$duration" "$repeat" "$connections" "$wrk_threads" "$ttft_requests" "$backend_workers" "$noise_limit"; do
+for n in "$duration" "$repeat" "$connections" "$wrk_threads" "$ttft_requests" "$backend_workers" "$noise_limit" \
+  "$stream_count" "$stream_tokens" "$c1_rounds" "$c1_duration" "$idle_conns" "$idle_hold" "$conn_streams" \
+  "$conn_stream_tokens"; do
   case "$n" in ''|*[!0-9]*|0) echo "run.sh: expected a positive whole number, got '$n'" >&2; exit 2 ;; esac
 done
 want() { case ",$targets," in *",$1,"*) return 0 ;; *) return 1 ;; esac; }
@@ -79,6 +110,8 @@ want() { case ",$targets," in *",$1,"*) return 0 ;; *) return 1 ;; esac; }
 bench_tag=bench
 # shellcheck source=../lib.sh
 . "$here/../lib.sh"
+# shellcheck source=llm.sh
+. "$here/llm.sh"
 
 # ---------------------------------------------------------------------------------------------
 # Tools. nginx and HAProxy are the peers; nginx is also the stand-in backend.
@@ -95,6 +128,9 @@ bench_scratch switchyard-bench "configs, logs, raw wrk output"
 # side can serve; the CPU and load CPU columns then show, row by row, which side set the pace.
 ncpu=$(nproc)
 bench_placement "wrk, backend and simulator"
+# The conns row holds thousands of connections per process: raise the open-files limit (inherited
+# by everything started below) first, and stop now if it cannot go high enough.
+if want conns; then llm_raise_nofile; fi
 
 # Peak resident set (VmHWM, kB) summed over a process and its children (nginx master + workers).
 peak_rss_kb() {
@@ -116,9 +152,10 @@ post=(-X POST -H 'content-type: application/json' --data-binary "$body")
 # crate.
 # ---------------------------------------------------------------------------------------------
 sy_bin="" sy_problem="" ttft_bin=$ttft_client ttft_problem="" floor_bin=$floor_client floor_problem=""
+streams_bin=$streams_client streams_problem="" llm_problem=""
 sy_rev=$(git -C "$repo" describe --always --dirty 2>/dev/null || echo unknown)
 [ -n "$bin" ] && sy_rev="binary given with --bin"
-if want switchyard || want cache || want ttft || want pingora; then
+if want switchyard || want cache || want ttft || want pingora || llm_wanted; then
   target_dir=$(cd "$repo" && cargo metadata --format-version 1 --no-deps 2>/dev/null |
     sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p' || true)
   target_dir=${target_dir:-${CARGO_TARGET_DIR:-$repo/target}}
@@ -126,6 +163,7 @@ if want switchyard || want cache || want ttft || want pingora; then
   [ "$build" = 1 ] && [ -z "$bin" ] && cargo_targets+=(--bin switchyard)
   want ttft && [ -z "$ttft_client" ] && cargo_targets+=(--bench ttft)
   want pingora && [ -z "$floor_client" ] && cargo_targets+=(--bench pingora_floor)
+  { want streams || want conns; } && [ -z "$streams_client" ] && cargo_targets+=(--bench streams)
   if [ ${#cargo_targets[@]} -gt 0 ]; then
     log "cargo build --release ${cargo_targets[*]} (in $repo; log: $tmp/cargo-build.log)"
     if (cd "$repo" && cargo build --release "${cargo_targets[@]}" --message-format=json \
@@ -134,9 +172,11 @@ if want switchyard || want cache || want ttft || want pingora; then
         sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -n 1 || true)
       [ -n "$floor_client" ] || floor_bin=$(grep '"name":"pingora_floor"' "$tmp/cargo-build.json" |
         sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -n 1 || true)
+      [ -n "$streams_client" ] || streams_bin=$(grep '"name":"streams"' "$tmp/cargo-build.json" |
+        sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -n 1 || true)
     else
       sy_problem="cargo build --release failed (see $tmp/cargo-build.log)"
-      ttft_problem=$sy_problem floor_problem=$sy_problem
+      ttft_problem=$sy_problem floor_problem=$sy_problem streams_problem=$sy_problem
     fi
   fi
   sy_bin=${bin:-$target_dir/release/switchyard}
@@ -148,6 +188,9 @@ if want switchyard || want cache || want ttft || want pingora; then
   fi
   if want pingora && [ -z "$floor_problem" ] && [ ! -x "$floor_bin" ]; then
     floor_problem="the Pingora floor was not built (is the [[bench]] entry for pingora_floor in Cargo.toml?)"
+  fi
+  if { want streams || want conns; } && [ -z "$streams_problem" ] && [ ! -x "$streams_bin" ]; then
+    streams_problem="the streams client was not built (is the [[bench]] entry for streams in Cargo.toml?)"
   fi
   [ -n "$sy_problem" ] && log "switchyard rows skipped: $sy_problem"
 fi
@@ -203,7 +246,7 @@ declare -A port pid_of note
 port[direct]=$b1
 pid_of[direct]=$backend_pid
 
-if want nginx; then
+if want nginx || want c1; then
   port[nginx]=$(free_port)
   cat >"$tmp/nginx/nginx.conf" <<EOF
 # nginx as the edge balancer, equivalent to the switchyard config.
@@ -255,7 +298,7 @@ EOF
   log "nginx on port ${port[nginx]}"
 fi
 
-if want haproxy; then
+if want haproxy || want c1; then
   port[haproxy]=$(free_port)
   # Two backends picked per request with rand(100): the same shape as nginx's split_clients and
   # switchyard's split (two groups, each with its own balancing and retries). One backend with
@@ -372,7 +415,7 @@ sy_start() {
   fi
 }
 
-if want switchyard; then
+if want switchyard || want c1; then
   if [ -n "$sy_problem" ]; then
     note[switchyard]="failed: $sy_problem"
   else
@@ -568,6 +611,14 @@ if want ttft; then
 fi
 
 # ---------------------------------------------------------------------------------------------
+# The LLM-traffic rows (llm.sh): streams, concurrency 1, many connections.
+# ---------------------------------------------------------------------------------------------
+llm_setup
+llm_streams_row
+llm_c1_row
+llm_conns_row
+
+# ---------------------------------------------------------------------------------------------
 # Report.
 # ---------------------------------------------------------------------------------------------
 kv() { # LINE KEY -> value of KEY=value in LINE
@@ -658,6 +709,7 @@ report=$tmp/report.md
     echo
     echo "switchyard: \`$sy_bin\` ($sy_rev)."
   fi
+  if [ ${#rows[@]} -gt 0 ]; then
   echo
   echo "| target | req/s | vs nginx | vs direct | p50 | p99 | p99.9 | errors | CPU | load CPU | others | peak RSS | to secondary |"
   echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
@@ -677,6 +729,7 @@ report=$tmp/report.md
   for t in "${rows[@]}"; do
     [ -n "${rps[$t]:-}" ] && [ -n "${note[$t]:-}" ] && echo && echo "Note ($t): ${note[$t]}"
   done
+  fi
   if want ttft; then
     echo
     echo "Streaming ($ttft_requests sequential requests each; simulator: ttft 5ms, token delay 1ms," \
@@ -698,6 +751,7 @@ report=$tmp/report.md
       done
     fi
   fi
+  llm_report
 } >"$report"
 
 cat "$report"
@@ -727,6 +781,7 @@ if want ttft; then
     done
   fi
 fi
+llm_verdict
 if [ ${#failures[@]} -gt 0 ]; then
   for f in "${failures[@]}"; do log "FAIL $f"; done
   exit 1

@@ -19,7 +19,6 @@ use pingora::protocols::l4::stream::Stream as L4Stream;
 use pingora::protocols::{Stream, ALPN};
 use pingora::server::ShutdownWatch;
 use std::sync::Arc;
-use tokio::io::AsyncReadExt;
 
 /// The HTTP/2 connection preface.
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -64,7 +63,8 @@ enum Sniffed {
 async fn sniff(mut stream: Stream, current: &Current) -> Sniffed {
     let wait = current.load().config.limits.client_header_timeout;
     let by = tokio::time::Instant::now() + wait;
-    let mut buf = BytesMut::with_capacity(h1::conn::READ_SIZE);
+    // Read through the thread's scratch buffer: a connection that sends nothing holds none.
+    let mut buf = BytesMut::new();
     loop {
         let n = buf.len().min(H2_PREFACE.len());
         if buf[..n] != H2_PREFACE[..n] {
@@ -81,7 +81,8 @@ async fn sniff(mut stream: Stream, current: &Current) -> Sniffed {
             return Sniffed::H2(l4);
         }
         let left = by.saturating_duration_since(tokio::time::Instant::now());
-        match pingora::time::fast_timeout::fast_timeout(left, stream.read_buf(&mut buf)).await {
+        let read = h1::conn::read_into(&mut stream, &mut buf);
+        match pingora::time::fast_timeout::fast_timeout(left, read).await {
             Ok(Ok(n)) if n > 0 => {}
             _ => return Sniffed::Gone,
         }

@@ -220,3 +220,41 @@ fn a_custom_reason_phrase_is_kept() {
         .0
         .starts_with("HTTP/1.1 299 Fine\r\n"));
 }
+
+/// A loopback pair: the server side as a Pingora stream, the client side as tokio's.
+async fn pair() -> (pingora::protocols::Stream, tokio::net::TcpStream) {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let client = tokio::net::TcpStream::connect(l.local_addr().unwrap())
+        .await
+        .unwrap();
+    let (server, _) = l.accept().await.unwrap();
+    let server: pingora::protocols::l4::stream::Stream = server.into();
+    (Box::new(server), client)
+}
+
+#[tokio::test]
+async fn an_empty_buffer_is_read_through_the_scratch_and_holds_only_what_came() {
+    use super::conn::{read_into, READ_SIZE};
+    use tokio::io::AsyncWriteExt;
+    let (mut server, mut client) = pair().await;
+    let head = b"GET /v1/models HTTP/1.1\r\nhost: a\r\n\r\n";
+    client.write_all(head).await.unwrap();
+    let mut buf = BytesMut::new();
+    let n = read_into(&mut server, &mut buf).await.unwrap();
+    assert_eq!(n, head.len());
+    assert_eq!(&buf[..], &head[..]);
+    // Only the bytes that came, not a read buffer of READ_SIZE.
+    assert!(buf.capacity() < READ_SIZE, "capacity {}", buf.capacity());
+
+    // A buffer holding part of a head is read into directly, after what it holds.
+    client.write_all(b"rest").await.unwrap();
+    let n = read_into(&mut server, &mut buf).await.unwrap();
+    assert_eq!(n, 4);
+    assert!(buf.ends_with(b"\r\n\r\nrest"));
+
+    // The peer closing reads as 0 bytes on an empty buffer too.
+    drop(client);
+    let mut empty = BytesMut::new();
+    assert_eq!(read_into(&mut server, &mut empty).await.unwrap(), 0);
+    assert!(empty.is_empty());
+}

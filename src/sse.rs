@@ -49,11 +49,15 @@ impl Event<'_> {
         let d = self.data.trim_ascii_start();
         // Cheap pre-check before parsing: only an object mentioning "error" can be one.
         d.first() == Some(&b'{')
-            && memchr::memmem::find(d, b"\"error\"").is_some()
+            && ERROR_MEMBER.find(d).is_some()
             && serde_json::from_slice::<serde_json::Value>(d)
                 .is_ok_and(|v| v.get("error").is_some_and(|e| !e.is_null()))
     }
 }
+
+/// The searcher for `"error"`, built once: building one per event cost more than the search.
+static ERROR_MEMBER: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+    std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\"error\""));
 
 /// Incremental framing of one event stream.
 #[derive(Debug, Default)]
@@ -135,26 +139,25 @@ impl Framer {
         let mut last_end = None;
         let mut event_start = 0usize;
         let held = self.pending.len();
-        for (i, &b) in chunk.iter().enumerate() {
-            let terminator = match b {
+        let mut i = 0;
+        while i < chunk.len() {
+            let b = chunk[i];
+            match b {
                 b'\n' if self.after_cr => {
                     // The LF of a CRLF: the line already ended at the CR.
                     self.after_cr = false;
+                    i += 1;
                     continue;
                 }
-                b'\n' => true,
-                b'\r' => {
-                    self.after_cr = true;
-                    true
-                }
+                b'\n' => {}
+                b'\r' => self.after_cr = true,
                 _ => {
+                    // Line content: skip to the next terminator in one search, not byte by byte.
                     self.after_cr = false;
-                    false
+                    self.at_line_start = false;
+                    i = memchr::memchr2(b'\n', b'\r', &chunk[i..]).map_or(chunk.len(), |k| i + k);
+                    continue;
                 }
-            };
-            if !terminator {
-                self.at_line_start = false;
-                continue;
             }
             if self.at_line_start {
                 // An empty line: the event that started at `event_start` (or in `pending`) ends.
@@ -179,6 +182,7 @@ impl Framer {
                 last_end = Some(end);
             }
             self.at_line_start = true;
+            i += 1;
         }
         let forward = match last_end {
             None => None,

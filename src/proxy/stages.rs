@@ -348,7 +348,9 @@ impl Switchyard {
             end
         };
         let end = match (end, transcript) {
-            (RelayEnd::Broken(b), Some(t)) => self.resume(client, ctx, up, t, b).await,
+            // Boxed: resuming is rare and its future is the largest of this stage's, and every
+            // relayed stream would carry its size (about 2 KiB) for as long as it lasts.
+            (RelayEnd::Broken(b), Some(t)) => Box::pin(self.resume(client, ctx, up, t, b)).await,
             (RelayEnd::Broken(b), None) => {
                 relay::end_with_error(client, b, request_id).await;
                 RelayEnd::UpstreamFailedSse

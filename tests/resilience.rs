@@ -440,6 +440,37 @@ async fn max_ejected_percent_keeps_part_of_the_cluster_in() {
     assert_eq!(open, 2, "50% of 4 peers may be ejected, no more: {cb}");
 }
 
+/// A burst of failures on a cluster's only peer does not refuse the requests after it: with
+/// nowhere else to send them, the breaker leaves the peer in (as nginx ignores `max_fails` for a
+/// single server). Before, the peer was ejected for `open_for` and every request got a 503.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_failures_on_the_only_peer_does_not_refuse_what_follows() {
+    let peer = sim_owned(0).await;
+    peer.set_failure(Some(Failure::Status(500)));
+    let body = format!(
+        "clusters:\n{}{}",
+        cluster_yaml(
+            "c",
+            &[&peer],
+            "    breaker: { consecutive_failures: 2, open_for: 60s }\n"
+        ),
+        route_yaml(&[("c", 1)], "    retry: { attempts: 1 }\n")
+    );
+    let lb = Balancer::start(&body).await;
+    let c = client();
+    for i in 0..10 {
+        let r = post(&c, &lb, chat(&format!("{i}"), false), &[]).await;
+        assert_eq!(r.status(), 500, "the burst passes through");
+    }
+    peer.set_failure(None);
+    let r = post(&c, &lb, chat("after", false), &[]).await;
+    assert_eq!(
+        r.status(),
+        200,
+        "served at once after the burst, not refused for 60 s"
+    );
+}
+
 async fn peer0_health(lb: &Balancer) -> String {
     let s = lb.status().await;
     s["clusters"][0]["peers"][0]["health"]

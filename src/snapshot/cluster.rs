@@ -215,11 +215,16 @@ impl Cluster {
     }
 
     /// May one more peer of this cluster be ejected now (`max_ejected_percent` of the peers that
-    /// take traffic, at least one)? Drained peers (weight 0) count neither way.
+    /// take traffic, at least one when there are several)? Drained peers (weight 0) count
+    /// neither way. A cluster's only peer is ejected only under `max_ejected_percent: 100`: a
+    /// burst of failures on it would otherwise refuse every request for the whole ejection, and
+    /// refusing cannot serve anyone that trying might (nginx ignores `max_fails` for a single
+    /// server; Envoy's panic threshold sends to ejected hosts when too few are left).
     fn may_eject(&self, now: Instant) -> bool {
         let live = self.peers.iter().filter(|p| p.weight > 0);
         let n = live.clone().count();
-        let allowed = (n * self.cfg.breaker.max_ejected_percent as usize / 100).max(1);
+        let at_least = usize::from(n > 1);
+        let allowed = (n * self.cfg.breaker.max_ejected_percent as usize / 100).max(at_least);
         let ejected = live.filter(|p| p.state.breaker.is_ejected(now)).count();
         ejected < allowed
     }

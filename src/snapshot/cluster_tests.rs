@@ -100,3 +100,28 @@ async fn a_breaker_recovery_starts_slow_start() {
     tokio::time::advance(Duration::from_secs(11)).await;
     assert_eq!(p.state.slow_start_factor(ramp, Instant::now()), 1.0);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_clusters_only_peer_is_not_ejected_unless_max_ejected_percent_is_100() {
+    // Half of one peer is none: a burst of failures leaves it taking requests.
+    for weights in [&[1][..], &[1, 0, 0]] {
+        let snap = snapshot(weights, "{consecutive_failures: 1}", "");
+        let c = &snap.clusters[0];
+        let now = Instant::now();
+        for _ in 0..5 {
+            assert_eq!(fail(c, 0, now), Transition::None);
+        }
+        assert!(!c.peers[0].state.breaker.is_ejected(now));
+        assert!(c.peers[0].state.breaker.try_acquire(now).is_some());
+    }
+    // An operator who asks for it gets it.
+    let snap = snapshot(
+        &[1],
+        "{consecutive_failures: 1, max_ejected_percent: 100}",
+        "",
+    );
+    let c = &snap.clusters[0];
+    let now = Instant::now();
+    assert_eq!(fail(c, 0, now), Transition::Opened);
+    assert!(c.peers[0].state.breaker.is_ejected(now));
+}

@@ -29,7 +29,7 @@ pub struct Origin<'a> {
     pub request_id: &'a str,
     pub identity: Identity,
     /// The first try's `traceparent` (replacing the client's).
-    pub traceparent: Option<&'a str>,
+    pub traceparent: Option<&'a [u8]>,
 }
 
 impl Forward {

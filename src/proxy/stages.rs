@@ -240,7 +240,7 @@ impl Switchyard {
             body_len: body.len(),
             request_id,
             identity: ctx.identity,
-            traceparent: traceparent.as_deref(),
+            traceparent: traceparent.as_ref().map(|v| v.as_bytes()),
         };
         let forward = Forward::new(client, &origin)?;
         let ip = ctx.identity.client;

@@ -131,7 +131,7 @@ impl Switchyard {
             body_len: body.len(),
             request_id: up.request_id,
             identity: ctx.identity,
-            traceparent: traceparent.as_deref(),
+            traceparent: traceparent.as_ref().map(|v| v.as_bytes()),
         };
         let forward = Forward::new(client, &origin).ok()?;
         let ip = ctx.identity.client;

@@ -46,14 +46,20 @@ impl std::ops::Add for Usage {
 
 /// The top-level `usage` of a JSON answer body (or of its tail), or of one SSE event's data;
 /// `None` when it has none (or it is `null`, as in the chunks of a stream before its last).
+/// Scanning from the end, a JSON answer's `usage` (its last member) is reached at once.
 pub fn find(json: &[u8]) -> Option<Usage> {
-    // A cheap first look: most stream chunks do not carry the word at all. (The finder is built
-    // once: making one costs more than searching a short answer with it.)
-    static FINDER: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
-        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\"usage\""));
-    FINDER.find(json)?;
     let value = top_level_member(json, b"usage")?;
     read_usage(json, value)
+}
+
+/// [`find`] for one SSE event's data, after a cheap first look: most chunks of a stream do not
+/// carry the word at all, and the look skips them a vector at a time.
+pub fn find_in_event(data: &[u8]) -> Option<Usage> {
+    // Built once: making a finder costs more than searching a short chunk with it.
+    static FINDER: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\"usage\""));
+    FINDER.find(data)?;
+    find(data)
 }
 
 /// Where the value of the last top-level member `name` of the object `json` ends with starts.
@@ -263,6 +269,11 @@ mod tests {
         let last = br#"{"choices":[],"usage": {"prompt_tokens": 5, "completion_tokens": 7}}"#;
         assert_eq!(find(last).map(|u| u.total()), Some(12));
         assert_eq!(find(b"not json"), None);
+        assert_eq!(find_in_event(body), find(body));
+        assert_eq!(
+            find_in_event(br#"{"choices":[{"delta":{"content":"x"}}]}"#),
+            None
+        );
         assert_eq!(find(br#"{"usage":{"prompt_tokens":"many"}}"#), None);
     }
 

@@ -23,7 +23,7 @@ use http::header::{self, HeaderMap, HeaderName};
 use http::Method;
 use pingora::{Error, ErrorType, Result};
 use std::fmt::Write as _;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 
 /// The upstream request head on the wire.
 pub struct Forward {
@@ -238,12 +238,22 @@ fn forwarding_line(
         sep = ", ";
     }
     out.put_slice(sep.as_bytes());
-    // Writing an address into a `BytesMut` cannot fail.
-    let _ = if name == header::FORWARDED {
-        write!(out, "for={};proto={proto}", forwarded_node(peer))
-    } else {
-        write!(out, "{peer}")
-    };
+    match (name == header::FORWARDED, peer) {
+        (true, IpAddr::V4(v4)) => {
+            out.put_slice(b"for=");
+            put_ipv4(out, v4);
+            out.put_slice(b";proto=");
+            out.put_slice(proto.as_bytes());
+        }
+        // Writing an address into a `BytesMut` cannot fail.
+        (true, IpAddr::V6(_)) => {
+            let _ = write!(out, "for={};proto={proto}", forwarded_node(peer));
+        }
+        (false, IpAddr::V4(v4)) => put_ipv4(out, v4),
+        (false, IpAddr::V6(v6)) => {
+            let _ = write!(out, "{v6}");
+        }
+    }
     out.put_slice(b"\r\n");
 }
 
@@ -264,6 +274,18 @@ fn wire_name(name: &HeaderName) -> &str {
         header::SERVER => "Server",
         header::SET_COOKIE => "Set-Cookie",
         _ => name.as_str(),
+    }
+}
+
+/// An IPv4 address as `Display` writes it, by hand: the formatter cost more than the rest of the
+/// head put together.
+fn put_ipv4(out: &mut BytesMut, ip: Ipv4Addr) {
+    for (i, octet) in ip.octets().into_iter().enumerate() {
+        if i > 0 {
+            out.put_u8(b'.');
+        }
+        let mut d = [0u8; 20];
+        out.put_slice(decimal(usize::from(octet), &mut d));
     }
 }
 

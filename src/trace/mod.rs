@@ -125,6 +125,17 @@ pub fn new_span_id() -> SpanId {
     nonzero_u64().to_be_bytes()
 }
 
+/// 32 random lower-case hex digits (a request id), from the same generator as the ids.
+pub fn random_hex_id() -> String {
+    let mut v = [0u8; 32];
+    let mut r = [0u8; 16];
+    r[..8].copy_from_slice(&nonzero_u64().to_be_bytes());
+    r[8..].copy_from_slice(&nonzero_u64().to_be_bytes());
+    hex_into_ascii(&r, &mut v);
+    // Only hex digits were written.
+    String::from_utf8_lossy(&v).into_owned()
+}
+
 /// A random `u64` other than 0, from a generator per thread (wyrand, seeded from the operating
 /// system's generator on its first use). Ids must be unique and unpredictable enough to sample
 /// by, not secret: this costs a few instructions where the cryptographic generator costs
@@ -248,6 +259,16 @@ mod tests {
         let want = std::str::from_utf8(want.as_bytes()).unwrap();
         assert_eq!(patched, head.replace(&value, want));
         assert_eq!(with_span(b"GET / HTTP/1.1\r\n\r\n", &span), None);
+    }
+
+    #[test]
+    fn request_ids_are_32_hex_digits() {
+        let a = random_hex_id();
+        assert_eq!(a.len(), 32);
+        assert!(a
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+        assert_ne!(a, random_hex_id());
     }
 
     #[test]

@@ -265,6 +265,21 @@ fn no_line_is_ever_split_or_folded() {
 }
 
 #[test]
+fn ipv4_as_display_writes_it() {
+    for ip in [
+        "0.0.0.0",
+        "1.2.3.4",
+        "10.0.200.9",
+        "255.255.255.255",
+        "192.0.2.17",
+    ] {
+        let mut out = BytesMut::new();
+        put_ipv4(&mut out, ip.parse().unwrap());
+        assert_eq!(&out[..], ip.as_bytes());
+    }
+}
+
+#[test]
 fn numbers_in_decimal() {
     let mut b = [0u8; 20];
     assert_eq!(decimal(0, &mut b), b"0");

@@ -77,10 +77,12 @@ pub fn wants_stream(body: &[u8]) -> bool {
             .position(|c| !c.is_ascii_whitespace())
             .unwrap_or(b.len())
     };
-    let says_true = body.windows(8).enumerate().any(|(i, w)| {
-        if w != b"\"stream\"" {
-            return false;
-        }
+    // The finder is built once (making one costs more than searching a body with it); it skips
+    // through the body a vector at a time, where comparing every 8-byte window cost thousands of
+    // instructions per request.
+    static FINDER: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\"stream\""));
+    let says_true = FINDER.find_iter(body).any(|i| {
         let rest = &body[i + 8..];
         let rest = &rest[ws(rest)..];
         rest.first() == Some(&b':') && rest[1 + ws(&rest[1..])..].starts_with(b"true")

@@ -4,8 +4,10 @@
 //! sets (status codes, reasons), never from request data, so cardinality stays bounded. Hot-path
 //! handles are resolved once per config snapshot (see `snapshot`), not per request.
 
+mod codes;
 mod llm;
 
+pub use codes::{code_str, RequestCounts};
 pub use llm::{LlmHandles, LlmMetrics};
 
 use prometheus::{

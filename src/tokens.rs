@@ -131,7 +131,7 @@ impl Meter {
         if !self.on || ev.is_done() {
             return true;
         }
-        let Some(u) = usage::find(&ev.data) else {
+        let Some(u) = usage::find_in_event(&ev.data) else {
             self.content_events += 1;
             return true;
         };

@@ -3,13 +3,19 @@
 //! `stream_options.include_usage`, and by some servers always). Read by the token metrics and
 //! token budgets.
 //!
-//! Only the `usage` member is parsed: a scan finds `"usage"` and the object after it is read with
-//! serde, so an answer's content is never parsed twice.
-
-use serde::Deserialize;
+//! Read on every answer, so read without a JSON parser: the document is scanned backwards from
+//! its end (where servers put `usage`), keeping count of nesting and skipping strings whole, to
+//! the top-level `"usage"` member; only that object is then read forwards, for its two integers.
+//! Nothing is allocated. What it finds is what `serde_json` would find in the document's
+//! top-level `usage` (`tests/fuzz.rs` checks that on generated documents): the last member of
+//! that name wins, a `usage` nested deeper or inside a string is not it, a count that is not a
+//! `u64` (or appears twice) makes the whole `usage` unreadable. Working from the end also means a
+//! document's tail is enough (the relay keeps only the end of a long answer) as long as the
+//! `usage` member is in it; a tail that ends before it is found gives `None`, never a wrong count.
+//! A key spelled with escapes (`"\u0075sage"`) is not recognised: no server writes one.
 
 /// Tokens one answer used.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
 pub struct Usage {
     #[serde(default)]
     pub prompt_tokens: u64,
@@ -38,44 +44,223 @@ impl std::ops::Add for Usage {
     }
 }
 
-/// The `usage` of a JSON answer body or of one SSE event's data; `None` when it has none (or it
-/// is `null`, as in the chunks of a stream before its last).
+/// The top-level `usage` of a JSON answer body (or of its tail), or of one SSE event's data;
+/// `None` when it has none (or it is `null`, as in the chunks of a stream before its last).
+/// Scanning from the end, a JSON answer's `usage` (its last member) is reached at once.
 pub fn find(json: &[u8]) -> Option<Usage> {
-    // Built once: making a finder costs more than searching a short answer with it.
+    let value = top_level_member(json, b"usage")?;
+    read_usage(json, value)
+}
+
+/// [`find`] for one SSE event's data, after a cheap first look: most chunks of a stream do not
+/// carry the word at all, and the look skips them a vector at a time.
+pub fn find_in_event(data: &[u8]) -> Option<Usage> {
+    // Built once: making a finder costs more than searching a short chunk with it.
     static FINDER: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
         std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\"usage\""));
-    for at in FINDER.find_iter(json) {
-        let rest = json[at + 7..].trim_ascii_start();
-        let Some(value) = rest.strip_prefix(b":") else {
-            continue;
-        };
-        let value = value.trim_ascii_start();
-        if value.first() != Some(&b'{') {
-            // `null`, or the word inside a string: look further.
-            continue;
+    FINDER.find(data)?;
+    find(data)
+}
+
+/// Where the value of the last top-level member `name` of the object `json` ends with starts.
+fn top_level_member(json: &[u8], name: &[u8]) -> Option<usize> {
+    let end = json.trim_ascii_end();
+    if end.last() != Some(&b'}') {
+        return None;
+    }
+    let mut i = end.len() - 1;
+    let mut depth = 1usize;
+    while i > 0 {
+        let c = end[i - 1];
+        match c {
+            b'"' => {
+                i = string_start(end, i - 1)?;
+                continue;
+            }
+            b'}' | b']' => depth += 1,
+            b'{' | b'[' => {
+                depth -= 1;
+                if depth == 0 {
+                    return None;
+                }
+            }
+            b':' if depth == 1 => {
+                let value = i;
+                let close = end[..i - 1].trim_ascii_end().len().checked_sub(1)?;
+                if end[close] != b'"' {
+                    return None;
+                }
+                let open = string_start(end, close)?;
+                if &end[open + 1..close] == name {
+                    return Some(value);
+                }
+                i = open;
+                continue;
+            }
+            _ => {}
         }
-        let mut de = serde_json::Deserializer::from_slice(value).into_iter::<Usage>();
-        if let Some(Ok(u)) = de.next() {
-            return Some(u);
-        }
+        i -= 1;
     }
     None
+}
+
+/// The index of the quote that opens the string whose closing quote is at `close`; `None` when
+/// it cannot be told (the text starts inside the string).
+fn string_start(s: &[u8], close: usize) -> Option<usize> {
+    let mut at = close;
+    loop {
+        let q = memchr::memrchr(b'"', &s[..at])?;
+        let slashes = s[..q].iter().rev().take_while(|&&b| b == b'\\').count();
+        if slashes > 0 && slashes == q {
+            // A run of backslashes back to the start: escaped or not depends on what is missing.
+            return None;
+        }
+        if slashes % 2 == 0 {
+            return Some(q);
+        }
+        at = q;
+    }
+}
+
+/// The usage object whose value starts at `at` (after the colon).
+fn read_usage(s: &[u8], at: usize) -> Option<Usage> {
+    let mut i = skip_ws(s, at);
+    if s.get(i) != Some(&b'{') {
+        return None;
+    }
+    i = skip_ws(s, i + 1);
+    let mut u = Usage::default();
+    let (mut prompt, mut completion) = (false, false);
+    if s.get(i) == Some(&b'}') {
+        return Some(u);
+    }
+    loop {
+        if s.get(i) != Some(&b'"') {
+            return None;
+        }
+        let close = string_end(s, i)?;
+        let key = &s[i + 1..close];
+        i = skip_ws(s, close + 1);
+        if s.get(i) != Some(&b':') {
+            return None;
+        }
+        i = skip_ws(s, i + 1);
+        let seen = match key {
+            b"prompt_tokens" => Some((&mut prompt, &mut u.prompt_tokens)),
+            b"completion_tokens" => Some((&mut completion, &mut u.completion_tokens)),
+            _ => None,
+        };
+        match seen {
+            Some((seen, count)) => {
+                if std::mem::replace(seen, true) {
+                    return None;
+                }
+                let (n, next) = read_u64(s, i)?;
+                *count = n;
+                i = next;
+            }
+            None => i = skip_value(s, i)?,
+        }
+        i = skip_ws(s, i);
+        match s.get(i) {
+            Some(b',') => i = skip_ws(s, i + 1),
+            Some(b'}') => return Some(u),
+            _ => return None,
+        }
+    }
+}
+
+/// A JSON number that is a `u64` (as serde reads one: `-0` is 0; a fraction, an exponent, a
+/// negative number or one past `u64::MAX` is not), and where it ends.
+fn read_u64(s: &[u8], at: usize) -> Option<(u64, usize)> {
+    let negative = s.get(at) == Some(&b'-');
+    let start = at + usize::from(negative);
+    let digits = s[start.min(s.len())..]
+        .iter()
+        .take_while(|b| b.is_ascii_digit())
+        .count();
+    let end = start + digits;
+    if digits == 0 || matches!(s.get(end), Some(b'.' | b'e' | b'E')) {
+        return None;
+    }
+    let mut n: u64 = 0;
+    for &d in &s[start..end] {
+        n = n.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
+    }
+    if negative && n != 0 {
+        return None;
+    }
+    Some((n, end))
+}
+
+/// Past the value that starts at `at`: a string, an object or array (nested ones included), or a
+/// literal or number (up to the next delimiter).
+fn skip_value(s: &[u8], at: usize) -> Option<usize> {
+    match *s.get(at)? {
+        b'"' => string_end(s, at).map(|e| e + 1),
+        b'{' | b'[' => {
+            let mut depth = 0usize;
+            let mut i = at;
+            while i < s.len() {
+                match s[i] {
+                    b'"' => i = string_end(s, i)?,
+                    b'{' | b'[' => depth += 1,
+                    b'}' | b']' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            return Some(i + 1);
+                        }
+                    }
+                    _ => {}
+                }
+                i += 1;
+            }
+            None
+        }
+        _ => {
+            let len = s[at..]
+                .iter()
+                .take_while(|b| !matches!(b, b',' | b'}' | b']') && !b.is_ascii_whitespace())
+                .count();
+            Some(at + len)
+        }
+    }
+}
+
+/// The index of the quote that closes the string opened at `open`.
+fn string_end(s: &[u8], open: usize) -> Option<usize> {
+    let mut i = open + 1;
+    loop {
+        i += memchr::memchr2(b'"', b'\\', s.get(i..)?)?;
+        if s[i] == b'"' {
+            return Some(i);
+        }
+        i += 2;
+    }
+}
+
+fn skip_ws(s: &[u8], mut i: usize) -> usize {
+    while s.get(i).is_some_and(u8::is_ascii_whitespace) {
+        i += 1;
+    }
+    i
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn u(prompt_tokens: u64, completion_tokens: u64) -> Option<Usage> {
+        Some(Usage {
+            prompt_tokens,
+            completion_tokens,
+        })
+    }
+
     #[test]
     fn finds_usage_in_answers_and_chunks() {
         let body = br#"{"id":"x","choices":[{"message":{"content":"hi"}}],"usage":{"prompt_tokens":31,"completion_tokens":21,"total_tokens":52}}"#;
-        assert_eq!(
-            find(body),
-            Some(Usage {
-                prompt_tokens: 31,
-                completion_tokens: 21
-            })
-        );
+        assert_eq!(find(body), u(31, 21));
         assert_eq!(find(br#"{"choices":[],"usage":null}"#), None);
         assert_eq!(
             find(br#"{"choices":[{"delta":{"content":"\"usage\": {"}}]}"#),
@@ -84,6 +269,99 @@ mod tests {
         let last = br#"{"choices":[],"usage": {"prompt_tokens": 5, "completion_tokens": 7}}"#;
         assert_eq!(find(last).map(|u| u.total()), Some(12));
         assert_eq!(find(b"not json"), None);
+        assert_eq!(find_in_event(body), find(body));
+        assert_eq!(
+            find_in_event(br#"{"choices":[{"delta":{"content":"x"}}]}"#),
+            None
+        );
         assert_eq!(find(br#"{"usage":{"prompt_tokens":"many"}}"#), None);
+    }
+
+    #[test]
+    fn only_the_top_level_member_counts() {
+        // Nested deeper: not the answer's usage.
+        let nested = br#"{"choices":[{"usage":{"prompt_tokens":1,"completion_tokens":2}}]}"#;
+        assert_eq!(find(nested), None);
+        let both = br#"{"usage":{"prompt_tokens":3,"completion_tokens":4},"x":{"usage":{"prompt_tokens":1}}}"#;
+        assert_eq!(find(both), u(3, 4));
+        // A key that ends in an escaped quote before `usage` is another key.
+        let key = br#"{"a\"usage":{"prompt_tokens":9},"usage":{"prompt_tokens":1,"completion_tokens":1}}"#;
+        assert_eq!(find(key), u(1, 1));
+        assert_eq!(find(br#"{"a\"usage":{"prompt_tokens":9}}"#), None);
+        // A string value that spells a member, with escaped quotes and backslashes.
+        let s = br#"{"usage":{"prompt_tokens":2,"completion_tokens":3},"c":"\\\",\"usage\":{\"prompt_tokens\":8}}"}"#;
+        assert_eq!(find(s), u(2, 3));
+        let s = br#"{"c":"x\\","usage":{"completion_tokens":6}}"#;
+        assert_eq!(find(s), u(0, 6));
+    }
+
+    #[test]
+    fn the_last_member_wins_and_null_means_none() {
+        let two = br#"{"usage":{"prompt_tokens":1},"usage":{"prompt_tokens":2}}"#;
+        assert_eq!(find(two), u(2, 0));
+        assert_eq!(find(br#"{"usage":{"prompt_tokens":1},"usage":null}"#), None);
+        assert_eq!(find(br#"{"usage":{}}"#), u(0, 0));
+        assert_eq!(
+            find(b"{\"usage\" :\n{ \"prompt_tokens\" : 4 } }\n"),
+            u(4, 0)
+        );
+    }
+
+    #[test]
+    fn counts_are_u64_or_nothing() {
+        for bad in [
+            r#"{"usage":{"prompt_tokens":1.0}}"#,
+            r#"{"usage":{"prompt_tokens":1e3}}"#,
+            r#"{"usage":{"prompt_tokens":-1}}"#,
+            r#"{"usage":{"prompt_tokens":null}}"#,
+            r#"{"usage":{"prompt_tokens":18446744073709551616}}"#,
+            r#"{"usage":{"prompt_tokens":1,"prompt_tokens":2}}"#,
+            r#"{"usage":[1,2]}"#,
+            r#"{"usage":7}"#,
+        ] {
+            assert_eq!(find(bad.as_bytes()), None, "{bad}");
+        }
+        let max = br#"{"usage":{"prompt_tokens":18446744073709551615,"completion_tokens":-0}}"#;
+        assert_eq!(find(max), u(u64::MAX, 0));
+        let other = br#"{"usage":{"details":{"cached":[1,{"x":"}"}]},"prompt_tokens":5,"t":true}}"#;
+        assert_eq!(find(other), u(5, 0));
+    }
+
+    #[test]
+    fn a_tail_is_enough_and_a_short_one_says_nothing() {
+        let body = br#"{"id":"x","choices":[{"message":{"content":"a \"quoted\" \\ text"}}],"usage":{"prompt_tokens":31,"completion_tokens":21}}"#;
+        for cut in 0..body.len() {
+            let tail = &body[cut..];
+            let got = find(tail);
+            assert!(got.is_none() || got == u(31, 21), "cut at {cut}: {got:?}");
+        }
+        let at = memchr::memmem::find(body, b"\"usage\"").unwrap();
+        assert_eq!(find(&body[at..]), u(31, 21));
+        // A key whose opening quote follows backslashes back to the tail's start may be escaped
+        // (`{"a\"usage":...}` names the key `a"usage`): not read.
+        assert_eq!(find(br#"\"usage":{"prompt_tokens":1}}"#), None);
+        assert_eq!(find(br#"x\"usage":{"prompt_tokens":1}}"#), None);
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic() {
+        let mut x: u32 = 12345;
+        for _ in 0..2000 {
+            let len = (x % 64) as usize;
+            let doc: Vec<u8> = (0..len)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 17;
+                    x ^= x << 5;
+                    let alphabet = b"{}[]\":,\\ usage_tokens01-.e";
+                    alphabet[x as usize % alphabet.len()]
+                })
+                .collect();
+            let _ = find(&doc);
+            let mut framed = b"{\"usage\":".to_vec();
+            framed.extend_from_slice(&doc);
+            framed.push(b'}');
+            let _ = find(&framed);
+        }
     }
 }

@@ -10,6 +10,7 @@ use serde_json::Value;
 use switchyard::cache::key::canonical_json;
 use switchyard::proxy::path;
 use switchyard::sse::Framer;
+use switchyard::usage::{self, Usage};
 
 fn corpus() -> Vec<String> {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/corpus/config");
@@ -121,6 +122,90 @@ fn json_value() -> impl Strategy<Value = Value> {
     })
 }
 
+/// A count as a server might write it: mostly a `u64`, sometimes what a `u64` is not.
+fn count_value() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        6 => any::<u64>().prop_map(Value::from),
+        1 => any::<i64>().prop_map(Value::from),
+        1 => (-1e6f64..1e6).prop_map(Value::from),
+        1 => Just(Value::Null),
+        1 => Just(Value::from("12")),
+    ]
+}
+
+/// Text that looks like a `usage` member, to be put inside strings and keys.
+fn usage_lookalike() -> impl Strategy<Value = String> {
+    prop_oneof![
+        Just(r#""usage":{"prompt_tokens":7,"completion_tokens":8}"#.to_string()),
+        Just(r#"\","usage":{"prompt_tokens":9}}"#.to_string()),
+        Just("usage".to_string()),
+        ".{0,8}".prop_map(|s| format!("{s}\"usage\":{{")),
+    ]
+}
+
+/// A `usage` object: either count may be missing or not a `u64`, and another member may be there.
+fn usage_object() -> impl Strategy<Value = Value> {
+    (
+        prop::option::of(count_value()),
+        prop::option::of(count_value()),
+        prop::option::of(json_value()),
+    )
+        .prop_map(|(p, c, extra)| {
+            let mut m = serde_json::Map::new();
+            if let Some(x) = extra {
+                m.insert("total_tokens".into(), x);
+            }
+            if let Some(p) = p {
+                m.insert("prompt_tokens".into(), p);
+            }
+            if let Some(c) = c {
+                m.insert("completion_tokens".into(), c);
+            }
+            Value::Object(m)
+        })
+}
+
+/// Answers shaped like OpenAI's, with a top-level `usage` or not, other members before and after
+/// it, `usage` objects nested deeper, and strings and keys that spell one.
+fn answer_doc() -> impl Strategy<Value = Value> {
+    let member = prop_oneof![
+        3 => (".{0,6}", json_value()).prop_map(|(k, v)| (k, v)),
+        1 => (usage_lookalike(), json_value()).prop_map(|(k, v)| (k, v)),
+        1 => (".{0,6}", usage_lookalike()).prop_map(|(k, v)| (k, Value::String(v))),
+        1 => (".{0,6}", usage_object())
+            .prop_map(|(k, u)| (k, serde_json::json!([{ "usage": u }]))),
+    ];
+    (
+        prop::collection::vec(member.clone(), 0..5),
+        prop::option::of(
+            prop_oneof![4 => usage_object(), 1 => Just(Value::Null), 1 => json_value()],
+        ),
+        prop::collection::vec(member, 0..3),
+    )
+        .prop_map(|(before, usage, after)| {
+            let mut m = serde_json::Map::new();
+            for (k, v) in before {
+                m.insert(k, v);
+            }
+            if let Some(u) = usage {
+                m.insert("usage".into(), u);
+            }
+            for (k, v) in after {
+                if k != "usage" {
+                    m.insert(k, v);
+                }
+            }
+            Value::Object(m)
+        })
+}
+
+/// What serde reads as the document's top-level `usage` object.
+fn serde_usage(doc: &[u8]) -> Option<Usage> {
+    let v: Value = serde_json::from_slice(doc).ok()?;
+    let u = v.get("usage")?.as_object()?.clone();
+    serde_json::from_value(Value::Object(u)).ok()
+}
+
 /// Reverse the order of every object's keys (a map that keeps insertion order would then
 /// serialise differently; the canonical form must not).
 fn reordered(v: &Value) -> Value {
@@ -229,6 +314,20 @@ proptest! {
     fn sse_framing_takes_any_bytes(bytes in prop::collection::vec(any::<u8>(), 0..512), cuts in prop::collection::vec(any::<usize>(), 0..8)) {
         let (out, _, _) = framed(&bytes, &cuts);
         prop_assert_eq!(out, bytes);
+    }
+
+    /// The `usage` scanner reads what serde reads, from a whole answer (compact or pretty), and
+    /// from any tail of one either that or nothing; no bytes make it panic.
+    #[test]
+    fn usage_scan_agrees_with_serde(doc in answer_doc(), cut in any::<prop::sample::Index>(), junk in prop::collection::vec(any::<u8>(), 0..64)) {
+        for text in [serde_json::to_vec(&doc).unwrap(), serde_json::to_vec_pretty(&doc).unwrap()] {
+            let want = serde_usage(&text);
+            prop_assert_eq!(usage::find(&text), want, "{}", String::from_utf8_lossy(&text));
+            let tail = &text[cut.index(text.len())..];
+            let got = usage::find(tail);
+            prop_assert!(got.is_none() || got == want, "tail {:?}", String::from_utf8_lossy(tail));
+        }
+        let _ = usage::find(&junk);
     }
 
     /// A normalised path starts with '/', has no dot segments or empty segments left, and is

@@ -5,7 +5,7 @@
 use super::ctx::Ctx;
 use crate::access_log::{AccessLog, Entry};
 use crate::downstream::Downstream;
-use crate::metrics::Metrics;
+use crate::metrics::{code_str, Metrics};
 use std::time::{Duration, SystemTime};
 
 /// Log the request if the access log is on.
@@ -60,31 +60,24 @@ pub(super) fn count(metrics: &Metrics, ctx: &Ctx) {
     };
     super::trace::export(ctx, snap);
     let route = ctx.route.map(|r| &snap.routes[r]);
-    let route_name = route.map_or("none", |r| r.cfg.name.as_str());
-    let cluster_name = ctx
-        .cluster
-        .map_or("none", |c| snap.clusters[c].cfg.name.as_str());
-    let mut code_buf = [0u8; 3];
-    metrics
-        .requests
-        .with_label_values(&[
-            route_name,
-            cluster_name,
-            code_str(&mut code_buf, ctx.status),
-        ])
-        .inc();
+    let counts = route.and_then(|r| r.requests.get(ctx.cluster.unwrap_or(snap.clusters.len())));
+    match counts {
+        Some(c) => c.inc(ctx.status),
+        // No route took the request.
+        None => {
+            let cluster = ctx
+                .cluster
+                .map_or("none", |c| snap.clusters[c].cfg.name.as_str());
+            let mut code = [0u8; 3];
+            let code = code_str(&mut code, ctx.status);
+            (metrics.requests)
+                .with_label_values(&["none", cluster, code])
+                .inc();
+        }
+    }
     if let Some(r) = route {
         r.duration.observe(ctx.start.elapsed().as_secs_f64());
     }
-}
-
-/// The status code as text, without allocating (0 is "000").
-fn code_str(buf: &mut [u8; 3], status: u16) -> &str {
-    let s = status.min(999);
-    buf[0] = b'0' + (s / 100) as u8;
-    buf[1] = b'0' + (s / 10 % 10) as u8;
-    buf[2] = b'0' + (s % 10) as u8;
-    std::str::from_utf8(buf).unwrap_or("000")
 }
 
 /// Milliseconds, to the microsecond.

@@ -81,11 +81,21 @@ pub fn resolve(peer: Option<IpAddr>, headers: &http::HeaderMap, list: &[IpNet]) 
     }
 }
 
-/// `ip` as a `Forwarded` node (RFC 7239: IPv6 quoted and bracketed).
-pub fn forwarded_node(ip: IpAddr) -> String {
-    match ip {
-        IpAddr::V4(v4) => v4.to_string(),
-        IpAddr::V6(v6) => format!("\"[{v6}]\""),
+/// `ip` as a `Forwarded` node (RFC 7239: IPv6 quoted and bracketed), written where it is
+/// displayed (no string of its own).
+pub fn forwarded_node(ip: IpAddr) -> ForwardedNode {
+    ForwardedNode(ip)
+}
+
+/// See [`forwarded_node`].
+pub struct ForwardedNode(IpAddr);
+
+impl std::fmt::Display for ForwardedNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            IpAddr::V4(v4) => write!(f, "{v4}"),
+            IpAddr::V6(v6) => write!(f, "\"[{v6}]\""),
+        }
     }
 }
 
@@ -128,7 +138,7 @@ mod tests {
         let id = resolve(ip("::ffff:10.0.0.2"), &h(&["[2001:db8::1]:443"]), &list);
         assert_eq!((id.client, id.trusted), (ip("2001:db8::1"), true));
         assert_eq!(
-            forwarded_node("2001:db8::1".parse().unwrap()),
+            forwarded_node("2001:db8::1".parse().unwrap()).to_string(),
             "\"[2001:db8::1]\""
         );
     }

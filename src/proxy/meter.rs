@@ -75,10 +75,8 @@ impl<'a> Meter<'a> {
     /// A completed event of a stream: its `usage`, when it carries one (the last wins: servers
     /// that report usage on every chunk report running totals).
     pub fn event(&mut self, ev: &Event<'_>) {
-        if memchr::memmem::find(&ev.data, b"\"usage\"").is_some() {
-            if let Some(u) = usage::find(&ev.data) {
-                self.usage = Some(u);
-            }
+        if let Some(u) = usage::find_in_event(&ev.data) {
+            self.usage = Some(u);
         }
     }
 

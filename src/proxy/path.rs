@@ -43,6 +43,15 @@ pub fn normalize(path: &str) -> Result<Cow<'_, str>, Ambiguous> {
     if !path.starts_with('/') {
         return Err(Ambiguous::NotAbsolute);
     }
+    // Most paths have nothing to look at twice: no escape, no backslash, no empty or dot
+    // segment. One pass says so, without the lower-cased copy the checks below search.
+    let b = path.as_bytes();
+    let plain = !b.iter().enumerate().any(|(i, &c)| {
+        c == b'%' || c == b'\\' || (c == b'/' && matches!(b.get(i + 1), Some(b'/' | b'.')))
+    });
+    if plain {
+        return Ok(Cow::Borrowed(path));
+    }
     if path.contains('\\') {
         return Err(Ambiguous::Backslash);
     }

@@ -64,7 +64,7 @@ pub fn sticky_hash(
     Some(h.finish())
 }
 
-/// The client's `x-request-id` when it is sane, else a new random one.
+/// The client's `x-request-id` when it is sane, else a new random one (32 hex digits).
 pub fn request_id(req: &RequestHeader) -> String {
     if let Some(v) = req.headers.get("x-request-id") {
         if let Ok(s) = v.to_str() {
@@ -77,7 +77,7 @@ pub fn request_id(req: &RequestHeader) -> String {
             }
         }
     }
-    format!("{:032x}", rand::random::<u128>())
+    crate::trace::random_hex_id()
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@ use super::affinity::Keys;
 use super::body::{self, BodyError};
 use super::ctx::Ctx;
 use super::edge::{self, RequestSlot};
-use super::forward::{self, Forward};
+use super::forward::Forward;
 use super::meter::Meter;
 use super::pick::Picker;
 use super::relay::{self, RelayEnd};
@@ -228,21 +228,7 @@ impl Switchyard {
             deadline,
         } = up;
         let stream = body.stream();
-        let path = client
-            .req_header()
-            .uri
-            .path_and_query()
-            .map_or("/", |pq| pq.as_str())
-            .to_string();
-        let traceparent = ctx.trace.as_ref().map(|t| t.upstream_value());
-        let origin = forward::Origin {
-            path: &path,
-            body_len: body.len(),
-            request_id,
-            identity: ctx.identity,
-            traceparent: traceparent.as_deref(),
-        };
-        let forward = Forward::new(client, &origin)?;
+        let forward = Forward::of(client, ctx, body.len(), request_id)?;
         let ip = ctx.identity.client;
         let sticky = (route.cfg.sticky.as_ref()).and_then(|k| request::sticky_hash(client, k, ip));
         let first = route.cfg.split[match sticky {

@@ -91,7 +91,7 @@ impl Trace {
     }
 
     /// The `traceparent` the upstream request header carries (the first try's).
-    pub fn upstream_value(&self) -> String {
+    pub fn upstream_value(&self) -> trace::HeaderValue {
         trace::header_value(&self.trace_id, &self.first_try, self.sampled)
     }
 

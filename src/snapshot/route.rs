@@ -4,7 +4,7 @@ use super::Registries;
 use crate::cache::RouteCache;
 use crate::config::{ClusterConfig, RouteConfig};
 use crate::limits::{ClientLimit, RetryBudget};
-use crate::metrics::{LlmHandles, Metrics};
+use crate::metrics::{LlmHandles, Metrics, RequestCounts};
 use crate::shared::Tier;
 use crate::split::Split;
 use http::Method;
@@ -26,6 +26,9 @@ pub struct Route {
     /// The LLM metrics of this route, by cluster index: `Some` for the clusters of its split
     /// (the only ones its tries go to).
     pub llm: Vec<Option<LlmHandles>>,
+    /// `switchyard_requests_total{route,cluster,code}`, by cluster index, and last for requests
+    /// that reached no cluster (`cluster="none"`).
+    pub requests: Vec<RequestCounts>,
     /// The per-client limit, when the route has one (its key is `cfg.client_limit.key`).
     pub client_limit: Option<Arc<dyn ClientLimit>>,
     /// Requests of this route and retries among them, over the budget's window; one per route
@@ -63,6 +66,10 @@ impl Route {
                     (r.split.iter().any(|t| t.cluster == ci))
                         .then(|| metrics.llm.handles(name, &clusters[ci].name))
                 })
+                .collect(),
+            requests: (clusters.iter().map(|c| c.name.as_str()))
+                .chain(["none"])
+                .map(|c| RequestCounts::new(&metrics.requests, name, c))
                 .collect(),
             client_limit: r
                 .client_limit

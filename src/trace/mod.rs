@@ -60,16 +60,32 @@ impl TraceParent {
     }
 }
 
+/// A `traceparent` value as it is written (version 00): 55 ASCII bytes, kept on the stack.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct HeaderValue([u8; 55]);
+
+impl HeaderValue {
+    /// The value's bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for HeaderValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&String::from_utf8_lossy(&self.0))
+    }
+}
+
 /// The `traceparent` value (version 00) for a span `span` of trace `trace`.
-pub fn header_value(trace: &TraceId, span: &SpanId, sampled: bool) -> String {
+pub fn header_value(trace: &TraceId, span: &SpanId, sampled: bool) -> HeaderValue {
     let mut v = *b"00-00000000000000000000000000000000-0000000000000000-00";
     hex_into_ascii(trace, &mut v[3..35]);
     hex_into_ascii(span, &mut v[36..52]);
     if sampled {
         v[54] = b'1';
     }
-    // Only ASCII digits, letters and dashes were written.
-    String::from_utf8_lossy(&v).into_owned()
+    HeaderValue(v)
 }
 
 /// Lower-case hex of `bytes` into `out` (twice as long).
@@ -94,28 +110,53 @@ pub fn with_span(head: &[u8], span: &SpanId) -> Option<Vec<u8>> {
     Some(out)
 }
 
-/// A new trace id and two span ids (a request's own and its first try's), from one draw.
+/// A new trace id and two span ids (a request's own and its first try's).
 pub fn new_ids() -> (TraceId, SpanId, SpanId) {
-    loop {
-        let r: [u8; 32] = rand::random();
-        let (mut t, mut a, mut b) = ([0u8; 16], [0u8; 8], [0u8; 8]);
-        t.copy_from_slice(&r[..16]);
-        a.copy_from_slice(&r[16..24]);
-        b.copy_from_slice(&r[24..]);
-        if t != [0; 16] && a != [0; 8] && b != [0; 8] {
-            return (t, a, b);
-        }
-    }
+    let high = nonzero_u64().to_be_bytes();
+    let low = nonzero_u64().to_be_bytes();
+    let mut t = [0u8; 16];
+    t[..8].copy_from_slice(&high);
+    t[8..].copy_from_slice(&low);
+    (t, new_span_id(), new_span_id())
 }
 
 /// A new random span id.
 pub fn new_span_id() -> SpanId {
-    loop {
-        let id: SpanId = rand::random();
-        if id != [0; 8] {
-            return id;
-        }
+    nonzero_u64().to_be_bytes()
+}
+
+/// 32 random lower-case hex digits (a request id), from the same generator as the ids.
+pub fn random_hex_id() -> String {
+    let mut v = [0u8; 32];
+    let mut r = [0u8; 16];
+    r[..8].copy_from_slice(&nonzero_u64().to_be_bytes());
+    r[8..].copy_from_slice(&nonzero_u64().to_be_bytes());
+    hex_into_ascii(&r, &mut v);
+    // Only hex digits were written.
+    String::from_utf8_lossy(&v).into_owned()
+}
+
+/// A random `u64` other than 0, from a generator per thread (wyrand, seeded from the operating
+/// system's generator on its first use). Ids must be unique and unpredictable enough to sample
+/// by, not secret: this costs a few instructions where the cryptographic generator costs
+/// hundreds.
+fn nonzero_u64() -> u64 {
+    thread_local! {
+        static STATE: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
     }
+    STATE.with(|state| loop {
+        let mut s = state.get();
+        if s == 0 {
+            s = rand::random::<u64>() | 1;
+        }
+        s = s.wrapping_add(0xa076_1d64_78bd_642f);
+        state.set(s);
+        let m = u128::from(s) * u128::from(s ^ 0xe703_7ed1_a0b4_28db);
+        let r = (m >> 64) as u64 ^ m as u64;
+        if r != 0 {
+            return r;
+        }
+    })
 }
 
 /// Is the trace `id` sampled at `ratio`? The decision depends on the id alone (as
@@ -180,7 +221,8 @@ mod tests {
         assert_eq!(hex(&t.trace_id), "4bf92f3577b34da6a3ce929d0e0e4736");
         assert_eq!(hex(&t.parent_id), "00f067aa0ba902b7");
         assert_eq!(t.flags, SAMPLED);
-        assert_eq!(header_value(&t.trace_id, &t.parent_id, true), GOOD);
+        let v = header_value(&t.trace_id, &t.parent_id, true);
+        assert_eq!(v.as_bytes(), GOOD.as_bytes());
     }
 
     #[test]
@@ -209,12 +251,37 @@ mod tests {
     fn a_retry_gets_its_own_span_id_in_the_head() {
         let trace = new_ids().0;
         let value = header_value(&trace, &[1; 8], false);
+        let value = String::from_utf8(value.as_bytes().to_vec()).unwrap();
         let head = format!("POST / HTTP/1.1\r\nhost: x\r\ntraceparent: {value}\r\nx-a: b\r\n\r\n");
         let span = [0xab; 8];
         let patched = String::from_utf8(with_span(head.as_bytes(), &span).unwrap()).unwrap();
         let want = header_value(&trace, &span, false);
-        assert_eq!(patched, head.replace(&value, &want));
+        let want = std::str::from_utf8(want.as_bytes()).unwrap();
+        assert_eq!(patched, head.replace(&value, want));
         assert_eq!(with_span(b"GET / HTTP/1.1\r\n\r\n", &span), None);
+    }
+
+    #[test]
+    fn request_ids_are_32_hex_digits() {
+        let a = random_hex_id();
+        assert_eq!(a.len(), 32);
+        assert!(a
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+        assert_ne!(a, random_hex_id());
+    }
+
+    #[test]
+    fn ids_are_never_zero_nor_repeated() {
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..10_000 {
+            let (t, a, b) = new_ids();
+            assert!(t != [0; 16] && a != [0; 8] && b != [0; 8] && a != b);
+            assert!(seen.insert(t), "a trace id came twice");
+        }
+        // Every thread has its own sequence.
+        let other = std::thread::spawn(|| new_ids().0).join().unwrap();
+        assert!(!seen.contains(&other));
     }
 
     #[test]

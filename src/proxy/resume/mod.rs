@@ -22,7 +22,7 @@ pub use transcript::Transcript;
 
 use super::affinity::Keys;
 use super::ctx::Ctx;
-use super::forward::{Forward, Origin};
+use super::forward::Forward;
 use super::pick::Picker;
 use super::relay::{self, Break, RelayEnd};
 use super::stages::Upstream;
@@ -123,17 +123,7 @@ impl Switchyard {
         if !route.retry_budget.try_retry(&route.cfg.retry.budget) {
             return None;
         }
-        let path = (client.req_header().uri.path_and_query()).map_or("/", |pq| pq.as_str());
-        let path = path.to_string();
-        let traceparent = ctx.trace.as_ref().map(|t| t.upstream_value());
-        let origin = Origin {
-            path: &path,
-            body_len: body.len(),
-            request_id: up.request_id,
-            identity: ctx.identity,
-            traceparent: traceparent.as_deref(),
-        };
-        let forward = Forward::new(client, &origin).ok()?;
+        let forward = Forward::of(client, ctx, body.len(), up.request_id).ok()?;
         let ip = ctx.identity.client;
         let key = (route.cfg.sticky.as_ref()).and_then(|k| req::sticky_hash(client, k, ip));
         // The cluster of the broken peer first: its peers serve the same model.

@@ -6,6 +6,7 @@
 
 use bytes::Bytes;
 use proptest::prelude::*;
+use proptest::test_runner::FileFailurePersistence;
 use serde_json::Value;
 use switchyard::cache::key::canonical_json;
 use switchyard::proxy::path;
@@ -264,7 +265,13 @@ fn framed(text: &[u8], cuts: &[usize]) -> (Vec<u8>, u64, bool) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 192, ..ProptestConfig::default() })]
+    // Regressions stay in tests/fuzz.proptest-regressions: by default proptest would look for
+    // them beside the test binary's root (tests/main.rs) and stop replaying that file.
+    #![proptest_config(ProptestConfig {
+        cases: 192,
+        failure_persistence: Some(Box::new(FileFailurePersistence::WithSource("proptest-regressions"))),
+        ..ProptestConfig::default()
+    })]
 
     /// No config text makes `parse` panic; every error names a place.
     #[test]

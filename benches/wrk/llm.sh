@@ -272,18 +272,20 @@ llm_c1_row() {
 # ---------------------------------------------------------------------------------------------
 llm_conns_row() {
   want conns && [ -z "$llm_problem" ] || return 0
-  local t pids
+  # Not `pids`: that is lib.sh's list of what to kill on exit, which `start` appends to, and a
+  # local of that name would hide the restarted proxies from it.
+  local t rss_pids
   mkdir -p "$tmp/conns"
   for t in sse_nginx sse_haproxy sse_switchyard; do
     if ! llm_start "$t"; then
       continue
     fi
     sleep 1
-    pids=$(echo "${pid_of[$t]}" $(cat /proc/"${pid_of[$t]}"/task/*/children 2>/dev/null) | tr ' ' ',')
+    rss_pids=$(echo "${pid_of[$t]}" $(cat /proc/"${pid_of[$t]}"/task/*/children 2>/dev/null) | tr ' ' ',')
     log "conns: $t, $idle_conns idle connections held ${idle_hold} s"
     timeout $((idle_hold + 300)) "${on_load_cpu[@]}" "$streams_bin" \
       --url "http://127.0.0.1:${port[$t]}$chat_path" --idle "$idle_conns" --hold-secs "$idle_hold" \
-      --tokens 2 --ttft-ms 0 --token-delay-ms 0 --ramp-ms "$idle_ramp_ms" --rss-pids "$pids" \
+      --tokens 2 --ttft-ms 0 --token-delay-ms 0 --ramp-ms "$idle_ramp_ms" --rss-pids "$rss_pids" \
       >"$tmp/conns/$t.idle.txt" 2>&1 || log "idle client against $t exited with an error (see $tmp/conns/$t.idle.txt)"
     log "conns: $t, $conn_streams concurrent streams x $conn_stream_tokens tokens, ${conn_token_delay_ms} ms apart"
     run_streams "$t" "$conn_streams" "$conn_stream_tokens" "$tmp/conns/$t.streams.txt" \

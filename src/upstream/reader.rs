@@ -9,7 +9,7 @@
 //! that grows only for a large body, and hands out the body as slices of it. Its methods keep
 //! the names of Pingora's client they replaced.
 
-use crate::wire::{self, chunked, Framing};
+use crate::wire::{self, Framing};
 use bytes::{Bytes, BytesMut};
 use http::{StatusCode, Version};
 use pingora::http::ResponseHeader;
@@ -38,13 +38,9 @@ pub struct Response {
     /// The request was HEAD: whatever the head says, no body follows.
     head_request: bool,
     header: Option<Box<ResponseHeader>>,
-    framing: Framing,
-    /// Body bytes still to come, for `Framing::Length`.
-    left: u64,
-    chunks: chunked::Decoder,
+    body: wire::Body,
     /// A piece decoded ahead (to learn whether the body ends right after the piece before).
     ahead: Option<Bytes>,
-    body_done: bool,
     /// Neither side asked to close and the framing allows another message after this one.
     reusable: bool,
     /// Any byte of a response has been received on this connection.
@@ -59,11 +55,8 @@ impl Response {
             buf: BytesMut::with_capacity(READ_SIZE),
             head_request,
             header: None,
-            framing: Framing::Empty,
-            left: 0,
-            chunks: chunked::Decoder::new(),
+            body: wire::Body::before_head(),
             ahead: None,
-            body_done: false,
             reusable: false,
             received: false,
         }
@@ -129,12 +122,7 @@ impl Response {
         let (framing, must_close) =
             wire::response_framing(status.as_u16(), &header.headers, self.head_request)
                 .map_err(|e| invalid(e.message()))?;
-        self.framing = framing;
-        self.left = match framing {
-            Framing::Length(n) => n,
-            _ => 0,
-        };
-        self.body_done = matches!(framing, Framing::Empty | Framing::Length(0));
+        self.body = wire::Body::new(framing);
         self.reusable = !must_close && wire::persistent(&header.headers, http10);
         self.header = Some(Box::new(header));
         Ok(end)
@@ -183,12 +171,12 @@ impl Response {
 
     /// Can the connection carry another request? See [`Self::reuse`].
     pub fn reusable(&self) -> bool {
-        self.body_done && self.reusable && self.buf.is_empty() && self.ahead.is_none()
+        self.body.is_done() && self.reusable && self.buf.is_empty() && self.ahead.is_none()
     }
 
     /// Has the whole body been read?
     pub fn is_body_done(&self) -> bool {
-        self.body_done
+        self.body.is_done()
     }
 
     /// The next piece of the body, `None` at its end. Pieces that have already arrived
@@ -199,24 +187,24 @@ impl Response {
             return Ok(Some(self.join_ahead(piece)?));
         }
         loop {
-            if self.body_done {
+            if self.body.is_done() {
                 return Ok(None);
             }
             if let Some(piece) = self.next_piece()? {
                 return Ok(Some(self.join_ahead(piece)?));
             }
             // The end may have been in the buffer, after the last piece handed out.
-            if self.body_done {
+            if self.body.is_done() {
                 return Ok(None);
             }
             match self.fill().await {
                 Ok(_) => {}
                 // The body of a close-delimited response ends with the connection.
                 Err(e)
-                    if self.framing == Framing::Close
+                    if self.body.framing() == Framing::Close
                         && e.etype() == &ErrorType::ConnectionClosed =>
                 {
-                    self.body_done = true;
+                    self.body.closed();
                     return Ok(None);
                 }
                 Err(mut e) => {
@@ -232,7 +220,7 @@ impl Response {
     /// is there too.
     fn join_ahead(&mut self, piece: Bytes) -> Result<Bytes> {
         let mut joined: Option<BytesMut> = None;
-        while !self.body_done {
+        while !self.body.is_done() {
             let Some(next) = self.next_piece()? else {
                 break;
             };
@@ -253,34 +241,9 @@ impl Response {
 
     /// The next piece of the body already in the buffer, if any; marks the end when reached.
     fn next_piece(&mut self) -> Result<Option<Bytes>> {
-        match self.framing {
-            Framing::Empty => {
-                self.body_done = true;
-                Ok(None)
-            }
-            Framing::Length(_) => {
-                let n = self
-                    .buf
-                    .len()
-                    .min(usize::try_from(self.left).unwrap_or(usize::MAX));
-                if n == 0 {
-                    return Ok(None);
-                }
-                self.left -= n as u64;
-                self.body_done = self.left == 0;
-                Ok(Some(self.buf.split_to(n).freeze()))
-            }
-            Framing::Close => Ok((!self.buf.is_empty()).then(|| self.buf.split().freeze())),
-            Framing::Chunked => match self.chunks.decode(&mut self.buf) {
-                Ok(chunked::Decoded::Data(d)) => Ok(Some(d)),
-                Ok(chunked::Decoded::More) => Ok(None),
-                Ok(chunked::Decoded::End) => {
-                    self.body_done = true;
-                    Ok(None)
-                }
-                Err(e) => Error::e_explain(ErrorType::InvalidHTTPHeader, e.message()),
-            },
-        }
+        self.body
+            .next_piece(&mut self.buf)
+            .or_else(|e| Error::e_explain(ErrorType::InvalidHTTPHeader, e.message()))
     }
 
     /// Close the connection.

@@ -7,12 +7,14 @@
 //! (§9.3). Each side decides what to do about a message it cannot frame; this module only says
 //! why.
 
+mod body;
 pub mod chunked;
 mod head;
 
 #[cfg(test)]
 mod tests;
 
+pub use body::Body;
 pub use head::{build_headers, head_end, leading_empty_lines, HeadError};
 
 use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};

@@ -12,8 +12,8 @@ use super::conn::Conn;
 use super::request::Request;
 use super::response::{self, Reply};
 use crate::downstream::Downstream;
-use crate::wire::chunked::{self, Decoded, Decoder};
-use crate::wire::Framing;
+use crate::wire::chunked;
+use crate::wire::{Body, Framing};
 use bytes::Bytes;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::{Error, ErrorType, Result};
@@ -32,10 +32,7 @@ const BODY_READ: usize = 64 * 1024;
 pub struct Session<'c> {
     conn: &'c mut Conn,
     req: Request,
-    /// Body bytes still to come (length framing), or the chunk decoder.
-    left: u64,
-    chunks: Decoder,
-    body_done: bool,
+    body: Body,
     /// `Some(idle)` while the connection may carry another request.
     keepalive: Option<u64>,
     /// This is the last request the connection may carry (count, shutdown).
@@ -51,16 +48,9 @@ pub struct Session<'c> {
 impl<'c> Session<'c> {
     /// `req` on `conn`; `last` when no request may follow it on the connection.
     pub fn new(conn: &'c mut Conn, req: Request, last: bool) -> Self {
-        let (left, body_done) = match req.framing {
-            Framing::Length(n) => (n, n == 0),
-            Framing::Chunked => (0, false),
-            Framing::Empty | Framing::Close => (0, true),
-        };
         Session {
             conn,
-            left,
-            chunks: Decoder::new(),
-            body_done,
+            body: Body::new(req.framing),
             keepalive: req.persistent.then_some(0),
             last,
             continue_sent: false,
@@ -88,7 +78,7 @@ impl<'c> Session<'c> {
         self.reply
             .as_ref()
             .is_some_and(|r| r.complete() && !r.close)
-            && self.body_done
+            && self.body.is_done()
             && self.keepalive.is_some()
             && !self.last
     }
@@ -99,7 +89,7 @@ impl<'c> Session<'c> {
     }
 
     fn will_close(&self) -> bool {
-        self.keepalive.is_none() || self.last || !self.body_done
+        self.keepalive.is_none() || self.last || !self.body.is_done()
     }
 
     /// Write `reply`'s held head (if any) and `data` framed by it, ending the body if `end`.
@@ -159,35 +149,9 @@ impl<'c> Session<'c> {
 
     /// The next piece of the body already read, if any.
     fn next_piece(&mut self) -> Result<Option<Bytes>> {
-        match self.req.framing {
-            Framing::Length(_) => {
-                let n = self
-                    .conn
-                    .buf
-                    .len()
-                    .min(usize::try_from(self.left).unwrap_or(usize::MAX));
-                if n == 0 {
-                    return Ok(None);
-                }
-                self.left -= n as u64;
-                self.body_done = self.left == 0;
-                Ok(Some(self.conn.buf.split_to(n).freeze()))
-            }
-            Framing::Chunked => match self.chunks.decode(&mut self.conn.buf) {
-                Ok(Decoded::Data(d)) => Ok(Some(d)),
-                Ok(Decoded::More) => Ok(None),
-                Ok(Decoded::End) => {
-                    self.body_done = true;
-                    Ok(None)
-                }
-                Err(e) => Error::e_explain(ErrorType::InvalidHTTPHeader, e.message())
-                    .map_err(|e| e.into_down()),
-            },
-            Framing::Empty | Framing::Close => {
-                self.body_done = true;
-                Ok(None)
-            }
-        }
+        self.body.next_piece(&mut self.conn.buf).or_else(|e| {
+            Error::e_explain(ErrorType::InvalidHTTPHeader, e.message()).map_err(|e| e.into_down())
+        })
     }
 }
 
@@ -239,19 +203,19 @@ impl Downstream for Session<'_> {
 
     async fn read_body(&mut self) -> Result<Option<Bytes>> {
         loop {
-            if self.body_done {
+            if self.body.is_done() {
                 return Ok(None);
             }
             if let Some(piece) = self.next_piece()? {
                 self.body_read += piece.len();
                 return Ok(Some(piece));
             }
-            if self.body_done {
+            if self.body.is_done() {
                 return Ok(None);
             }
             self.continue_if_asked().await?;
-            let want = match self.req.framing {
-                Framing::Length(_) => usize::try_from(self.left)
+            let want = match self.body.framing() {
+                Framing::Length(_) => usize::try_from(self.body.left())
                     .unwrap_or(BODY_READ)
                     .min(BODY_READ),
                 _ => BODY_READ,

@@ -19,6 +19,10 @@
 
 #![forbid(unsafe_code)]
 
+#[path = "common/stats.rs"]
+mod stats;
+use stats::percentile;
+
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -122,12 +126,6 @@ fn with_causes(e: &dyn std::error::Error) -> String {
 /// True when `buf` holds a line that starts with `data:`.
 fn has_data_line(buf: &[u8]) -> bool {
     buf.starts_with(b"data:") || buf.windows(6).any(|w| w == b"\ndata:")
-}
-
-/// Nearest-rank percentile of sorted samples.
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
 #[tokio::main(flavor = "current_thread")]

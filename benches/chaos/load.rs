@@ -17,6 +17,8 @@ use serde_json::{json, Value};
 use switchyard::sim::{answer_text, header};
 use tokio::sync::Semaphore;
 
+use super::stats::percentile;
+
 /// What `load` is told.
 struct Options {
     url: String,
@@ -264,15 +266,6 @@ fn summary(target: &str, records: &[Record], late: usize) -> String {
         percentile(&ttft, 99.0).as_micros(),
         if kinds.is_empty() { "-".to_string() } else { kinds.join(",") },
     )
-}
-
-/// Nearest-rank percentile of sorted samples (zero when there are none).
-pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
 /// Sends one request and classifies how it ended.

@@ -23,6 +23,8 @@
 mod chart;
 mod load;
 mod report;
+#[path = "../common/stats.rs"]
+mod stats;
 
 use std::process::ExitCode;
 

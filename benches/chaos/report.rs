@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::chart::{self, Bar};
-use super::load::percentile;
+use super::stats::percentile;
 
 /// One line of `records.tsv`.
 struct Rec {

@@ -27,6 +27,8 @@
 
 #![forbid(unsafe_code)]
 
+#[path = "../common/stats.rs"]
+mod stats;
 mod wire;
 
 use std::net::SocketAddr;
@@ -38,6 +40,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
+use stats::percentile;
 use wire::{Ask, Conn, Sse};
 
 /// Command-line options; unknown flags are errors, except the `--bench` that `cargo bench` adds.
@@ -363,12 +366,6 @@ async fn idle_mode(opts: &Options, n: usize) -> bool {
         opts.addr, opts.ask.path, errors.count,
     );
     errors.count == 0 && reused == n
-}
-
-/// Nearest-rank percentile of sorted samples.
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
 #[tokio::main(flavor = "current_thread")]

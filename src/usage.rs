@@ -48,8 +48,64 @@ impl std::ops::Add for Usage {
 /// `None` when it has none (or it is `null`, as in the chunks of a stream before its last).
 /// Scanning from the end, a JSON answer's `usage` (its last member) is reached at once.
 pub fn find(json: &[u8]) -> Option<Usage> {
+    if let Some(found) = last_member(json) {
+        return found;
+    }
     let value = top_level_member(json, b"usage")?;
-    read_usage(json, value)
+    read_usage(json, value).map(|(u, _)| u)
+}
+
+/// The common case, cheaply: the last `"usage"` in the text is a key that, with its value and
+/// the members after it (read forwards, so their strings are told apart), ends the document. In
+/// a well-formed document (or its tail) that is the top-level `usage` and the last of its name:
+/// the quote that opens it follows a `,` or `{` (so it is not inside a string: there a quote is
+/// escaped) and exactly one `}` closes the members after it. `None` when that cannot be told
+/// (a `usage` nested deeper, a key that ends in `usage`, a count that is not a `u64`): the
+/// backward scan decides.
+fn last_member(s: &[u8]) -> Option<Option<Usage>> {
+    const KEY: &[u8] = b"\"usage\"";
+    let mut end = s.len();
+    let at = loop {
+        let u = memchr::memrchr(b'u', &s[..end])?;
+        if u >= 1 && s.get(u - 1..u - 1 + KEY.len()) == Some(KEY) {
+            break u - 1;
+        }
+        end = u;
+    };
+    if !matches!(s[..at].trim_ascii_end().last(), Some(b',' | b'{')) {
+        return None;
+    }
+    let mut i = skip_ws(s, at + KEY.len());
+    if s.get(i) != Some(&b':') {
+        return None;
+    }
+    i = skip_ws(s, i + 1);
+    let usage = if s.get(i) == Some(&b'{') {
+        let (u, next) = read_usage(s, i)?;
+        i = next;
+        Some(u)
+    } else {
+        i = skip_value(s, i)?;
+        None
+    };
+    loop {
+        i = skip_ws(s, i);
+        match s.get(i)? {
+            b'}' => return (skip_ws(s, i + 1) == s.len()).then_some(usage),
+            b',' => {
+                i = skip_ws(s, i + 1);
+                if s.get(i) != Some(&b'"') {
+                    return None;
+                }
+                i = skip_ws(s, string_end(s, i)? + 1);
+                if s.get(i) != Some(&b':') {
+                    return None;
+                }
+                i = skip_value(s, skip_ws(s, i + 1))?;
+            }
+            _ => return None,
+        }
+    }
 }
 
 /// [`find`] for one SSE event's data, after a cheap first look: most chunks of a stream do not
@@ -122,8 +178,8 @@ fn string_start(s: &[u8], close: usize) -> Option<usize> {
     }
 }
 
-/// The usage object whose value starts at `at` (after the colon).
-fn read_usage(s: &[u8], at: usize) -> Option<Usage> {
+/// The usage object whose value starts at `at` (after the colon), and where it ends.
+fn read_usage(s: &[u8], at: usize) -> Option<(Usage, usize)> {
     let mut i = skip_ws(s, at);
     if s.get(i) != Some(&b'{') {
         return None;
@@ -132,24 +188,33 @@ fn read_usage(s: &[u8], at: usize) -> Option<Usage> {
     let mut u = Usage::default();
     let (mut prompt, mut completion) = (false, false);
     if s.get(i) == Some(&b'}') {
-        return Some(u);
+        return Some((u, i + 1));
     }
     loop {
-        if s.get(i) != Some(&b'"') {
-            return None;
-        }
-        let close = string_end(s, i)?;
-        let key = &s[i + 1..close];
-        i = skip_ws(s, close + 1);
+        // The two keys looked for are compared in place; any other is skipped whole.
+        const PROMPT: &[u8] = b"\"prompt_tokens\"";
+        const COMPLETION: &[u8] = b"\"completion_tokens\"";
+        let rest = s.get(i..)?;
+        let seen = match rest.get(1) {
+            Some(b'p') if rest.starts_with(PROMPT) => {
+                i += PROMPT.len();
+                Some((&mut prompt, &mut u.prompt_tokens))
+            }
+            Some(b'c') if rest.starts_with(COMPLETION) => {
+                i += COMPLETION.len();
+                Some((&mut completion, &mut u.completion_tokens))
+            }
+            _ if rest.first() == Some(&b'"') => {
+                i = string_end(s, i)? + 1;
+                None
+            }
+            _ => return None,
+        };
+        i = skip_ws(s, i);
         if s.get(i) != Some(&b':') {
             return None;
         }
         i = skip_ws(s, i + 1);
-        let seen = match key {
-            b"prompt_tokens" => Some((&mut prompt, &mut u.prompt_tokens)),
-            b"completion_tokens" => Some((&mut completion, &mut u.completion_tokens)),
-            _ => None,
-        };
         match seen {
             Some((seen, count)) => {
                 if std::mem::replace(seen, true) {
@@ -164,7 +229,7 @@ fn read_usage(s: &[u8], at: usize) -> Option<Usage> {
         i = skip_ws(s, i);
         match s.get(i) {
             Some(b',') => i = skip_ws(s, i + 1),
-            Some(b'}') => return Some(u),
+            Some(b'}') => return Some((u, i + 1)),
             _ => return None,
         }
     }
@@ -175,19 +240,13 @@ fn read_usage(s: &[u8], at: usize) -> Option<Usage> {
 fn read_u64(s: &[u8], at: usize) -> Option<(u64, usize)> {
     let negative = s.get(at) == Some(&b'-');
     let start = at + usize::from(negative);
-    let digits = s[start.min(s.len())..]
-        .iter()
-        .take_while(|b| b.is_ascii_digit())
-        .count();
-    let end = start + digits;
-    if digits == 0 || matches!(s.get(end), Some(b'.' | b'e' | b'E')) {
-        return None;
-    }
+    let mut end = start;
     let mut n: u64 = 0;
-    for &d in &s[start..end] {
+    while let Some(&d) = s.get(end).filter(|d| d.is_ascii_digit()) {
         n = n.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
+        end += 1;
     }
-    if negative && n != 0 {
+    if end == start || matches!(s.get(end), Some(b'.' | b'e' | b'E')) || (negative && n != 0) {
         return None;
     }
     Some((n, end))
@@ -240,7 +299,11 @@ fn string_end(s: &[u8], open: usize) -> Option<usize> {
 }
 
 fn skip_ws(s: &[u8], mut i: usize) -> usize {
-    while s.get(i).is_some_and(u8::is_ascii_whitespace) {
+    // Compact JSON has none: one comparison says so.
+    while s
+        .get(i)
+        .is_some_and(|&b| b <= b' ' && b.is_ascii_whitespace())
+    {
         i += 1;
     }
     i
@@ -341,6 +404,40 @@ mod tests {
         // (`{"a\"usage":...}` names the key `a"usage`): not read.
         assert_eq!(find(br#"\"usage":{"prompt_tokens":1}}"#), None);
         assert_eq!(find(br#"x\"usage":{"prompt_tokens":1}}"#), None);
+    }
+
+    #[test]
+    fn the_common_shapes_are_read_forwards() {
+        // OpenAI's (usage last) and vLLM's (members after it), and a stream's last chunk.
+        for doc in [
+            &br#"{"id":"x","choices":[{"message":{"content":"usage"}}],"usage":{"prompt_tokens":31,"completion_tokens":21,"total_tokens":52}}"#[..],
+            br#"{"choices":[],"usage":{"prompt_tokens":31,"total_tokens":52,"completion_tokens":21,"prompt_tokens_details":null},"prompt_logprobs":null,"kv_transfer_params":{"a":[1,"}"]}}"#,
+            b" {\"choices\" : [] , \"usage\" : { \"prompt_tokens\" : 31 , \"completion_tokens\" : 21 } , \"x\" : \"u\\\"}\" }\n",
+        ] {
+            assert_eq!(last_member(doc), Some(u(31, 21)), "{}", String::from_utf8_lossy(doc));
+            assert_eq!(find(doc), u(31, 21));
+        }
+        assert_eq!(last_member(br#"{"usage":null,"x":1}"#), Some(None));
+        // A string after it that spells the member (escaped, so never `"usage"` itself).
+        let s = br#"{"usage":{"prompt_tokens":2,"completion_tokens":3},"c":"\",\"usage\":{\"prompt_tokens\":8}}"}"#;
+        assert_eq!(last_member(s), Some(u(2, 3)));
+    }
+
+    #[test]
+    fn what_cannot_be_read_forwards_is_scanned() {
+        for (doc, want) in [
+            // The last `usage` is nested deeper; the top-level one comes before it.
+            (&br#"{"usage":{"prompt_tokens":3,"completion_tokens":4},"x":{"usage":{"prompt_tokens":1}}}"#[..], u(3, 4)),
+            // A key that ends in `usage`.
+            (br#"{"usage":{"prompt_tokens":1,"completion_tokens":1},"a\"usage":{"prompt_tokens":9}}"#, u(1, 1)),
+            // The tail starts at the key.
+            (br#""usage":{"prompt_tokens":5,"completion_tokens":6}}"#, u(5, 6)),
+            // Bad counts: the scan reads the same member, and says nothing either.
+            (br#"{"usage":{"prompt_tokens":1.5}}"#, None),
+        ] {
+            assert_eq!(last_member(doc), None, "{}", String::from_utf8_lossy(doc));
+            assert_eq!(find(doc), want, "{}", String::from_utf8_lossy(doc));
+        }
     }
 
     #[test]

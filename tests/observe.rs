@@ -189,6 +189,19 @@ async fn traceparent_is_continued_replaced_or_started_and_each_try_has_its_span(
         // No exporter: switchyard records nothing, so it does not claim to sample.
         assert_eq!(flags, "00");
     }
+    // Two of them are as good as none (W3C: ignore both), and only one goes upstream.
+    let r = c
+        .post(lb.url("/v1/chat/completions"))
+        .header("x-sim-echo-header", "traceparent")
+        .header("traceparent", CLIENT_TP)
+        .header("traceparent", CLIENT_TP)
+        .body(chat("trace me", false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let up = r.headers()["x-sim-echo"].to_str().unwrap().to_string();
+    assert_ne!(parts(&up).0, "4bf92f3577b34da6a3ce929d0e0e4736", "{up}");
     // None: a new trace each time.
     let a = parts(&upstream_traceparent(&c, &lb, None).await.unwrap()).0;
     let b = parts(&upstream_traceparent(&c, &lb, None).await.unwrap()).0;

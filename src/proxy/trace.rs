@@ -26,8 +26,6 @@ pub struct Trace {
     trace_id: TraceId,
     /// The client's span, when it sent a valid `traceparent`.
     parent: Option<SpanId>,
-    /// Switchyard's span for this request.
-    span: SpanId,
     /// The span id of the first try (in the header every try starts from).
     first_try: SpanId,
     sampled: bool,
@@ -37,6 +35,8 @@ pub struct Trace {
 }
 
 struct Recording {
+    /// Switchyard's span for this request.
+    span: SpanId,
     exporter: Arc<Exporter>,
     start: SystemTime,
     tries: Vec<TrySpan>,
@@ -56,14 +56,18 @@ struct TrySpan {
 impl Trace {
     /// The trace of a request with header `req`, under `snap`'s tracing settings.
     pub fn start(req: &RequestHeader, snap: &Snapshot) -> Trace {
-        let mut values = req.headers.get_all("traceparent").iter();
-        // Two traceparent headers are as good as none (the spec: ignore them).
-        let parent = match (values.next(), values.next()) {
-            (Some(v), None) => TraceParent::parse(v.as_bytes()),
-            _ => None,
-        };
-        let (new_trace, span, first_try) = trace::new_ids();
-        let trace_id = parent.map_or(new_trace, |p| p.trace_id);
+        // A name made once (looking up by `&str` parses the name on every request).
+        static TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
+        // Two traceparent headers are as good as none (the spec: ignore them); most requests
+        // have none, which one lookup tells.
+        let parent = req.headers.get(&TRACEPARENT).and_then(|v| {
+            let mut values = req.headers.get_all(&TRACEPARENT).iter();
+            (values.nth(1).is_none()).then(|| TraceParent::parse(v.as_bytes()))?
+        });
+        // Ids are drawn only where they are used: a trace id when the client sent none, the
+        // request's own span only when it is recorded.
+        let trace_id = parent.map_or_else(trace::new_trace_id, |p| p.trace_id);
+        let first_try = trace::new_span_id();
         let exporter = snap.exporter.as_ref();
         let sampled = match parent {
             Some(p) => p.flags & SAMPLED != 0,
@@ -74,6 +78,7 @@ impl Trace {
         };
         let rec = exporter.filter(|_| sampled).map(|e| {
             Box::new(Recording {
+                span: trace::new_span_id(),
                 exporter: e.clone(),
                 start: SystemTime::now(),
                 tries: Vec::new(),
@@ -82,7 +87,6 @@ impl Trace {
         Trace {
             trace_id,
             parent: parent.map(|p| p.parent_id),
-            span,
             first_try,
             sampled,
             tries: 0,
@@ -210,7 +214,7 @@ pub(super) fn export(ctx: &Ctx, snap: &Snapshot) {
     }
     let failed = ctx.status >= 500 || ctx.status == 0;
     let server = SpanData {
-        span_context: context(&t.trace_id, &t.span),
+        span_context: context(&t.trace_id, &rec.span),
         parent_span_id: t
             .parent
             .map_or(opentelemetry::trace::SpanId::INVALID, span_id),
@@ -251,7 +255,7 @@ pub(super) fn export(ctx: &Ctx, snap: &Snapshot) {
         let committed = try_span.outcome == "committed";
         rec.exporter.export(SpanData {
             span_context: context(&t.trace_id, &try_span.span),
-            parent_span_id: span_id(t.span),
+            parent_span_id: span_id(rec.span),
             parent_span_is_remote: false,
             span_kind: SpanKind::Client,
             name: Cow::Borrowed("try"),

@@ -88,13 +88,36 @@ pub fn header_value(trace: &TraceId, span: &SpanId, sampled: bool) -> HeaderValu
     HeaderValue(v)
 }
 
-/// Lower-case hex of `bytes` into `out` (twice as long).
+/// Lower-case hex of `bytes` (a multiple of 8 long: ids are) into `out` (twice as long).
 fn hex_into_ascii(bytes: &[u8], out: &mut [u8]) {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    for (b, o) in bytes.iter().zip(out.chunks_exact_mut(2)) {
-        o[0] = DIGITS[usize::from(b >> 4)];
-        o[1] = DIGITS[usize::from(b & 0xf)];
+    debug_assert!(bytes.len() % 8 == 0 && out.len() == 2 * bytes.len());
+    for (b, o) in bytes.chunks_exact(8).zip(out.chunks_exact_mut(16)) {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(b);
+        o.copy_from_slice(&hex_u64(u64::from_be_bytes(word)));
     }
+}
+
+/// The 16 lower-case hex digits of `x`, most significant first, eight at a time in a word
+/// (every request writes 48 of them into its `traceparent`; a table lookup per digit cost
+/// four times as much).
+fn hex_u64(x: u64) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    out[..8].copy_from_slice(&digits((x >> 32) as u32).to_be_bytes());
+    out[8..].copy_from_slice(&digits(x as u32).to_be_bytes());
+    out
+}
+
+/// The eight hex digits of `v`, one per byte of the word, the most significant in its top byte.
+fn digits(v: u32) -> u64 {
+    // Each nibble into a byte of its own, keeping their order.
+    let mut x = u64::from(v);
+    x = (x | (x << 16)) & 0x0000_ffff_0000_ffff;
+    x = (x | (x << 8)) & 0x00ff_00ff_00ff_00ff;
+    x = (x | (x << 4)) & 0x0f0f_0f0f_0f0f_0f0f;
+    // A nibble of 10 or more carries into bit 4 when 6 is added: those go from '0'+n to 'a'+n-10.
+    let letters = ((x + 0x0606_0606_0606_0606) >> 4) & 0x0101_0101_0101_0101;
+    x + 0x3030_3030_3030_3030 + letters * u64::from(b'a' - b'0' - 10)
 }
 
 /// Replace the span id of the `traceparent` header in the HTTP/1 request head `head` (as
@@ -110,14 +133,12 @@ pub fn with_span(head: &[u8], span: &SpanId) -> Option<Vec<u8>> {
     Some(out)
 }
 
-/// A new trace id and two span ids (a request's own and its first try's).
-pub fn new_ids() -> (TraceId, SpanId, SpanId) {
-    let high = nonzero_u64().to_be_bytes();
-    let low = nonzero_u64().to_be_bytes();
+/// A new random trace id.
+pub fn new_trace_id() -> TraceId {
     let mut t = [0u8; 16];
-    t[..8].copy_from_slice(&high);
-    t[8..].copy_from_slice(&low);
-    (t, new_span_id(), new_span_id())
+    t[..8].copy_from_slice(&nonzero_u64().to_be_bytes());
+    t[8..].copy_from_slice(&nonzero_u64().to_be_bytes());
+    t
 }
 
 /// A new random span id.
@@ -216,6 +237,23 @@ mod tests {
     const GOOD: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
     #[test]
+    fn hex_digits_a_word_at_a_time() {
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for edge in [0, u64::MAX, 0x0123_4567_89ab_cdef, 0xa0a0_a0a0_9f9f_9f9f] {
+            assert_eq!(hex_u64(edge), format!("{edge:016x}").as_bytes());
+        }
+        for _ in 0..10_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            assert_eq!(hex_u64(x), format!("{x:016x}").as_bytes());
+            let mut out = [0u8; 32];
+            hex_into_ascii(&[x.to_be_bytes(), (!x).to_be_bytes()].concat(), &mut out);
+            assert_eq!(out, format!("{x:016x}{:016x}", !x).as_bytes());
+        }
+    }
+
+    #[test]
     fn parses_the_spec_example() {
         let t = TraceParent::parse(GOOD.as_bytes()).unwrap();
         assert_eq!(hex(&t.trace_id), "4bf92f3577b34da6a3ce929d0e0e4736");
@@ -249,7 +287,7 @@ mod tests {
 
     #[test]
     fn a_retry_gets_its_own_span_id_in_the_head() {
-        let trace = new_ids().0;
+        let trace = new_trace_id();
         let value = header_value(&trace, &[1; 8], false);
         let value = String::from_utf8(value.as_bytes().to_vec()).unwrap();
         let head = format!("POST / HTTP/1.1\r\nhost: x\r\ntraceparent: {value}\r\nx-a: b\r\n\r\n");
@@ -275,18 +313,18 @@ mod tests {
     fn ids_are_never_zero_nor_repeated() {
         let mut seen = std::collections::HashSet::new();
         for _ in 0..10_000 {
-            let (t, a, b) = new_ids();
+            let (t, a, b) = (new_trace_id(), new_span_id(), new_span_id());
             assert!(t != [0; 16] && a != [0; 8] && b != [0; 8] && a != b);
             assert!(seen.insert(t), "a trace id came twice");
         }
         // Every thread has its own sequence.
-        let other = std::thread::spawn(|| new_ids().0).join().unwrap();
+        let other = std::thread::spawn(new_trace_id).join().unwrap();
         assert!(!seen.contains(&other));
     }
 
     #[test]
     fn ratio_sampling_is_decided_by_the_id() {
-        let ids: Vec<TraceId> = (0..2000).map(|_| new_ids().0).collect();
+        let ids: Vec<TraceId> = (0..2000).map(|_| new_trace_id()).collect();
         let kept = ids.iter().filter(|id| sampled_by_ratio(id, 0.25)).count();
         assert!((350..=650).contains(&kept), "{kept} of 2000 at 0.25");
         assert!(ids.iter().all(|id| sampled_by_ratio(id, 1.0)));

@@ -18,11 +18,11 @@
 use super::ctx::Ctx;
 use super::identity::{forwarded_node, Identity};
 use crate::downstream::Downstream;
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName};
 use http::Method;
 use pingora::{Error, ErrorType, Result};
-use std::fmt::Write as _;
+use std::io::Write as _;
 use std::net::{IpAddr, Ipv4Addr};
 
 /// The upstream request head on the wire.
@@ -134,11 +134,11 @@ fn write_head(
         .map(|(n, v)| n.as_str().len() + v.len() + 4)
         .sum();
     // What switchyard adds: host, length, id, the forwarding trio, traceparent (generously).
-    let mut out = BytesMut::with_capacity(method.as_str().len() + path.len() + fields + 384);
-    out.put_slice(method.as_str().as_bytes());
-    out.put_u8(b' ');
-    out.put_slice(path);
-    out.put_slice(b" HTTP/1.1\r\n");
+    let mut out = Vec::with_capacity(method.as_str().len() + path.len() + fields + 384);
+    out.extend_from_slice(method.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(path);
+    out.extend_from_slice(b" HTTP/1.1\r\n");
     let mut w = Written::default();
     let mut last: Option<&HeaderName> = None;
     for (name, value) in headers.iter() {
@@ -204,48 +204,48 @@ fn write_head(
     if let (false, Some(t)) = (w.traceparent, o.traceparent) {
         line(&mut out, b"traceparent", t);
     }
-    out.put_slice(b"\r\n");
-    Ok(out.freeze())
+    out.extend_from_slice(b"\r\n");
+    Ok(Bytes::from(out))
 }
 
 /// One header line.
-fn line(out: &mut BytesMut, name: &[u8], value: &[u8]) {
-    out.put_slice(name);
-    out.put_slice(b": ");
-    out.put_slice(value);
-    out.put_slice(b"\r\n");
+fn line(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
 }
 
 /// `x-forwarded-for` or `forwarded` (`name`) for TCP peer `peer`: the client's values of it in
 /// `kept` (a trusted proxy's, see [`dropped`]) joined, then this hop.
 fn forwarding_line(
-    out: &mut BytesMut,
+    out: &mut Vec<u8>,
     name: &HeaderName,
     kept: Option<&HeaderMap>,
     peer: IpAddr,
     proto: &str,
 ) {
-    out.put_slice(name.as_str().as_bytes());
-    out.put_slice(b": ");
+    out.extend_from_slice(name.as_str().as_bytes());
+    out.extend_from_slice(b": ");
     let mut sep = "";
     let prev = kept
         .into_iter()
         .flat_map(|h| h.get_all(name))
         .filter_map(|v| v.to_str().ok());
     for prev in prev {
-        out.put_slice(sep.as_bytes());
-        out.put_slice(prev.as_bytes());
+        out.extend_from_slice(sep.as_bytes());
+        out.extend_from_slice(prev.as_bytes());
         sep = ", ";
     }
-    out.put_slice(sep.as_bytes());
+    out.extend_from_slice(sep.as_bytes());
     match (name == header::FORWARDED, peer) {
         (true, IpAddr::V4(v4)) => {
-            out.put_slice(b"for=");
+            out.extend_from_slice(b"for=");
             put_ipv4(out, v4);
-            out.put_slice(b";proto=");
-            out.put_slice(proto.as_bytes());
+            out.extend_from_slice(b";proto=");
+            out.extend_from_slice(proto.as_bytes());
         }
-        // Writing an address into a `BytesMut` cannot fail.
+        // Writing an address into a `Vec` cannot fail.
         (true, IpAddr::V6(_)) => {
             let _ = write!(out, "for={};proto={proto}", forwarded_node(peer));
         }
@@ -254,7 +254,7 @@ fn forwarding_line(
             let _ = write!(out, "{v6}");
         }
     }
-    out.put_slice(b"\r\n");
+    out.extend_from_slice(b"\r\n");
 }
 
 /// A header's name as it is written: titled for the standard headers Pingora's serialiser titled,
@@ -279,13 +279,13 @@ fn wire_name(name: &HeaderName) -> &str {
 
 /// An IPv4 address as `Display` writes it, by hand: the formatter cost more than the rest of the
 /// head put together.
-fn put_ipv4(out: &mut BytesMut, ip: Ipv4Addr) {
+fn put_ipv4(out: &mut Vec<u8>, ip: Ipv4Addr) {
     for (i, octet) in ip.octets().into_iter().enumerate() {
         if i > 0 {
-            out.put_u8(b'.');
+            out.push(b'.');
         }
         let mut d = [0u8; 20];
-        out.put_slice(decimal(usize::from(octet), &mut d));
+        out.extend_from_slice(decimal(usize::from(octet), &mut d));
     }
 }
 

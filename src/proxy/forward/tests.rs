@@ -273,7 +273,7 @@ fn ipv4_as_display_writes_it() {
         "255.255.255.255",
         "192.0.2.17",
     ] {
-        let mut out = BytesMut::new();
+        let mut out = Vec::new();
         put_ipv4(&mut out, ip.parse().unwrap());
         assert_eq!(&out[..], ip.as_bytes());
     }

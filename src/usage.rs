@@ -3,9 +3,12 @@
 //! `stream_options.include_usage`, and by some servers always). Read by the token metrics and
 //! token budgets.
 //!
-//! Read on every answer, so read without a JSON parser: the document is scanned backwards from
-//! its end (where servers put `usage`), keeping count of nesting and skipping strings whole, to
-//! the top-level `"usage"` member; only that object is then read forwards, for its two integers.
+//! Read on every answer, so read without a JSON parser. The common shape is read forwards from
+//! the last `"usage"` in the text: when that key, its value and the members after it end the
+//! document, it is the top-level member (see `last_member`). Otherwise the document is scanned
+//! backwards from its end (where servers put `usage`), keeping count of nesting and skipping
+//! strings whole, to the top-level `"usage"` member; only that object is then read forwards, for
+//! its two integers.
 //! Nothing is allocated. What it finds is what `serde_json` would find in the document's
 //! top-level `usage` (`tests/fuzz.rs` checks that on generated documents): the last member of
 //! that name wins, a `usage` nested deeper or inside a string is not it, a count that is not a

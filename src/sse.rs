@@ -391,14 +391,40 @@ fn lines(raw: &[u8]) -> impl Iterator<Item = &[u8]> {
     })
 }
 
+/// What an answer's `content-type` says its body is. Read once per answer (a header lookup is
+/// not free on the hot path) and carried with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Media {
+    /// `text/event-stream` (any case).
+    EventStream,
+    /// A JSON type (`application/json`, `application/problem+json`, ...).
+    Json,
+    Other,
+}
+
+impl Media {
+    /// The media type `headers` give the body.
+    pub fn of(headers: &http::HeaderMap) -> Media {
+        const TYPE: &[u8] = b"text/event-stream";
+        let Some(v) = headers.get(http::header::CONTENT_TYPE) else {
+            return Media::Other;
+        };
+        let v = v.as_bytes();
+        if v.get(..TYPE.len())
+            .is_some_and(|p| p.eq_ignore_ascii_case(TYPE))
+        {
+            Media::EventStream
+        } else if memchr::memmem::find(v, b"json").is_some() {
+            Media::Json
+        } else {
+            Media::Other
+        }
+    }
+}
+
 /// Does `content-type` say the body is an event stream (`text/event-stream`, any case)?
 pub fn is_event_stream(headers: &http::HeaderMap) -> bool {
-    const TYPE: &[u8] = b"text/event-stream";
-    headers.get(http::header::CONTENT_TYPE).is_some_and(|v| {
-        v.as_bytes()
-            .get(..TYPE.len())
-            .is_some_and(|p| p.eq_ignore_ascii_case(TYPE))
-    })
+    Media::of(headers) == Media::EventStream
 }
 
 /// Does a whole SSE body end with the `data: [DONE]` event and carry no error event?

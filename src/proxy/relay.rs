@@ -21,8 +21,8 @@ use super::meter::Meter as Llm;
 use super::resume::Transcript;
 use crate::cache::Pass;
 use crate::downstream::Downstream;
-use crate::respond::{is_sse, sse_error_event};
-use crate::sse::{self, Disposition};
+use crate::respond::sse_error_event;
+use crate::sse::{self, Disposition, Media};
 use crate::tokens::Meter;
 use crate::upstream::{timeout_at, Ready};
 use bytes::{Bytes, BytesMut};
@@ -204,8 +204,8 @@ pub async fn relay(
     }
     for_client(&mut header, client.req_header().version);
     let _ = header.insert_header("x-request-id", request_id);
-    let sse = is_sse(&header.headers);
-    llm.head(&header, sse);
+    let sse = ready.media == Media::EventStream;
+    llm.head(&header, ready.media);
     let (events, body_meter, body_llm) = if sse {
         let events = Events {
             framer: sse::Framer::new(),
@@ -251,7 +251,7 @@ pub async fn continuation(
     transcript: &mut Transcript,
     meter: &mut Meter,
 ) -> RelayEnd {
-    if !is_sse(&ready.header.headers) {
+    if ready.media != Media::EventStream {
         ready.abandon().await;
         return RelayEnd::Broken(Break::Truncated);
     }

@@ -61,6 +61,8 @@ pub struct Ready {
     pub first: Option<Bytes>,
     /// The body is complete (nothing more to read).
     pub done: bool,
+    /// What the header's `content-type` says the body is.
+    pub media: sse::Media,
     /// Time from request sent to response header.
     pub ttfb: Duration,
     /// The peer, for returning the connection to the pool.
@@ -277,12 +279,14 @@ pub async fn try_once(
             return Err(TryError::Reset);
         };
         let ttfb = sent.elapsed();
-        let (first, done) = past_header(&mut s, &header, req, waits).await?;
+        let media = sse::Media::of(&header.headers);
+        let (first, done) = past_header(&mut s, &header, media, req, waits).await?;
         return Ok(Ready {
             session: s,
             header,
             first,
             done,
+            media,
             ttfb,
             target: target.clone(),
             reusable: !write_failed,
@@ -299,6 +303,7 @@ pub async fn try_once(
 async fn past_header(
     s: &mut Response,
     header: &ResponseHeader,
+    media: sse::Media,
     req: &TryRequest<'_>,
     waits: Waits,
 ) -> Result<(Option<Bytes>, bool), TryError> {
@@ -319,7 +324,7 @@ async fn past_header(
     let mut first = None;
     if req.capture_statuses.contains(&status) {
         first = Some(read_body_up_to(s, MAX_CAPTURE, waits, || waits.header_by).await?);
-    } else if !req.stream && !s.is_body_done() && !sse::is_event_stream(&header.headers) {
+    } else if !req.stream && !s.is_body_done() && media != sse::Media::EventStream {
         // An event stream the request did not ask for (a GET of server-sent events) is relayed
         // as it comes: it may never end.
         // Gaps between reads are bounded by the route's `idle`.
@@ -327,8 +332,7 @@ async fn past_header(
         let next_by = || crate::deadline::from_now(idle).min(waits.deadline);
         first = Some(read_body_up_to(s, MAX_BUFFERED, waits, next_by).await?);
     } else if req.stream && header.status.is_success() && !s.is_body_done() {
-        let sse = sse::is_event_stream(&header.headers);
-        match first_event(s, sse, waits).await {
+        match first_event(s, media == sse::Media::EventStream, waits).await {
             Ok(read) => first = read,
             Err(e) => {
                 s.shutdown().await;

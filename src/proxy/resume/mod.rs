@@ -30,7 +30,6 @@ use super::tries::{Outcome, Tries};
 use super::{request as req, Switchyard};
 use crate::body::RequestBody;
 use crate::downstream::Downstream;
-use crate::respond::is_sse;
 use request::Next;
 use tokio::time::Instant;
 
@@ -155,7 +154,7 @@ impl Switchyard {
             return None;
         };
         let status = c.ready.header.status.as_u16();
-        if !c.ready.header.status.is_success() || !is_sse(&c.ready.header.headers) {
+        if !c.ready.header.status.is_success() || c.ready.media != crate::sse::Media::EventStream {
             // An answer that cannot be spliced in: judged by its status, not relayed.
             c.ready.abandon().await;
             c.ticket.committed(status, RelayEnd::Complete);

@@ -9,6 +9,8 @@
 #   benches/wrk/run.sh               # full run: 5 s per measurement, 3 rounds, medians
 #   benches/wrk/run.sh --quick       # CI smoke test: 1 s, 1 round; fails only if a target
 #                                    # answered with errors or not at all, never on speed
+#   benches/wrk/run.sh --targets switchyard,compare --compare OTHER-BINARY --repeat 10
+#                                    # two builds of switchyard in alternating rounds
 #
 # Everything it writes goes to one mktemp -d directory; every process it starts is killed on exit.
 # Traffic stays on 127.0.0.1. Run with --help for the options.
@@ -18,7 +20,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 
 duration=5 repeat=3 connections=64 wrk_threads=1 quick=0 build=1 keep=0
-ttft_requests=200 bin="" ttft_client="" floor_client="" out=""
+ttft_requests=200 bin="" ttft_client="" floor_client="" out="" compare_bin=""
 targets="direct,nginx,haproxy,pingora,switchyard,cache,ttft,streams,c1,conns"
 # The LLM-traffic rows (llm.sh): streams, c1 (concurrency 1) and conns (many connections).
 stream_count=1000 stream_tokens=50 token_delay_ms=20 stream_ttft_ms=20 ramp_ms=1000 streams_client=""
@@ -40,6 +42,9 @@ usage: benches/wrk/run.sh [options]
   --targets LIST       comma-separated subset of: $targets
   --bin PATH           switchyard binary to test (default: cargo build --release in this repo)
   --no-build           do not build switchyard; use the binary already built
+  --compare PATH       another switchyard binary, measured as the target "compare" in the same
+                       rounds and with the same config as switchyard (added to --targets); the
+                       report gives its req/s and CPU per request as ratios to switchyard's
   --ttft-client PATH   an already built benches/ttft.rs executable (default: cargo builds it)
   --floor-bin PATH     an already built benches/pingora_floor.rs executable (default: cargo
                        builds it); the "pingora" target is Pingora's proxy with no logic
@@ -74,6 +79,7 @@ while [ $# -gt 0 ]; do
     --targets) targets=$2; shift 2 ;;
     --bin) bin=$2; build=0; shift 2 ;;
     --no-build) build=0; shift ;;
+    --compare) compare_bin=$2; shift 2 ;;
     --ttft-client) ttft_client=$2; shift 2 ;;
     --floor-bin) floor_client=$2; shift 2 ;;
     --streams) stream_count=$2; shift 2 ;;
@@ -106,6 +112,7 @@ for n in "$duration" "$repeat" "$connections" "$wrk_threads" "$ttft_requests" "$
   case "$n" in ''|*[!0-9]*|0) echo "run.sh: expected a positive whole number, got '$n'" >&2; exit 2 ;; esac
 done
 want() { case ",$targets," in *",$1,"*) return 0 ;; *) return 1 ;; esac; }
+[ -n "$compare_bin" ] && ! want compare && targets="$targets,compare"
 
 bench_tag=bench
 # shellcheck source=../lib.sh
@@ -397,12 +404,12 @@ bench_clusters="  primary:
 bench_split="      - { cluster: primary, weight: 90 }
       - { cluster: secondary, weight: 10 }"
 
-# sy_start NAME ADMIN_PORT LISTEN_PORT: start switchyard on $tmp/NAME.yaml, wait for /readyz
-# and for one chat answer.
+# sy_start NAME ADMIN_PORT LISTEN_PORT [BINARY]: start switchyard (or BINARY) on
+# $tmp/NAME.yaml, wait for /readyz and for one chat answer.
 # Sets pid_of[NAME]; on failure sets note[NAME] and returns 1.
 sy_start() {
   local name=$1 admin=$2 listen=$3
-  start "$name" "${on_proxy_cpu[@]}" "$sy_bin" -c "$tmp/$name.yaml"
+  start "$name" "${on_proxy_cpu[@]}" "${4:-$sy_bin}" -c "$tmp/$name.yaml"
   pid_of[$name]=$started_pid
   if ! wait_ok "http://127.0.0.1:$admin/readyz" "$ready_timeout"; then
     note[$name]="failed: not ready within ${ready_timeout}s (log: $tmp/$name.log)"
@@ -424,6 +431,20 @@ if want switchyard || want c1; then
     sy_config switchyard "${port[switchyard]}" "$a" "" "$bench_clusters" "$bench_split"
     if sy_start switchyard "$a" "${port[switchyard]}"; then
       log "switchyard on port ${port[switchyard]} ($sy_bin, $sy_rev)"
+    fi
+  fi
+fi
+
+# The compared build: another binary, the same config, measured in the same rounds.
+if want compare; then
+  if [ -z "$compare_bin" ] || [ ! -x "$compare_bin" ]; then
+    note[compare]="failed: no binary to compare (--compare PATH; got '${compare_bin}')"
+  else
+    port[compare]=$(free_port)
+    a=$(free_port)
+    sy_config compare "${port[compare]}" "$a" "" "$bench_clusters" "$bench_split"
+    if sy_start compare "$a" "${port[compare]}" "$compare_bin"; then
+      log "compared build on port ${port[compare]} ($compare_bin)"
     fi
   fi
 fi
@@ -457,7 +478,7 @@ fi
 # Measurements: rounds of every target in turn, so drift hits them all alike.
 # ---------------------------------------------------------------------------------------------
 rows=()
-for t in direct nginx haproxy pingora switchyard cache; do
+for t in direct nginx haproxy pingora switchyard compare cache; do
   want "$t" || continue
   rows+=("$t")
 done
@@ -688,6 +709,7 @@ label() {
     pingora) echo "pingora (no logic)" ;;
     switchyard) echo "switchyard ($sy_rev)" ;;
     cache) echo "switchyard, cache hit" ;;
+    compare) echo "switchyard, compared build" ;;
   esac
 }
 
@@ -729,6 +751,13 @@ report=$tmp/report.md
   for t in "${rows[@]}"; do
     [ -n "${rps[$t]:-}" ] && [ -n "${note[$t]:-}" ] && echo && echo "Note ($t): ${note[$t]}"
   done
+  if [ -n "${rps[compare]:-}" ] && [ -n "${rps[switchyard]:-}" ]; then
+    echo
+    echo "Compared build: \`$compare_bin\`. Against switchyard ($sy_rev), medians of the same rounds:" \
+      "req/s $(awk -v a="${rps[compare]}" -v b="${rps[switchyard]}" 'BEGIN { printf "%.3f", a / b }'), CPU per request" \
+      "$(awk -v a="${cpu[compare]}" -v ra="${rps[compare]}" -v b="${cpu[switchyard]}" -v rb="${rps[switchyard]}" \
+        'BEGIN { if (b * ra > 0) printf "%.3f", (a / ra) / (b / rb); else print "-" }')."
+  fi
   fi
   if want ttft; then
     echo

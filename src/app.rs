@@ -13,7 +13,7 @@ use crate::snapshot::{Current, Registries, Snapshot};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-pub use crate::reload::digest;
+pub use crate::reload::{digest, digests, Digests};
 
 /// The parts of a running switchyard.
 pub struct App {
@@ -38,10 +38,10 @@ pub struct App {
 
 impl App {
     /// An app serving `config` (generation 1), read from `config_path` if it came from a file.
-    pub fn new(config: Config, text_digest: String, config_path: Option<PathBuf>) -> Arc<App> {
+    pub fn new(config: Config, digests: Digests, config_path: Option<PathBuf>) -> Arc<App> {
         let state = Arc::new(Registries::default());
         let metrics = Arc::new(Metrics::new());
-        let snap = Snapshot::build(config, 1, text_digest, &state, &metrics);
+        let snap = Snapshot::build(config, 1, digests.shown.clone(), &state, &metrics);
         metrics.config_generation.set(1);
         let probe_round = Arc::new(ProbeRound::new(snap.clusters.iter().any(|c| c.checked())));
         let current = Arc::new(Current::new(snap));
@@ -54,6 +54,7 @@ impl App {
             tls: tls.clone(),
             access_log: access_log.clone(),
             config_path,
+            digests,
         }));
         Arc::new(App {
             current,

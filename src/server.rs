@@ -80,7 +80,7 @@ fn process_file_dir(file: &std::path::Path) {
 /// Load the config at `opts.config_path` and build the server (not yet running).
 pub fn build(opts: &RunOptions) -> Result<(Server, Arc<App>), config::ConfigError> {
     let file = opts.config_path.display().to_string();
-    let (cfg, digest) = crate::reload::read(&opts.config_path)?;
+    let (cfg, digests) = crate::reload::read(&opts.config_path)?;
     for f in [&cfg.server.pid_file, &cfg.server.upgrade_sock] {
         process_file_dir(std::path::Path::new(f));
     }
@@ -98,7 +98,7 @@ pub fn build(opts: &RunOptions) -> Result<(Server, Arc<App>), config::ConfigErro
     let admin_addr = cfg.admin.addr;
     let limits = cfg.limits.clone();
     let access_log = cfg.access_log.clone();
-    let app = App::new(cfg, digest, Some(opts.config_path.clone()));
+    let app = App::new(cfg, digests, Some(opts.config_path.clone()));
 
     let mut server_options = HttpServerOptions::default();
     server_options.h2c = true;

@@ -727,7 +727,7 @@ async fn reload_edge_rereads_certificates_and_retargets_the_access_log() {
         switchyard::config::parse(&text, "r.yaml").unwrap()
     };
     let (log_a, log_b) = (dir.path().join("a.log"), dir.path().join("b.log"));
-    let app = switchyard::app::App::new(config(&log_a), String::new(), None);
+    let app = switchyard::app::App::new(config(&log_a), Default::default(), None);
     let resolver = app.tls.add(&files.cert, &files.key).unwrap();
     app.reload_edge().unwrap();
     assert!(

@@ -249,6 +249,46 @@ async fn sighup_and_file_replacement_by_rename_both_reload() {
     assert!(lb.log().contains("SIGHUP"), "{}", lb.log());
 }
 
+/// Rotating an API key in the file is a change the watch reloads, though the digest `/status`
+/// shows leaves the keys out (it is the same before and after).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_rotated_in_the_file_is_reloaded_by_the_watch() {
+    let p = sim("p").await;
+    let body = |key: &str| {
+        format!(
+            "clusters:\n  primary:\n    peers:\n      - {{ addr: \"{}\" }}\n    api_keys: {{ keys: [{key}] }}\nroutes:\n  - name: chat\n    match: {{ path_prefix: \"/v1/\" }}\n    split:\n      - {{ cluster: primary, weight: 1 }}\n",
+            p.addr()
+        )
+    };
+    let lb = Balancer::start(&body("sk-old")).await;
+    let sent_key = || async {
+        let r = client()
+            .post(lb.url("/v1/chat/completions"))
+            .header("x-sim-echo-header", "authorization")
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        r.headers()["x-sim-echo"].to_str().unwrap().to_string()
+    };
+    assert_eq!(sent_key().await, "Bearer sk-old");
+    let shown = lb.status().await["config_sha256"].clone();
+    lb.write_config(&body("sk-new"));
+    wait_until(
+        Duration::from_secs(10),
+        "the file watch to reload a rotated key",
+        || async { lb.generation().await >= 2 },
+    )
+    .await;
+    assert_eq!(sent_key().await, "Bearer sk-new");
+    assert_eq!(
+        lb.status().await["config_sha256"],
+        shown,
+        "the shown digest names no key"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn binary_upgrade_under_load_loses_nothing() {
     let (p1, s1) = (sim("p1").await, sim("s1").await);

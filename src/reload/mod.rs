@@ -24,14 +24,37 @@ use std::sync::{Arc, Mutex};
 /// digest is of the parsed document, so comments and layout do not change it; a text that does
 /// not parse is digested as it is (it is never loaded).
 pub fn digest(text: &str) -> String {
-    let redacted = serde_yaml::from_str::<serde_yaml::Value>(text)
-        .ok()
-        .map(|mut v| {
-            redact(&mut v);
-            serde_yaml::to_string(&v).unwrap_or_default()
-        });
-    let d = Sha256::digest(redacted.as_deref().unwrap_or(text).as_bytes());
-    d.iter().map(|b| format!("{b:02x}")).collect()
+    digests(text).shown
+}
+
+/// The two digests of a config text: the one shown ([`digest`]) and the one the file watch
+/// compares, of the whole parsed document, secrets included (never shown), so that a change of
+/// a secret alone (a rotated API key) is a change too.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Digests {
+    pub shown: String,
+    watched: [u8; 32],
+}
+
+/// The [`Digests`] of a config text.
+pub fn digests(text: &str) -> Digests {
+    let Ok(mut v) = serde_yaml::from_str::<serde_yaml::Value>(text) else {
+        let d = Sha256::digest(text.as_bytes());
+        return Digests {
+            shown: hex(&d),
+            watched: d.into(),
+        };
+    };
+    let watched = Sha256::digest(serde_yaml::to_string(&v).unwrap_or_default().as_bytes()).into();
+    redact(&mut v);
+    let shown = hex(&Sha256::digest(
+        serde_yaml::to_string(&v).unwrap_or_default().as_bytes(),
+    ));
+    Digests { shown, watched }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Blank out the secrets of a config document.
@@ -73,15 +96,15 @@ pub enum ReloadError {
     },
 }
 
-/// Read and build the config at `path`, with the digest of its text.
-pub fn read(path: &std::path::Path) -> Result<(Config, String), ConfigError> {
+/// Read and build the config at `path`, with the digests of its text.
+pub fn read(path: &std::path::Path) -> Result<(Config, Digests), ConfigError> {
     let file = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         file: file.clone(),
         source,
     })?;
     let cfg = config::parse(&text, &file)?;
-    Ok((cfg, digest(&text)))
+    Ok((cfg, digests(&text)))
 }
 
 /// The parts of a config bound to the running process: listening sockets, threads, process files.
@@ -131,6 +154,8 @@ pub struct Reloader {
     /// What the loaded config wanted that needs a binary upgrade (`--upgrade`) to take effect.
     needs_upgrade: Mutex<Vec<String>>,
     last_error: Mutex<Option<String>>,
+    /// The watched digest of the config file's text in force (see [`Digests`]).
+    watched: Mutex<[u8; 32]>,
     /// Serialises reloads: builds happen one at a time, away from the request path.
     lock: tokio::sync::Mutex<()>,
 }
@@ -143,6 +168,8 @@ pub struct Parts {
     pub tls: Arc<TlsCerts>,
     pub access_log: Arc<AccessLog>,
     pub config_path: Option<PathBuf>,
+    /// The digests of the config text in force.
+    pub digests: Digests,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -163,6 +190,7 @@ impl Reloader {
             boot,
             needs_upgrade: Mutex::new(Vec::new()),
             last_error: Mutex::new(None),
+            watched: Mutex::new(parts.digests.watched),
             lock: tokio::sync::Mutex::new(()),
         }
     }
@@ -190,7 +218,7 @@ impl Reloader {
             return false;
         };
         match std::fs::read_to_string(path) {
-            Ok(text) => digest(&text) != self.current.load().digest,
+            Ok(text) => digests(&text).watched != *lock(&self.watched),
             Err(_) => true,
         }
     }
@@ -219,7 +247,8 @@ impl Reloader {
         };
         match result {
             Ok((cfg, d)) => {
-                let generation = self.install(cfg, d);
+                *lock(&self.watched) = d.watched;
+                let generation = self.install(cfg, d.shown);
                 // Certificates and the access log file follow the new config in place; a
                 // certificate that does not load fails the reload (renewal automation must see
                 // it), though the config itself is in force.
@@ -310,5 +339,25 @@ mod tests {
         assert_ne!(shared("redis://:pw1@h:1/0"), shared("redis://:pw1@h:2/0"));
         // Comments and layout are not the config.
         assert_eq!(a, digest(&format!("# hi\n{}", with("c", "d"))));
+    }
+
+    #[test]
+    fn the_watched_digest_sees_secrets_but_not_comments() {
+        let with = |token: &str, key: &str| {
+            format!("admin: {{ token: {token} }}\nclusters:\n  c:\n    api_keys: {{ keys: [{key}] }}\n    peers: []\n")
+        };
+        let a = digests(&with("t", "sk-1"));
+        assert_eq!(a.shown, digest(&with("t", "sk-1")));
+        for other in [with("t", "sk-2"), with("u", "sk-1")] {
+            let b = digests(&other);
+            assert_eq!(a.shown, b.shown);
+            assert_ne!(a.watched, b.watched, "{other}");
+        }
+        assert_eq!(
+            a,
+            digests(&format!("# rotated soon\n{}", with("t", "sk-1")))
+        );
+        // A text that does not parse is still digested (it is never loaded).
+        assert_ne!(digests("a: [").watched, digests("a: [[").watched);
     }
 }

@@ -187,13 +187,31 @@ fn read_usage(s: &[u8], at: usize) -> Option<(Usage, usize)> {
     if s.get(i) != Some(&b'{') {
         return None;
     }
-    i = skip_ws(s, i + 1);
     let mut u = Usage::default();
     let (mut prompt, mut completion) = (false, false);
-    if s.get(i) == Some(&b'}') {
-        return Some((u, i + 1));
+    // The compact form servers write, `{"prompt_tokens":N,"completion_tokens":N`, in one go;
+    // the loop reads what follows it, or any other form from the start.
+    let mut after_value = false;
+    if let Some((p, c, end)) = compact(s, i) {
+        (u.prompt_tokens, u.completion_tokens) = (p, c);
+        (prompt, completion, after_value) = (true, true, true);
+        i = end;
+    } else {
+        i = skip_ws(s, i + 1);
+        if s.get(i) == Some(&b'}') {
+            return Some((u, i + 1));
+        }
     }
     loop {
+        if after_value {
+            i = skip_ws(s, i);
+            match s.get(i) {
+                Some(b',') => i = skip_ws(s, i + 1),
+                Some(b'}') => return Some((u, i + 1)),
+                _ => return None,
+            }
+        }
+        after_value = true;
         // The two keys looked for are compared in place; any other is skipped whole.
         const PROMPT: &[u8] = b"\"prompt_tokens\"";
         const COMPLETION: &[u8] = b"\"completion_tokens\"";
@@ -229,13 +247,25 @@ fn read_usage(s: &[u8], at: usize) -> Option<(Usage, usize)> {
             }
             None => i = skip_value(s, i)?,
         }
-        i = skip_ws(s, i);
-        match s.get(i) {
-            Some(b',') => i = skip_ws(s, i + 1),
-            Some(b'}') => return Some((u, i + 1)),
-            _ => return None,
-        }
     }
+}
+
+/// `{"prompt_tokens":N,"completion_tokens":N` at `at`, exactly: the two counts and where the
+/// second ends.
+fn compact(s: &[u8], at: usize) -> Option<(u64, u64, usize)> {
+    const HEAD: &[u8] = b"{\"prompt_tokens\":";
+    const NEXT: &[u8] = b",\"completion_tokens\":";
+    let i = at + HEAD.len();
+    if !s.get(at..i)?.eq(HEAD) {
+        return None;
+    }
+    let (p, i) = read_u64(s, i)?;
+    let j = i + NEXT.len();
+    if !s.get(i..j)?.eq(NEXT) {
+        return None;
+    }
+    let (c, end) = read_u64(s, j)?;
+    Some((p, c, end))
 }
 
 /// A JSON number that is a `u64` (as serde reads one: `-0` is 0; a fraction, an exponent, a
@@ -424,6 +454,50 @@ mod tests {
         // A string after it that spells the member (escaped, so never `"usage"` itself).
         let s = br#"{"usage":{"prompt_tokens":2,"completion_tokens":3},"c":"\",\"usage\":{\"prompt_tokens\":8}}"}"#;
         assert_eq!(last_member(s), Some(u(2, 3)));
+    }
+
+    #[test]
+    fn the_compact_form_reads_as_serde_reads_it() {
+        let serde = |doc: &str| -> Option<Usage> {
+            let v: serde_json::Value = serde_json::from_str(doc).ok()?;
+            serde_json::from_value(v.get("usage")?.clone()).ok()
+        };
+        // (`-0`, which serde reads as 0 into a `u64` but as a float into a `Value`, is in
+        // `counts_are_u64_or_nothing`.)
+        let counts = [
+            "0",
+            "7",
+            "18446744073709551615",
+            "18446744073709551616",
+            "1.5",
+            "2e3",
+            "-3",
+            "null",
+            "\"4\"",
+        ];
+        let rests = [
+            "}",
+            ",\"total_tokens\":9}",
+            ",\"details\":{\"x\":[1,\"}\"]}}",
+            " }",
+        ];
+        for p in counts {
+            for c in counts {
+                for rest in rests {
+                    let doc = format!(
+                        r#"{{"id":"x","usage":{{"prompt_tokens":{p},"completion_tokens":{c}{rest}}}"#
+                    );
+                    assert_eq!(find(doc.as_bytes()), serde(&doc), "{doc}");
+                }
+                // A count given twice makes the usage unreadable (serde would take the last).
+                for twice in [",\"prompt_tokens\":2}", ",\"completion_tokens\":2}"] {
+                    let doc = format!(
+                        r#"{{"usage":{{"prompt_tokens":{p},"completion_tokens":{c}{twice}}}"#
+                    );
+                    assert_eq!(find(doc.as_bytes()), None, "{doc}");
+                }
+            }
+        }
     }
 
     #[test]

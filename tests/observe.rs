@@ -115,18 +115,15 @@ async fn ttft_inter_token_tokens_and_stream_duration_are_measured_and_logged() {
     }
 }
 
-/// The `traceparent` the simulator received, as it echoes it.
-async fn upstream_traceparent(
-    c: &reqwest::Client,
-    lb: &Balancer,
-    sent: Option<&str>,
-) -> Option<String> {
+/// The `traceparent` the simulator received, as it echoes it, for a request sending `sent` (each
+/// value its own header line).
+async fn upstream_traceparent(c: &reqwest::Client, lb: &Balancer, sent: &[&str]) -> Option<String> {
     let mut req = c
         .post(lb.url("/v1/chat/completions"))
         .header("x-sim-echo-header", "traceparent")
         .body(chat("trace me", false));
-    if let Some(t) = sent {
-        req = req.header("traceparent", t);
+    for t in sent {
+        req = req.header("traceparent", *t);
     }
     let r = req.send().await.unwrap();
     assert_eq!(r.status(), 200);
@@ -166,9 +163,7 @@ async fn traceparent_is_continued_replaced_or_started_and_each_try_has_its_span(
     // A valid one: same trace and flags, a new parent (switchyard's try span).
     let mut spans = std::collections::HashSet::new();
     for _ in 0..4 {
-        let up = upstream_traceparent(&c, &lb, Some(CLIENT_TP))
-            .await
-            .unwrap();
+        let up = upstream_traceparent(&c, &lb, &[CLIENT_TP]).await.unwrap();
         let (trace, parent, flags) = parts(&up);
         assert_eq!(trace, "4bf92f3577b34da6a3ce929d0e0e4736");
         assert_ne!(parent, "00f067aa0ba902b7");
@@ -182,7 +177,7 @@ async fn traceparent_is_continued_replaced_or_started_and_each_try_has_its_span(
         "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
         "zz",
     ] {
-        let up = upstream_traceparent(&c, &lb, Some(bad)).await.unwrap();
+        let up = upstream_traceparent(&c, &lb, &[bad]).await.unwrap();
         let (trace, _, flags) = parts(&up);
         assert_ne!(trace, "4bf92f3577b34da6a3ce929d0e0e4736", "{bad} kept");
         assert_ne!(trace, "0".repeat(32));
@@ -190,21 +185,13 @@ async fn traceparent_is_continued_replaced_or_started_and_each_try_has_its_span(
         assert_eq!(flags, "00");
     }
     // Two of them are as good as none (W3C: ignore both), and only one goes upstream.
-    let r = c
-        .post(lb.url("/v1/chat/completions"))
-        .header("x-sim-echo-header", "traceparent")
-        .header("traceparent", CLIENT_TP)
-        .header("traceparent", CLIENT_TP)
-        .body(chat("trace me", false))
-        .send()
+    let up = upstream_traceparent(&c, &lb, &[CLIENT_TP, CLIENT_TP])
         .await
         .unwrap();
-    assert_eq!(r.status(), 200);
-    let up = r.headers()["x-sim-echo"].to_str().unwrap().to_string();
     assert_ne!(parts(&up).0, "4bf92f3577b34da6a3ce929d0e0e4736", "{up}");
     // None: a new trace each time.
-    let a = parts(&upstream_traceparent(&c, &lb, None).await.unwrap()).0;
-    let b = parts(&upstream_traceparent(&c, &lb, None).await.unwrap()).0;
+    let a = parts(&upstream_traceparent(&c, &lb, &[]).await.unwrap()).0;
+    let b = parts(&upstream_traceparent(&c, &lb, &[]).await.unwrap()).0;
     assert_ne!(a, b);
     // Half of these went to the dead peer first and were retried: the retries carried their own
     // span ids too (checked above: four distinct ids, all in the client's trace).
@@ -319,22 +306,16 @@ async fn spans_of_requests_and_their_tries_reach_an_otlp_receiver() {
     let c = client();
     // Not sampled: a ratio of 0 for new traces, and a client that says "not sampled".
     assert_eq!(
-        parts(&upstream_traceparent(&c, &lb, None).await.unwrap()).2,
+        parts(&upstream_traceparent(&c, &lb, &[]).await.unwrap()).2,
         "00"
     );
     let unsampled = "00-11111111111111111111111111111111-2222222222222222-00";
-    upstream_traceparent(&c, &lb, Some(unsampled))
-        .await
-        .unwrap();
+    upstream_traceparent(&c, &lb, &[unsampled]).await.unwrap();
     // Sampled by the client: exported whatever the ratio.
     // Four of them: over [dead, live] in turn, at least one starts on the dead peer.
     let mut echoed = Vec::new();
     for _ in 0..4 {
-        echoed.push(
-            upstream_traceparent(&c, &lb, Some(CLIENT_TP))
-                .await
-                .unwrap(),
-        );
+        echoed.push(upstream_traceparent(&c, &lb, &[CLIENT_TP]).await.unwrap());
     }
     let trace = hex("4bf92f3577b34da6a3ce929d0e0e4736");
     wait_until(
